@@ -1,0 +1,1 @@
+"""Proposers turn a prompt and a parent program into patch text."""

@@ -1,0 +1,97 @@
+"""The seam between the search and a problem.
+
+`evolve/` only ever sees a `Task`: it hands over program text and gets a `Result` back. A user can plug
+in another problem by implementing this interface without touching the search.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class Result:
+    """The outcome of evaluating one program.
+
+    `error` is one line naming the broken rule (empty when correct). `metrics` holds every number the
+    task measured; `scores` holds the value of each named scorer; `per_window` holds per-window detail
+    for feedback and plots. The stamps (`evaluator_version`, `dataset`, `scorer`) let a reader refuse to
+    compare numbers that came from different evaluators or data.
+    """
+
+    correct: bool
+    error: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    per_window: list[dict[str, float]] = field(default_factory=list)
+    feedback: str = ""
+    evaluator_version: str = ""
+    dataset: dict[str, str] = field(default_factory=dict)
+    scorer: str = ""
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def score(self) -> float | None:
+        """The value of the chosen scorer, or None for an incorrect program."""
+        if not self.correct:
+            return None
+        return self.scores.get(self.scorer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Result":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def failure(cls, error: str, **stamps: Any) -> "Result":
+        """An incorrect result with a one-line error."""
+        first_line = error.strip().splitlines()[0] if error.strip() else "unknown error"
+        return cls(correct=False, error=first_line, **stamps)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A number the search maximises (or minimises), read from `Result.metrics` or `Result.scores`."""
+
+    key: str
+    maximise: bool = True
+    deterministic: bool = True  # False for wall-clock numbers, which differ from run to run
+
+    def value(self, result: Result) -> float | None:
+        if not result.correct:
+            return None
+        if self.key in result.scores:
+            v = result.scores[self.key]
+        else:
+            v = result.metrics.get(self.key)
+        if v is None:
+            return None
+        return float(v) if self.maximise else -float(v)
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the search needs from a problem."""
+
+    name: str
+    entry_function: str  # the function a program must define; patches may not drop it
+
+    def problem_statement(self) -> str:
+        """Plain words for a prompt: the contract, invariants, objective and scorer."""
+        ...
+
+    def objectives(self) -> list[Objective]:
+        """The first objective is the primary score; the rest are used by Pareto selection."""
+        ...
+
+    def stamp(self) -> dict[str, Any]:
+        """Evaluator version, dataset id and checksum, scorer: what makes two scores comparable."""
+        ...
+
+    def evaluate(self, program_text: str) -> Result:
+        """Score a program. Never raises for a bad program: returns `Result(correct=False, ...)`."""
+        ...
