@@ -1,0 +1,272 @@
+"""The EPLB task: implements `evolve.task.Task` by running a balancer in the sandbox and scoring it.
+
+Data flow: trace -> windows -> (planning windows to the sandbox) -> placements -> contract check ->
+simulation on the scoring windows -> metrics -> scorers -> `Result`. The scoring windows never enter
+the sandbox in the predictive protocol: window i+1 is sent only after the plan for window i came back.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evaluator import EVALUATOR_VERSION
+from evaluator.contract import validate_placement
+from evaluator.sandbox import Sandbox, SandboxLimits, SandboxRun
+from evaluator.scoring import get_scorer, score_all
+from evaluator.simulate import Simulation, simulate
+from evaluator import traces
+from evolve.errors import UserError
+from evolve.task import Objective, Result
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ("predictive", "in-sample")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything that changes an EPLB score. Defaults are the standard published configuration."""
+
+    dataset: str = "deepseek-v3"  # a dataset name (`eplb-evolve traces list`) or a trace file
+    split: str = "search"  # `search` while searching, `holdout` for final reports
+    protocol: str = "predictive"  # plan on window i, score on i+1; or `in-sample`: score on i
+    window: int = 100  # steps per window
+    max_windows: int = 0  # 0: every window of the trace
+    scorer: str = "native"
+    device: str = "cpu"  # where the balancer runs and the simulation happens
+    num_replicas: int = 288
+    num_groups: int = 0  # 0: from the trace's model shape (1 when it has none)
+    num_nodes: int = 4
+    num_gpus: int = 32
+    timeout_s: float = 60.0
+    memory_mb: int = 4096
+    threads: int = 1
+    reference_calls: int = 3
+    reference: str = "candidates/seed.py"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise UserError(f"unknown task option '{key}'; known: {', '.join(known)}")
+            default = known[key].default
+            try:
+                values[key] = type(default)(value) if not isinstance(value, type(default)) else value
+            except (TypeError, ValueError):
+                raise UserError(f"task option '{key}' must be a {type(default).__name__}, got {value!r}") from None
+        options = cls(**values)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"task option 'protocol' must be one of {', '.join(PROTOCOLS)}, got '{self.protocol}'")
+        get_scorer(self.scorer)
+        if self.window <= 0:
+            raise UserError(f"task option 'window' must be a positive number of steps, got {self.window}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UserError(f"task option 'device' must be cpu or cuda, got '{self.device}'")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("task option 'device' is cuda but torch sees no CUDA device; use --device cpu")
+        if self.num_replicas % self.num_gpus or self.num_gpus % self.num_nodes:
+            raise UserError(
+                f"num_replicas ({self.num_replicas}) must divide by num_gpus ({self.num_gpus}), "
+                f"and num_gpus by num_nodes ({self.num_nodes})"
+            )
+
+
+def _load_trace(options: EvalOptions) -> traces.Trace:
+    path = Path(options.dataset)
+    if path.suffix == ".npz" and path.exists():
+        return traces.load_npz(path)
+    loader = getattr(traces, "load_trace", None)
+    if loader is None:
+        raise UserError(f"'{options.dataset}' is not a trace file; give a path to a .npz trace")
+    return loader(options.dataset, options.split)
+
+
+class EplbTask:
+    """Scores balancer programs on one trace under one protocol and scorer."""
+
+    name = "eplb"
+    entry_function = "rebalance_experts"
+
+    def __init__(self, options: EvalOptions | None = None, trace: traces.Trace | None = None) -> None:
+        self.options = options or EvalOptions()
+        self.options.check()
+        self.trace = trace if trace is not None else _load_trace(self.options)
+        windows = self.trace.windows(self.options.window)
+        if self.options.max_windows:
+            windows = windows[: self.options.max_windows]
+        predictive = self.options.protocol == "predictive"
+        if predictive and windows.size(0) < 2:
+            raise UserError(
+                f"the predictive protocol needs at least 2 windows; the trace has {windows.size(0)} of "
+                f"{self.options.window} steps (use a smaller --window or --protocol in-sample)"
+            )
+        num_experts = self.trace.num_experts
+        if self.options.num_replicas < num_experts:
+            raise UserError(f"num_replicas ({self.options.num_replicas}) is below the number of experts ({num_experts})")
+        self.plan_windows = [w.numpy().astype(np.int64) for w in (windows[:-1] if predictive else windows)]
+        self.score_windows = windows[1:] if predictive else windows
+        self.num_groups = self.options.num_groups or int(self.trace.meta.get("num_groups") or 1)
+        reference_path = REPO_ROOT / self.options.reference
+        self.sandbox = Sandbox(
+            SandboxLimits(
+                timeout_s=self.options.timeout_s,
+                memory_mb=self.options.memory_mb,
+                threads=self.options.threads,
+                reference_calls=self.options.reference_calls,
+            ),
+            reference_code=reference_path.read_text() if reference_path.exists() else None,
+            entry=self.entry_function,
+            device=self.options.device,
+        )
+
+    def with_options(self, **changes: Any) -> "EplbTask":
+        """The same task with some options changed (for example `split="holdout"`)."""
+        return EplbTask(dataclasses.replace(self.options, **changes))
+
+    @property
+    def args(self) -> tuple[int, int, int, int]:
+        o = self.options
+        return (o.num_replicas, self.num_groups, o.num_nodes, o.num_gpus)
+
+    def stamp(self) -> dict[str, Any]:
+        return {
+            "evaluator_version": EVALUATOR_VERSION,
+            "dataset": {
+                "name": str(self.trace.meta.get("name", self.options.dataset)),
+                "split": str(self.trace.meta.get("split", self.options.split)),
+                "sha256": self.trace.sha256,
+            },
+            "scorer": self.options.scorer,
+        }
+
+    def objectives(self) -> list[Objective]:
+        return [
+            Objective(self.options.scorer, maximise=True, deterministic=not get_scorer(self.options.scorer).uses_time),
+            Objective("runtime_median_s", maximise=False, deterministic=False),
+        ]
+
+    def problem_statement(self) -> str:
+        o = self.options
+        return (
+            "Write `rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus)` for Mixture-of-"
+            "Experts expert-parallel load balancing. `weight` is an int64 tensor [layers, experts] of tokens "
+            "routed to each expert. Return (phy2log [layers, num_replicas], log2phy [layers, experts, X], logcnt "
+            "[layers, experts]), all int64: phy2log gives the expert in each physical slot; logcnt the replica "
+            "count of each expert (every expert >= 1, each row sums to num_replicas); log2phy lists each "
+            "expert's slots, padded with -1. Slot s lives on GPU s // (num_replicas / num_gpus); GPU g on node "
+            "g // (num_gpus / num_nodes). A token for an expert is split evenly across its replicas. "
+            f"The plan is made on one window of {o.window} steps and scored on the "
+            f"{'next' if o.protocol == 'predictive' else 'same'} window (R={o.num_replicas}, "
+            f"{self.num_groups} expert groups, {o.num_nodes} nodes, {o.num_gpus} GPUs). "
+            f"Objective: maximise the '{o.scorer}' score ({get_scorer(o.scorer).formula}); keep the balancer "
+            "fast (runtime per call is measured and reported). No file, network or process access."
+        )
+
+    def evaluate(self, program_text: str) -> Result:
+        stamp = self.stamp()
+        run = self.sandbox.run(program_text, self.plan_windows, self.args)
+        streams = {"stdout": run.stdout, "stderr": run.stderr}
+        if not run.ok:
+            return Result.failure(run.error, **stamp, **streams)
+        if len(run.placements) != len(self.plan_windows):
+            return Result.failure(
+                f"the worker answered {len(run.placements)} of {len(self.plan_windows)} windows", **stamp, **streams
+            )
+        layers, experts = self.trace.num_layers, self.trace.num_experts
+        scoring_counts = self.score_windows.numpy()
+        for i, (phy2log, log2phy, logcnt) in enumerate(run.placements):
+            problem = validate_placement(
+                phy2log, log2phy, logcnt, layers, experts, self.options.num_replicas, load=scoring_counts[i]
+            )
+            if problem:
+                return Result.failure(f"window {i}: {problem}", **stamp, **streams)
+        device = torch.device(self.options.device)
+        sim = simulate(
+            self.score_windows.to(device),
+            torch.from_numpy(np.stack([p[0] for p in run.placements])).to(device),
+            torch.from_numpy(np.stack([p[2] for p in run.placements])).to(device),
+            self.options.num_gpus,
+            self.options.num_nodes,
+        )
+        metrics = self._metrics(sim, run)
+        scores = score_all(metrics)
+        per_window = self._per_window(sim, run)
+        return Result(
+            correct=True,
+            metrics=metrics,
+            scores=scores,
+            per_window=per_window,
+            feedback=self._feedback(metrics, per_window, sim),
+            **stamp,
+            **streams,
+        )
+
+    def _metrics(self, sim: Simulation, run: SandboxRun) -> dict[str, float]:
+        calls = np.array(run.call_ns, dtype=np.float64) / 1e9
+        wall = np.array(run.wall_ns, dtype=np.float64) / 1e9
+        ref = np.array(run.reference_ns, dtype=np.float64) / 1e9
+        median = float(np.median(calls))
+        metrics = {
+            "balancedness_gpu": float(sim.balancedness_gpu.mean()),
+            "balancedness_expert": float(sim.balancedness_expert.mean()),
+            "balancedness_node": float(sim.balancedness_node.mean()),
+            "balancedness_gpu_worst": float(sim.balancedness_gpu.min()),
+            "speedup": sim.speedup,
+            "runtime_median_s": median,
+            "runtime_mean_s": float(calls.mean()),
+            "runtime_p10_s": float(np.percentile(calls, 10)),
+            "runtime_p90_s": float(np.percentile(calls, 90)),
+            "runtime_wall_median_s": float(np.median(wall)),
+            "windows": float(len(calls)),
+            "harness_overhead_s": max(0.0, run.total_s - float(calls.sum()) - float(ref.sum())),
+        }
+        if ref.size:
+            metrics["reference_runtime_median_s"] = float(np.median(ref))
+            metrics["speedup_vs_reference"] = float(np.median(ref)) / max(median, 1e-12)
+        return metrics
+
+    def _per_window(self, sim: Simulation, run: SandboxRun) -> list[dict[str, float]]:
+        offset = 1 if self.options.protocol == "predictive" else 0
+        return [
+            {
+                "window": float(i + offset),
+                "balancedness_gpu": float(sim.balancedness_gpu[i]),
+                "balancedness_expert": float(sim.balancedness_expert[i]),
+                "balancedness_node": float(sim.balancedness_node[i]),
+                "layer_time": float(sim.layer_time[i]),
+                "identity_time": float(sim.identity_time[i]),
+                "runtime_s": run.call_ns[i] / 1e9,
+            }
+            for i in range(len(run.call_ns))
+        ]
+
+    def _feedback(self, metrics: dict[str, float], per_window: list[dict[str, float]], sim: Simulation) -> str:
+        worst = min(per_window, key=lambda w: w["balancedness_gpu"])
+        layer_balance = (sim.gpu_load.mean(-1).sum(0) / sim.gpu_load.amax(-1).sum(0).clamp_min(1e-12)).cpu()
+        worst_layers = torch.argsort(layer_balance)[:3].tolist()
+        lines = [
+            f"balancedness_gpu {metrics['balancedness_gpu']:.4f} (worst window {int(worst['window'])}: "
+            f"{worst['balancedness_gpu']:.4f}), balancedness_expert {metrics['balancedness_expert']:.4f}, "
+            f"balancedness_node {metrics['balancedness_node']:.4f}, speed-up over no balancing {metrics['speedup']:.3f}x",
+            "layers with the worst GPU balance: "
+            + ", ".join(f"{layer} ({float(layer_balance[layer]):.3f})" for layer in worst_layers),
+            f"runtime {metrics['runtime_median_s'] * 1e3:.2f} ms median per call",
+        ]
+        if "speedup_vs_reference" in metrics:
+            lines[-1] += f" ({metrics['speedup_vs_reference']:.2f}x the reference balancer's speed)"
+        return "\n".join(lines)
+
+
+def make_task(options: dict[str, Any] | None = None) -> EplbTask:
+    """Factory used by campaign configs: validates option names and values."""
+    return EplbTask(EvalOptions.from_dict(options or {}))
