@@ -58,8 +58,8 @@ def validate_placement(
         return f"replica count: logcnt row of layer {layer} sums to {sums[layer]}, not {num_replicas}"
 
     rows = np.arange(num_layers)[:, None]
-    actual = np.zeros((num_layers, num_experts), dtype=np.int64)
-    np.add.at(actual, (np.broadcast_to(rows, phy2log.shape), phy2log), 1)
+    actual = np.bincount((rows * num_experts + phy2log).ravel(), minlength=num_layers * num_experts)
+    actual = actual.reshape(num_layers, num_experts)
     if (actual != logcnt).any():
         layer, expert = _first(actual != logcnt)
         return (
@@ -71,28 +71,30 @@ def validate_placement(
     if width < logcnt.max():
         return f"shape: log2phy has room for {width} replicas but some expert has {logcnt.max()}"
     used = np.arange(width)[None, None, :] < logcnt[:, :, None]
-    padding_wrong = ~used & (log2phy != -1)
-    if padding_wrong.any():
-        layer, expert, j = _first(padding_wrong)
+    if ((log2phy != -1) & ~used).any():
+        layer, expert, j = _first(~used & (log2phy != -1))
         return f"inconsistent maps: log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]} past logcnt must be -1"
-    out_of_range = used & ((log2phy < 0) | (log2phy >= num_replicas))
+    # The listed slots in (layer, expert, replica) order: exactly R per layer, since each row of logcnt sums to R.
+    listed = log2phy[used]
+    layer_of = np.repeat(np.arange(num_layers), num_replicas)
+    expert_of = np.repeat(np.tile(np.arange(num_experts), num_layers), logcnt.ravel())
+
+    def where(k: int) -> str:
+        layer, expert, j = (int(i) for i in np.argwhere(used)[k])
+        return f"log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]}"
+
+    out_of_range = (listed < 0) | (listed >= num_replicas)
     if out_of_range.any():
-        layer, expert, j = _first(out_of_range)
-        return f"id range: log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]} is not a slot in [0, {num_replicas})"
-    slots = np.where(used, log2phy, 0)
-    owner = np.take_along_axis(phy2log, slots.reshape(num_layers, -1), axis=1).reshape(slots.shape)
-    wrong_owner = used & (owner != np.arange(num_experts)[None, :, None])
+        return f"id range: {where(int(np.argmax(out_of_range)))} is not a slot in [0, {num_replicas})"
+    flat = layer_of * num_replicas + listed  # index into phy2log.ravel()
+    wrong_owner = phy2log.ravel()[flat] != expert_of
     if wrong_owner.any():
-        layer, expert, j = _first(wrong_owner)
-        return (
-            f"inconsistent maps: log2phy[{layer}, {expert}, {j}] = slot {log2phy[layer, expert, j]}, "
-            f"but phy2log puts expert {phy2log[layer, log2phy[layer, expert, j]]} there"
-        )
+        k = int(np.argmax(wrong_owner))
+        return f"inconsistent maps: {where(k)}, but phy2log puts expert {phy2log.ravel()[flat[k]]} there"
     # every listed slot belongs to its expert and each expert lists logcnt slots, so a repeat would
     # leave some slot unlisted: count how often each slot is listed
-    listed = np.zeros((num_layers, num_replicas), dtype=np.int64)
-    np.add.at(listed, (np.broadcast_to(rows[:, :, None], slots.shape)[used], slots[used]), 1)
-    if (listed != 1).any():
-        layer, slot = _first(listed != 1)
-        return f"inconsistent maps: slot {slot} of layer {layer} is listed {listed[layer, slot]} times in log2phy"
+    times = np.bincount(flat, minlength=num_layers * num_replicas).reshape(num_layers, num_replicas)
+    if (times != 1).any():
+        layer, slot = _first(times != 1)
+        return f"inconsistent maps: slot {slot} of layer {layer} is listed {times[layer, slot]} times in log2phy"
     return ""

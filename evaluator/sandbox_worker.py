@@ -206,5 +206,5 @@ def worker_main(conn: Any, job: dict[str, Any]) -> None:
         header, arrays = wire.decode(conn.recv_bytes())
         if header.get("type") != "window":
             return
-        window = arrays[0]
+        window = arrays[0].copy()  # writable: the candidate owns its input
         index = int(header["index"])

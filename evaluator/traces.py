@@ -55,7 +55,11 @@ class Trace:
 
     @property
     def sha256(self) -> str:
-        return content_sha256(self.counts)
+        """Content checksum, computed once: the counts of a trace are never changed in place."""
+        cached = self.__dict__.get("_sha256")
+        if cached is None:
+            cached = self.__dict__["_sha256"] = content_sha256(self.counts)
+        return cached
 
     def windows(self, steps: int = 100) -> torch.Tensor:
         return windows(self, steps)
