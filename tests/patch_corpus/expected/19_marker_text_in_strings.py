@@ -1,0 +1,16 @@
+"""A balancer without EVOLVE markers: every line may change."""
+import torch
+
+
+def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
+    n, m = weight.shape
+    logcnt = torch.ones(n, m, dtype=torch.int64)
+    for _ in range(m, num_replicas):
+        hottest = (weight / logcnt).max(dim=-1).indices
+        logcnt[torch.arange(n), hottest] += 1
+    banner = "<<<<<<< SEARCH is only text here"
+    closing = '>>>>>>> REPLACE'
+    rule = """
+=======
+"""
+    return logcnt
