@@ -45,7 +45,7 @@ class _Zygote:
         self.sock = ours
         self.send_lock = threading.Lock()
         self.changed = threading.Condition()
-        self.pids: dict[int, int] = {}
+        self.pids: dict[int, tuple[int, int]] = {}
         self.exits: dict[int, int] = {}
         self.jobs = itertools.count()
         threading.Thread(target=self._listen, daemon=True).start()
@@ -56,35 +56,33 @@ class _Zygote:
     def _listen(self) -> None:
         while True:
             try:
-                data = self.sock.recv(4096)
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 1)
             except OSError:
-                data = b""
+                data, fds = b"", []
             with self.changed:
                 if not data:
-                    self.pids[-1] = -1  # wakes every waiter: the zygote is gone
+                    self.pids[-1] = (-1, -1)  # wakes every waiter: the zygote is gone
                     self.changed.notify_all()
                     return
                 message = json.loads(data)
                 if "pid" in message:
-                    self.pids[message["job"]] = message["pid"]
+                    self.pids[message["job"]] = (message["pid"], fds[0])
                 else:
                     self.exits[message["exit"]] = message["code"]
                 self.changed.notify_all()
 
     def fork(self, timeout: float = 120.0) -> tuple[multiprocessing.connection.Connection, int]:
         """A connected, freshly forked worker and its pid."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         job = next(self.jobs)
         with self.send_lock:
-            socket.send_fds(self.sock, [json.dumps({"job": job}).encode()], [theirs.fileno()])
-        theirs.close()
+            self.sock.send(json.dumps({"job": job}).encode())
         with self.changed:
             if not self.changed.wait_for(lambda: job in self.pids or -1 in self.pids, timeout):
                 raise RuntimeError("the sandbox zygote did not fork a worker in time")
             if job not in self.pids:
                 raise RuntimeError("the sandbox zygote exited; it is restarted on the next evaluation")
-            pid = self.pids.pop(job)
-        return multiprocessing.connection.Connection(ours.detach()), pid
+            pid, fd = self.pids.pop(job)
+        return multiprocessing.connection.Connection(fd), pid
 
     def exit_code(self, pid: int, timeout: float) -> int | None:
         with self.changed:

@@ -1,7 +1,8 @@
 """A warm process that forks one fresh sandbox worker per candidate.
 
 Started once per harness as `python -m evaluator.zygote` (torch imported once, here), it waits on a
-control socket (a SOCK_SEQPACKET pair, so every message arrives whole) for a job socket, forks, and reports the child's pid and later its exit status. Unlike
+control socket (a SOCK_SEQPACKET pair, so every message arrives whole) for a request, hands over the
+socket of a worker it forked in advance, forks the next one, and reports each exit status. Unlike
 multiprocessing's forkserver it never re-imports the harness's `__main__`, so any script may evaluate
 candidates. Workers get their own process group so the harness can kill a worker with all it started.
 """
@@ -37,40 +38,58 @@ def _reap(ctrl: socket.socket, lock: threading.Lock) -> None:
         _send(ctrl, lock, {"exit": pid, "code": code})
 
 
-def serve(ctrl: socket.socket) -> None:
+def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
+    """Fork a worker that waits for its job; return its pid and the harness's end of its socket."""
     from multiprocessing.connection import Connection
 
-    from evaluator.sandbox_worker import worker_main  # the warm part: torch and numpy load here, once
+    from evaluator.sandbox_worker import worker_main
+
+    harness_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            ctrl.close()
+            harness_end.close()
+            conn = Connection(worker_end.detach())
+            job = conn.recv()  # blocks until a candidate is assigned; EOF if the harness goes away
+            worker_main(conn, job)
+        except BaseException:  # noqa: BLE001 - the worker's own failure; the harness sees the exit code
+            code = 70
+        finally:
+            os._exit(code)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    worker_end.close()
+    return pid, harness_end
+
+
+def serve(ctrl: socket.socket) -> None:
+    """Keep one forked worker on standby, so a request is answered without waiting for a fork."""
+    import evaluator.sandbox_worker  # noqa: F401 - the warm part: torch and numpy load here, once
 
     lock = threading.Lock()
     threading.Thread(target=_reap, args=(ctrl, lock), daemon=True).start()
+    standby = _fork_standby(ctrl)
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 4096, 1)
+            msg = ctrl.recv(4096)
         except OSError:
             return
-        if not msg or not fds:
+        if not msg:
             return  # the harness went away
         request = json.loads(msg.decode())
-        pid = os.fork()
-        if pid == 0:
-            code = 0
+        pid, harness_end = standby
+        with lock:
             try:
-                os.setpgid(0, 0)
-                ctrl.close()
-                conn = Connection(fds[0])
-                job = conn.recv()
-                worker_main(conn, job)
-            except BaseException:  # noqa: BLE001 - the worker's own failure; the harness sees the exit code
-                code = 70
-            finally:
-                os._exit(code)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass
-        os.close(fds[0])
-        _send(ctrl, lock, {"job": request["job"], "pid": pid})
+                socket.send_fds(ctrl, [json.dumps({"job": request["job"], "pid": pid}).encode()], [harness_end.fileno()])
+            except OSError:
+                return
+        harness_end.close()
+        standby = _fork_standby(ctrl)
 
 
 def main() -> None:
