@@ -1,0 +1,309 @@
+"""The offline mutator: a proposer with no model behind it, so a campaign searches for real with no endpoint.
+
+It edits the parent's EVOLVE blocks with one operator from a small catalogue, writes the edit as a patch
+in the harness's format (`evolve.patch.make_patch`) and applies it through the same engine an LLM's reply
+goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (documented in MUTATORS.md):
+
+- `replace`: swap one block for another implementation of the same step from the catalogue
+  (`evolve.proposers.mutator_catalogue`);
+- `replace2`: the same for two blocks at once, to reach combinations one step cannot;
+- `perturb`: nudge one tunable constant (`NAME = number  # range [lo, hi]`) inside a block;
+- `crossover`: take one block from an inspiration, when it defines the same public functions.
+
+Everything random comes from `random.Random` seeded with `request.seed`: the same request gives
+byte-identical patch text.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from evolve.errors import UserError
+from evolve.patch import EvolveBlock, PatchError, apply_patch, evolve_blocks, make_patch
+from evolve.proposers.base import Proposal, ProposalRequest
+from evolve.proposers.mutator_catalogue import CATALOGUE, BlockImpl
+
+DEFAULT_WEIGHTS: dict[str, float] = {"replace": 4.0, "perturb": 3.0, "crossover": 2.0, "replace2": 1.0}
+OPERATORS = tuple(DEFAULT_WEIGHTS)
+
+_PARAM_RE = re.compile(
+    r"^(?P<name>[A-Z][A-Z0-9_]*)(?P<eq>\s*=\s*)"
+    r"(?P<value>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)(?P<rest>\s*(?:#.*)?)$"
+)
+_RANGE_RE = re.compile(r"range\s*\[\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*\]")
+
+
+@dataclass
+class Edit:
+    """One mutation: the new program text and how to describe it."""
+
+    code: str
+    operator: str
+    name: str
+    description: str
+    blocks: list[str]
+
+
+@dataclass
+class Param:
+    """A tunable constant found in a block body."""
+
+    block: int  # index into evolve_blocks(code)
+    label: str
+    line: int  # 0-based line inside the body
+    name: str
+    value: str
+    lo: float | None
+    hi: float | None
+
+
+# --------------------------------------------------------------------------------------------------
+# text helpers
+
+
+def set_body(code: str, index: int, body: str) -> str:
+    """`code` with the body of its `index`-th EVOLVE block replaced (marker lines kept)."""
+    block = evolve_blocks(code)[index]
+    lines = code.split("\n")
+    new = body[:-1] if body.endswith("\n") else body
+    return "\n".join(lines[: block.start_line] + new.split("\n") + lines[block.end_line - 1 :])
+
+
+def public_functions(body: str) -> set[str] | None:
+    """Names of the public top-level functions a block defines; None when the body does not parse."""
+    try:
+        tree = ast.parse(body)
+    except SyntaxError:
+        return None
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+
+
+def find_params(blocks: Sequence[EvolveBlock]) -> list[Param]:
+    out = []
+    for i, block in enumerate(blocks):
+        for j, line in enumerate(block.body.split("\n")):
+            m = _PARAM_RE.match(line)
+            if not m:
+                continue
+            r = _RANGE_RE.search(m.group("rest"))
+            lo, hi = (float(r.group(1)), float(r.group(2))) if r else (None, None)
+            out.append(Param(i, block.label, j, m.group("name"), m.group("value"), lo, hi))
+    return out
+
+
+def _is_int(text: str) -> bool:
+    return not any(c in text for c in ".eE")
+
+
+def _format_float(x: float) -> str:
+    text = repr(float(f"{x:.4g}"))
+    return text if any(c in text for c in ".eEn") else text + ".0"
+
+
+def new_value(param: Param, rng: random.Random) -> str | None:
+    """A nearby value for the constant, within its range; None when no different value was found."""
+    old = float(param.value)
+    lo = param.lo if param.lo is not None else (0.0 if old >= 0 else -math.inf)
+    hi = param.hi if param.hi is not None else math.inf
+    for _ in range(8):
+        if _is_int(param.value):
+            step = max(1, round(abs(old) * rng.uniform(0.1, 0.5))) * rng.choice((-1, 1))
+            text = str(int(min(max(old + step, lo), hi)))
+        else:
+            if param.lo is not None and param.hi is not None:
+                x = old + rng.gauss(0.0, 0.2 * (hi - lo))
+            else:
+                x = old * math.exp(rng.gauss(0.0, 0.4)) if old != 0 else rng.uniform(0.01, 0.2)
+            text = _format_float(min(max(x, lo), hi))
+        if float(text) != old:
+            return text
+    return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "edit"
+
+
+# --------------------------------------------------------------------------------------------------
+# the proposer
+
+
+class OfflineMutator:
+    """Catalogue-driven mutations of the parent's EVOLVE blocks.
+
+    `weights` sets how often each operator is drawn (missing ones keep their default; 0 disables one);
+    `catalogue` maps block labels to implementations (default: the EPLB catalogue).
+    """
+
+    name = "mutator"
+
+    def __init__(
+        self,
+        weights: Mapping[str, float] | None = None,
+        catalogue: Mapping[str, Sequence[BlockImpl]] | None = None,
+    ) -> None:
+        unknown = set(weights or {}) - set(OPERATORS)
+        if unknown:
+            raise UserError(f"unknown mutator operator(s) {sorted(unknown)}; known: {', '.join(OPERATORS)}")
+        self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.catalogue = {k: list(v) for k, v in (catalogue if catalogue is not None else CATALOGUE).items()}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> "OfflineMutator":
+        """From the campaign's free `[proposer.options]` table: `weights = {replace = 4, ...}`."""
+        options = dict(options or {})
+        weights = options.pop("weights", None)
+        if options:
+            raise UserError(f"unknown mutator option(s) {sorted(options)}; known: weights")
+        return cls(weights=weights)
+
+    # ---- the interface -------------------------------------------------------------------------------
+    def propose(self, request: ProposalRequest) -> Proposal:
+        proposal = Proposal(proposer=self.name, model="offline-mutator")
+        code = request.parent.code.replace("\r\n", "\n")
+        try:
+            edit = self.mutate(code, request)
+        except PatchError as exc:
+            proposal.error = f"mutator: the parent's EVOLVE blocks are unreadable: {exc}"
+            return proposal
+        if edit is None:
+            proposal.error = "mutator: no operator applies to this parent (no EVOLVE block it knows or can tune)"
+            return proposal
+        proposal.extra.update(operator=edit.operator, blocks=edit.blocks)
+        try:
+            text = make_patch(code, edit.code, name=edit.name, description=edit.description)
+            child = apply_patch(request.parent.code, text, entry_function=request.entry_function)
+        except PatchError as exc:
+            proposal.error = f"mutator ({edit.operator}): {exc}"
+            return proposal
+        proposal.patch_text = text
+        proposal.child_code = child.code
+        proposal.name, proposal.description, proposal.diff = child.name, child.description, child.diff
+        return proposal
+
+    # ---- choosing an edit ----------------------------------------------------------------------------
+    def mutate(self, code: str, request: ProposalRequest) -> Edit | None:
+        """One edit of `code`, or None when no operator applies. Deterministic in `request.seed`."""
+        rng = random.Random(f"mutator:{request.seed}")
+        blocks = evolve_blocks(code)
+        if not blocks:
+            return None
+        ops = [op for op in OPERATORS if self.weights.get(op, 0) > 0]
+        while ops:
+            op = rng.choices(ops, weights=[self.weights[o] for o in ops], k=1)[0]
+            edit = getattr(self, f"_op_{op}")(code, blocks, request, rng)
+            if edit is not None and edit.code != code:
+                return edit
+            ops.remove(op)
+        return None
+
+    def _current_key(self, block: EvolveBlock) -> str:
+        for impl in self.catalogue.get(block.label, []):
+            if impl.body == block.body:
+                return impl.key
+        return "custom"
+
+    def _replacements(self, blocks: list[EvolveBlock]) -> list[tuple[int, list[BlockImpl]]]:
+        out = []
+        for i, block in enumerate(blocks):
+            options = [impl for impl in self.catalogue.get(block.label, []) if impl.body != block.body]
+            if options:
+                out.append((i, options))
+        return out
+
+    def _op_replace(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
+                    rng: random.Random) -> Edit | None:
+        choices = self._replacements(blocks)
+        if not choices:
+            return None
+        index, options = rng.choice(choices)
+        impl = rng.choice(options)
+        block = blocks[index]
+        return Edit(
+            set_body(code, index, impl.body),
+            "replace",
+            _slug(f"{block.label}_{impl.key}"),
+            f"Replace the {block.label} block (was: {self._current_key(block)}) with '{impl.key}': {impl.summary}. "
+            "[offline mutator: replace]",
+            [block.label],
+        )
+
+    def _op_replace2(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
+                     rng: random.Random) -> Edit | None:
+        choices = self._replacements(blocks)
+        if len(choices) < 2:
+            return None
+        picked = sorted(rng.sample(range(len(choices)), 2))
+        new_code, parts, labels = code, [], []
+        for k in reversed(picked):  # later blocks first, so earlier line numbers stay valid
+            index, options = choices[k]
+            impl = rng.choice(options)
+            new_code = set_body(new_code, index, impl.body)
+            parts.insert(0, (blocks[index], impl))
+            labels.insert(0, blocks[index].label)
+        name = "_".join(_slug(f"{b.label}_{impl.key}") for b, impl in parts)
+        what = "; ".join(
+            f"{b.label} (was: {self._current_key(b)}) -> '{impl.key}': {impl.summary}" for b, impl in parts
+        )
+        return Edit(new_code, "replace2", name, f"Replace two blocks: {what}. [offline mutator: replace2]", labels)
+
+    def _op_perturb(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
+                    rng: random.Random) -> Edit | None:
+        params = find_params(blocks)
+        rng.shuffle(params)
+        for param in params:
+            value = new_value(param, rng)
+            if value is None:
+                continue
+            lines = blocks[param.block].body.split("\n")
+            m = _PARAM_RE.match(lines[param.line])
+            assert m is not None
+            lines[param.line] = f"{m.group('name')}{m.group('eq')}{value}{m.group('rest')}"
+            bounds = f" (range [{param.lo:g}, {param.hi:g}])" if param.lo is not None and param.hi is not None else ""
+            return Edit(
+                set_body(code, param.block, "\n".join(lines)),
+                "perturb",
+                _slug(f"tune_{param.name}_{value}"),
+                f"Set {param.name} in the {param.label} block from {param.value} to {value}{bounds}. "
+                "[offline mutator: perturb]",
+                [param.label],
+            )
+        return None
+
+    def _op_crossover(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
+                      rng: random.Random) -> Edit | None:
+        candidates: list[tuple[int, EvolveBlock, str]] = []
+        own = {b.label: (i, b) for i, b in enumerate(blocks)}
+        for view in request.inspirations:
+            try:
+                theirs = evolve_blocks(view.code.replace("\r\n", "\n"))
+            except PatchError:
+                continue
+            for block in theirs:
+                if block.label not in own:
+                    continue
+                index, mine = own[block.label]
+                if block.body == mine.body:
+                    continue
+                needed, offered = public_functions(mine.body), public_functions(block.body)
+                if offered is None or (needed is not None and not needed <= offered):
+                    continue  # it would leave the frozen code calling a function that no longer exists
+                candidates.append((index, block, view.id))
+        if not candidates:
+            return None
+        index, block, source = rng.choice(candidates)
+        return Edit(
+            set_body(code, index, block.body),
+            "crossover",
+            _slug(f"crossover_{block.label}_from_{source[:8]}"),
+            f"Take the {block.label} block from program {source[:12]} (an inspiration) and keep the parent's other "
+            "blocks. [offline mutator: crossover]",
+            [block.label],
+        )
+
+
+MutatorProposer = OfflineMutator  # the name evolve.proposers.factory looks up
