@@ -13,6 +13,8 @@ from evolve.errors import UserError
 
 COMMAND_MODULES = [
     "evaluator.evaluate_cli",
+    "evolve.patch_cli",
+    "evolve.campaign_cli",
 ]
 
 

@@ -1,0 +1,349 @@
+"""Campaign configuration: dataclasses hold every default; TOML files and the command line only override.
+
+A config has three sections, `[campaign]`, `[proposer]` (with `[proposer.llm]`, the LLM proposer's own
+settings) and `[task]` (an import string for the task factory plus free options the factory validates).
+Every field can be set from the command line with `--set section.key=value`. Unknown keys and bad values
+raise `UserError` naming the key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import sys
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from evolve.errors import UserError
+
+PROPOSER_KINDS = ("mutator", "llm", "replay")
+SELECTION_STRATEGIES = ("rank", "uniform", "greedy")
+
+
+def _meta(help: str, **checks: Any) -> dict[str, Any]:
+    """Field metadata: a help line plus optional checks (`min`, `max`, `choices`, `import_ok`)."""
+    return {"help": help, **checks}
+
+
+@dataclass
+class CampaignConfig:
+    """How long to search, how wide, and where the results go."""
+
+    seed: int = field(default=0, metadata=_meta("campaign seed; with a deterministic proposer the run is reproducible"))
+    max_evaluations: int = field(default=100, metadata=_meta("children to evaluate (the seed not counted)", min=1))
+    max_minutes: float = field(default=3.0, metadata=_meta("wall-clock budget over all sessions; 0: none", min=0))
+    max_cost: float = field(default=0.0, metadata=_meta("proposer dollars; 0: none", min=0))
+    max_tokens: int = field(default=0, metadata=_meta("proposer tokens in + out; 0: none", min=0))
+    workers: int = field(default=2, metadata=_meta("evaluations run at once", min=1))
+    proposers: int = field(default=1, metadata=_meta("proposals made at once (raise for remote LLMs)", min=1))
+    backend: str = field(default="local", metadata=_meta("evaluation backend: local, ray, or module:factory"))
+    islands: int = field(default=2, metadata=_meta("independent sub-populations", min=1))
+    migration_interval: int = field(default=20, metadata=_meta("proposals between ring migrations; 0: never", min=0))
+    migrants: int = field(default=1, metadata=_meta("elites each island sends to the next one", min=1))
+    elite_size: int = field(default=8, metadata=_meta("programs kept per island as parents", min=1))
+    selection: str = field(
+        default="rank", metadata=_meta("parent draw: rank (weight 1/(rank+1)), uniform, greedy", choices=SELECTION_STRATEGIES)
+    )
+    children_penalty: float = field(
+        default=0.5, metadata=_meta("parent weight is divided by 1 + penalty * children so far", min=0)
+    )
+    inspirations: int = field(default=2, metadata=_meta("other programs shown beside the parent", min=0))
+    objectives: list[str] = field(
+        default_factory=list, metadata=_meta("objective keys; empty: the task's primary; two or more: Pareto")
+    )
+    bucket_noisy: bool = field(
+        default=True, metadata=_meta("round non-deterministic secondary objectives (runtime) to half-octaves before ranking")
+    )
+    novelty_threshold: float = field(
+        default=1.0, metadata=_meta("reject a child whose normalised code similarity to an island program is >= this",
+                                    min=0.5, max=1.0)
+    )
+    max_failed_proposals: int = field(
+        default=25, metadata=_meta("stop after this many proposals in a row give nothing to evaluate", min=1)
+    )
+    seed_program: str = field(default="candidates/seed.py", metadata=_meta("the program the search starts from"))
+    out: str = field(default="", metadata=_meta("run directory; empty: results/<date-time>"))
+    progress: bool = field(default=True, metadata=_meta("show a progress bar on stderr when it is a terminal"))
+
+
+@dataclass
+class ProposerConfig:
+    """Who writes the patches. `kind` may also be an import string `module:factory` or `file.py:factory`,
+    called as `factory(config, run_dir) -> Proposer`."""
+
+    kind: str = field(default="mutator", metadata=_meta("mutator, llm, replay, or module:factory"))
+    transcript: str = field(default="", metadata=_meta("replay: the transcript.jsonl to replay"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_meta("free options for the mutator or a factory"))
+    llm: Any = field(default=None, metadata=_meta("the LLM proposer's settings (evolve.proposers.llm.LLMConfig)"))
+
+    def __post_init__(self) -> None:
+        if self.llm is None:
+            cls = llm_config_class()
+            self.llm = cls() if cls is not None else {}
+
+
+@dataclass
+class TaskConfig:
+    """The problem: `factory(options) -> Task`, which validates its own options."""
+
+    factory: str = field(default="evaluator.task:make_task", metadata=_meta("import string of the task factory"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_meta("passed to the factory as a dict"))
+
+
+@dataclass
+class Config:
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+    # ---- reading -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
+        """Build a config from nested dicts (a parsed TOML file), checking every key and value."""
+        config = cls()
+        config.update(data, source)
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file {path} does not exist; check the --config path") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"config file {path} is not valid TOML: {exc}; fix that line") from None
+        return cls.from_dict(data, source=str(path))
+
+    def update(self, data: dict[str, Any], source: str = "config") -> None:
+        """Merge nested dicts into this config; keys not given keep their value."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: expected a table of sections, got {type(data).__name__}")
+        for section, values in data.items():
+            target = self._section(section, source)
+            _merge(target, values, section, source)
+
+    def set(self, dotted: str, value: Any, source: str = "command line") -> None:
+        """Set one field by its dotted name, e.g. `campaign.workers` or `proposer.llm.models`."""
+        parts = dotted.split(".")
+        if len(parts) < 2:
+            raise UserError(f"{source}: '{dotted}' is not section.key; e.g. campaign.workers=4")
+        nested: Any = value
+        for part in reversed(parts[1:]):
+            nested = {part: nested}
+        self.update({parts[0]: nested}, source)
+
+    def _section(self, name: str, source: str) -> Any:
+        names = [f.name for f in dataclasses.fields(self)]
+        if name not in names:
+            raise UserError(f"{source}: unknown section [{name}]{_did_you_mean(name, names)}; sections: {', '.join(names)}")
+        return getattr(self, name)
+
+    def check(self) -> None:
+        """Checks that span fields; run once every override is in."""
+        kind = self.proposer.kind
+        if kind not in PROPOSER_KINDS and ":" not in kind:
+            raise UserError(
+                f"proposer.kind must be one of {', '.join(PROPOSER_KINDS)} or module:factory, got {kind!r}"
+            )
+        if kind == "replay" and not self.proposer.transcript:
+            raise UserError("proposer.transcript is empty: give --transcript FILE (a transcript.jsonl of an earlier run)")
+        from evolve.backends import BACKENDS  # local import: backends are optional plug-ins
+
+        backend = self.campaign.backend
+        if backend not in BACKENDS and ":" not in backend:
+            raise UserError(
+                f"campaign.backend must be one of {', '.join(BACKENDS)} or module:factory, got {backend!r}"
+            )
+
+    # ---- writing -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def llm_config(self) -> Any:
+        """The `[proposer.llm]` section as an `LLMConfig` (raises if the LLM proposer is not installed)."""
+        if dataclasses.is_dataclass(self.proposer.llm):
+            return self.proposer.llm
+        raise UserError("the LLM proposer (evolve.proposers.llm) is not available in this install; use --proposer mutator")
+
+
+# ---- the LLM section is owned by the LLM proposer ------------------------------------------------
+def llm_config_class() -> type | None:
+    """`evolve.proposers.llm.LLMConfig`, or None while that module is absent (the mutator needs none of it)."""
+    try:
+        module = importlib.import_module("evolve.proposers.llm")
+    except ImportError:
+        return None
+    cls = getattr(module, "LLMConfig", None)
+    return cls if dataclasses.is_dataclass(cls) else None
+
+
+# ---- merging and checking ---------------------------------------------------------------------------
+def _merge(target: Any, values: Any, where: str, source: str) -> None:
+    """Set the fields of dataclass `target` from dict `values`, checking names, types and ranges."""
+    if not isinstance(values, dict):
+        raise UserError(f"{source}: [{where}] must be a table of keys, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    try:
+        hints = typing.get_type_hints(type(target))
+    except Exception:  # a section owned by another module whose hints do not resolve: check names only
+        hints = {}
+    for key, value in values.items():
+        name = f"{where}.{key}"
+        if key not in fields:
+            raise UserError(
+                f"{source}: unknown key {name}{_did_you_mean(key, list(fields))}; known: {', '.join(fields)}"
+            )
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, values=value, where=name, source=source)
+            continue
+        if key == "llm" and isinstance(current, dict):  # LLM proposer absent: keep the table as given
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: {name} must be a table, got {value!r}")
+            current.update(value)
+            continue
+        checked = _coerce(value, hints.get(key, Any), name, source)
+        _check_range(checked, fields[key].metadata, name, source)
+        if isinstance(current, dict) and isinstance(checked, dict):
+            checked = {**current, **checked}  # tables merge, so a later layer adds keys without dropping others
+        setattr(target, key, checked)
+
+
+def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
+    """Return `value` as type `hint` (int -> float allowed), or raise naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, name, source)
+            except UserError:
+                continue
+        raise _bad(name, value, " or ".join(_type_name(a) for a in args), source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(name, value, f"a list of {_type_name(args[0]) if args else 'values'}", source)
+        return [_coerce(v, args[0] if args else Any, f"{name}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(name, value, "a table", source)
+        vtype = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vtype, f"{name}.{k}", source) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _bad(name, value, "true or false", source)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _bad(name, value, "an integer", source)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _bad(name, value, "a number", source)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _bad(name, value, "a string", source)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise _bad(name, value, _type_name(hint), source)
+    return value
+
+
+def _check_range(value: Any, meta: Any, name: str, source: str) -> None:
+    if "min" in meta and value < meta["min"]:
+        raise UserError(f"{source}: {name} must be >= {meta['min']}, got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise UserError(f"{source}: {name} must be <= {meta['max']}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise UserError(f"{source}: {name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+
+
+def _bad(name: str, value: Any, expected: str, source: str) -> UserError:
+    return UserError(f"{source}: {name} must be {expected}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _drop_none(data: Any) -> Any:
+    """TOML has no null: leave out None values when writing."""
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_none(v) for v in data if v is not None]
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML (`4`, `0.5`, `true`, `["a", "b"]`), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def field_help() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every field, nested sections included: the reference a user sees
+    with `--print-config`."""
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+
+    walk(Config(), "")
+    return rows
+
+
+def load_object(spec: str, what: str) -> Any:
+    """Resolve an import string from a config: `package.module:name` or `path/to/file.py:name`."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"{what}: '{spec}' is not an import string; write module:name or file.py:name")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            if not path.is_file():
+                raise UserError(f"{what}: file {module_name} does not exist; check the path in '{spec}'")
+            unique = f"_evolve_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+            module = sys.modules.get(unique)
+            if module is None:
+                loader_spec = importlib.util.spec_from_file_location(unique, path)
+                module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
+                sys.modules[unique] = module
+                loader_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"{what}: cannot import '{module_name}' ({exc}); check the import string '{spec}'") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UserError(f"{what}: '{module_name}' has no '{attr}'; check the import string '{spec}'") from None

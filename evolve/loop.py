@@ -1,0 +1,472 @@
+"""The campaign loop: draw parents, ask the proposer, evaluate children, record every outcome in order.
+
+Why it is reproducible: proposal `i` draws its parent with a `random.Random` seeded from
+(campaign seed, i), never from a shared evolving generator, and outcomes are applied to the archive and
+the population strictly in index order, whatever order the threads finish in. A proposal is drawn right
+after an outcome is applied, when fewer than `workers + proposers` proposals are unfinished, so the
+state it sees depends only on the outcomes before it. With a deterministic proposer and task the
+archive is the same on every run with the same settings; a resumed run replays the archive's steps
+through the same code and continues at the next index, reaching the archive an uninterrupted run
+would have.
+
+Why nothing is lost: an evaluated program is written to the archive the moment its result arrives
+(even if its turn to be applied has not come), and each applied outcome is one transaction. A resumed
+run finds such programs by their content address and does not evaluate them again.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+import time
+from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from evolve.archive import Archive, Event, ProgramRecord, Step, program_id
+from evolve.backends import Backend
+from evolve.config import Config
+from evolve.errors import UserError
+from evolve.proposers.base import ProgramView, Proposal, ProposalRequest, Proposer
+from evolve.selection import Member, Population, Settings, fitness
+from evolve.task import Objective, Result, Task
+
+RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
+
+
+def derive_seed(seed: int, index: int, purpose: str) -> int:
+    """A 64-bit seed for one purpose of one proposal: the whole RNG state is (campaign seed, index)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{index}/{purpose}".encode()).digest()[:8], "big")
+
+
+def resolve_objectives(keys: list[str], offered: list[Objective]) -> list[Objective]:
+    """The task's objectives named in the config (default: the task's primary objective alone)."""
+    if not offered:
+        raise UserError("the task offers no objective; its objectives() must return at least one")
+    if not keys:
+        return [offered[0]]
+    by_key = {o.key: o for o in offered}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise UserError(f"campaign.objectives: '{missing[0]}' is not an objective of the task; it offers {', '.join(by_key)}")
+    return [by_key[k] for k in keys]
+
+
+@dataclass
+class Slot:
+    """One proposal index from its draw until its outcome is applied."""
+
+    idx: int
+    island: int
+    parent: Member
+    request: ProposalRequest
+    inspirations: list[str]
+    against: list[str]  # the island's elites when drawn: what novelty compares with
+    drawn_after: int  # the last applied step when drawn
+    started: bool = False
+    proposal: Proposal | None = None
+    child: str | None = None
+    near: tuple[str, float] | None = None
+    result: Result | None = None
+    done: bool = False
+
+
+@dataclass
+class Summary:
+    run_dir: Path
+    reason: str
+    evaluations: int = 0
+    valid: int = 0
+    cost: float = 0.0
+    tokens: int = 0
+    best_id: str = ""
+    best_score: float | None = None
+    seed_id: str = ""
+    seed_score: float | None = None
+    best_file: str = ""
+    elapsed_s: float = 0.0
+    holdout: str = ""  # best vs seed on the task's holdout split, filled in by the caller
+
+
+class Campaign:
+    """Runs one campaign against an open archive. Single-threaded: only the loop touches the archive."""
+
+    def __init__(self, config: Config, task: Task, proposer: Proposer, backend: Backend, archive: Archive,
+                 run_dir: Path, progress: Callable[["Campaign"], Any] | None = None) -> None:
+        self.config, self.task, self.proposer, self.backend = config, task, proposer, backend
+        self.archive, self.run_dir = archive, run_dir
+        c = config.campaign
+        self.objectives = resolve_objectives(c.objectives, task.objectives())
+        self.population = Population(Settings(c.islands, c.elite_size, c.selection, c.children_penalty,
+                                              pareto=len(self.objectives) > 1))
+        self.depth = c.workers + c.proposers
+        self.statement = task.problem_statement()
+        self.applied = -1  # last applied step
+        self.next_idx = 1  # next proposal index to draw (0 is the seed)
+        self.pending: dict[int, Slot] = {}
+        self.evals: dict[str, tuple[Future, list[int]]] = {}  # child id -> evaluation, indices waiting on it
+        self.waiting: dict[Future, tuple[str, Any]] = {}
+        self.known: set[str] = set()  # programs applied so far
+        self.recent_failures: dict[str, list[str]] = {}
+        self.evaluations = self.valid = self.tokens = self.fail_streak = 0
+        self.cost = 0.0
+        self.last_error = ""
+        self.exhausted = False
+        self.stop_reason = ""
+        self.stored: dict[int, Step] = {}  # during replay: the archived outcome of each index
+        self.seed_member: Member | None = None
+        self._views: OrderedDict[str, ProgramView] = OrderedDict()
+        self.elapsed_before = float(archive.meta("elapsed_s", 0.0))
+        self.started_at = time.monotonic()
+        self.progress = progress or (lambda campaign: None)
+        self._proposer_pool = ThreadPoolExecutor(max_workers=c.proposers, thread_name_prefix="propose")
+
+    # ---- entry ---------------------------------------------------------------------------------------
+    def run(self, seed_code: str | None = None) -> Summary:
+        """Start from `seed_code` on an empty archive, or replay the archive and continue."""
+        try:
+            steps = self.archive.steps()
+            if steps:
+                self._replay(steps)
+            else:
+                self._evaluate_seed(seed_code or "")
+            self._issue()
+            self._start_proposals()
+            self._loop()
+        finally:
+            self._proposer_pool.shutdown(wait=False, cancel_futures=True)
+        reason = self.stop_reason or self._why_stopped()
+        self.archive.add_event(Event("run_finished", detail={"reason": reason}), self.applied)
+        return self.summary(reason)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started_at
+
+    def summary(self, reason: str = "") -> Summary:
+        best, seed = self.population.best, self.seed_member
+        versions = self.archive.versions()
+        return Summary(
+            run_dir=self.run_dir, reason=reason, evaluations=self.evaluations, valid=self.valid, cost=self.cost,
+            tokens=self.tokens, best_id=best.id if best else "", best_score=best.primary if best else None,
+            seed_id=seed.id if seed else "", seed_score=seed.primary if seed else None,
+            best_file=str(self.run_dir / versions[-1]["path"]) if versions and versions[-1]["path"] else "",
+            elapsed_s=self.elapsed(),
+        )
+
+    # ---- the seed and the replay ----------------------------------------------------------------------
+    def _evaluate_seed(self, code: str) -> None:
+        pid = program_id(code)
+        result = self.archive.result(pid) or self._result_of(self.backend.submit(code))
+        record = ProgramRecord(id=pid, code=code, proposer="seed", patch_name="seed")
+        self.archive.put_program(record, result)
+        if not result.correct:
+            raise UserError(f"the seed program is incorrect: {result.error}; fix campaign.seed_program, "
+                            f"then continue with --resume {self.run_dir}")
+        if fitness(result, self.objectives) is None:
+            keys = ", ".join(o.key for o in self.objectives)
+            raise UserError(f"the seed's result has no value for campaign.objectives ({keys}); pick objectives the task reports")
+        self._apply(Step(idx=0, kind="seed", program_id=pid), result, record, live=True)
+
+    def _replay(self, steps: list[Step]) -> None:
+        """Rebuild the population by applying the archived steps, drawing proposals at the same moments."""
+        self.stored = {s.idx: s for s in steps}
+        for step in steps:
+            if step.idx >= self.next_idx and step.idx > 0:  # drawn later in the original run (budget changed)
+                self.population.children[step.parent_id] += 1
+                self.next_idx = step.idx + 1
+            pid = step.program_id
+            result = self.archive.result(pid) if pid and step.kind in ("seed", "evaluated") else None
+            record = self.archive.program(pid) if result is not None else None
+            self._apply(step, result, record, live=False)
+            self._issue()
+        self.stored = {}
+        self.exhausted = False  # a resumed proposer starts with whatever budget it has now
+        self.archive.add_event(Event("run_resumed", detail={"steps": len(steps)}), self.applied)
+
+    # ---- drawing proposals ------------------------------------------------------------------------
+    def _may_draw(self, live: bool) -> bool:
+        c = self.config.campaign
+        in_flight = self.next_idx - 1 - self.applied
+        if self.stop_reason or self.exhausted or self.applied < 0 or in_flight >= self.depth:
+            return False
+        if self.evaluations + in_flight >= c.max_evaluations:
+            return False
+        if (c.max_cost and self.cost >= c.max_cost) or (c.max_tokens and self.tokens >= c.max_tokens):
+            return False
+        if self.fail_streak >= c.max_failed_proposals:
+            return False
+        if live and c.max_minutes and self.elapsed() >= c.max_minutes * 60:
+            self._stop(f"time budget reached ({c.max_minutes:g} minutes)")
+            return False
+        return True
+
+    def _issue(self) -> None:
+        live = not self.stored
+        while self._may_draw(live):
+            idx = self.next_idx
+            self.next_idx += 1
+            stored = self.stored.get(idx)
+            if stored is not None:  # replay: this proposal's outcome is in the archive already
+                if stored.parent_id:
+                    self.population.children[stored.parent_id] += 1
+                continue
+            self.pending[idx] = self._draw(idx)
+
+    def _draw(self, idx: int) -> Slot:
+        c = self.config.campaign
+        island = (idx - 1) % c.islands
+        rng = random.Random(derive_seed(c.seed, idx, "select"))
+        parent = self.population.draw_parent(island, rng)
+        self.population.children[parent.id] += 1
+        inspirations = [m.id for m in self.population.inspirations(parent, c.inspirations, rng)]
+        request = ProposalRequest(
+            parent=self._view(parent.id), inspirations=[self._view(i) for i in inspirations],
+            recent_failures=list(self.recent_failures.get(parent.id, [])), problem_statement=self.statement,
+            entry_function=self.task.entry_function, generation=parent.generation + 1, island=island,
+            seed=derive_seed(c.seed, idx, "propose") % (2**31),
+        )
+        against = [m.id for m in self.population.elites[island]]
+        return Slot(idx, island, parent, request, inspirations, against, drawn_after=self.applied)
+
+    def _view(self, pid: str) -> ProgramView:
+        view = self._views.get(pid)
+        if view is None:
+            record, result = self.archive.program(pid), self.archive.result(pid) or Result(correct=False)
+            view = ProgramView(id=pid, code=record.code, metrics=dict(result.metrics), score=result.score,
+                               feedback=result.feedback, patch_name=record.patch_name)
+            self._views[pid] = view
+            if len(self._views) > 256:
+                self._views.popitem(last=False)
+        return view
+
+    # ---- running proposals and evaluations ----------------------------------------------------------
+    def _start_proposals(self) -> None:
+        for idx in sorted(self.pending):
+            slot = self.pending[idx]
+            if not slot.started:
+                slot.started = True
+                self.waiting[self._proposer_pool.submit(self._propose, slot.request)] = ("propose", idx)
+
+    def _propose(self, request: ProposalRequest) -> Proposal:
+        try:
+            proposal = self.proposer.propose(request)
+        except Exception as exc:  # a proposer bug must not end the campaign: it counts as a failed proposal
+            return Proposal(error=f"proposer raised {type(exc).__name__}: {exc}", proposer=self.proposer.name)
+        return proposal if isinstance(proposal, Proposal) else Proposal(error="proposer returned no Proposal")
+
+    def _loop(self) -> None:
+        c = self.config.campaign
+        while self.waiting:
+            timeout = None
+            if c.max_minutes and not self.stop_reason:
+                timeout = max(0.0, c.max_minutes * 60 - self.elapsed())
+            done, _ = wait(list(self.waiting), timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:
+                self._stop(f"time budget reached ({c.max_minutes:g} minutes)")
+            for future in done:
+                kind, key = self.waiting.pop(future)
+                if future.cancelled():
+                    continue
+                if kind == "propose":
+                    self._on_proposal(self.pending[key], future.result())
+                else:
+                    self._on_evaluation(key, future)
+            self._apply_ready()
+
+    def _stop(self, reason: str) -> None:
+        """Draw nothing more; proposals not yet started are dropped, work already running finishes."""
+        if self.stop_reason:
+            return
+        self.stop_reason = reason
+        for future, (kind, _) in list(self.waiting.items()):
+            if kind == "propose" and future.cancel():
+                del self.waiting[future]
+
+    def _on_proposal(self, slot: Slot, proposal: Proposal) -> None:
+        slot.proposal = proposal
+        if not proposal.ok:
+            slot.done = True
+            return
+        code = proposal.child_code or ""
+        slot.child = pid = program_id(code)
+        if pid not in self.known:
+            slot.near = self.population.near_duplicate(
+                code, slot.island, slot.against, slot.drawn_after, self.config.campaign.novelty_threshold)
+        if pid in self.known or slot.near is not None:
+            slot.done = True
+            return
+        if pid in self.evals:  # the same code is being evaluated for an earlier proposal: share it
+            self.evals[pid][1].append(slot.idx)
+            return
+        cached = self.archive.result(pid)  # evaluated before a crash and not yet applied
+        if cached is not None:
+            slot.result, slot.done = cached, True
+            return
+        future = self.backend.submit(code)
+        self.evals[pid] = (future, [slot.idx])
+        self.waiting[future] = ("evaluate", pid)
+
+    def _on_evaluation(self, pid: str, future: Future) -> None:
+        _, indices = self.evals.pop(pid)
+        result = self._result_of(future)
+        first = self.pending[min(indices)]
+        self.archive.put_program(self._record(first), result)
+        for idx in indices:
+            slot = self.pending[idx]
+            slot.result, slot.done = result, True
+
+    def _result_of(self, future: Future) -> Result:
+        """The evaluation's Result; an exception from the task is a task bug, which ends the run cleanly."""
+        try:
+            return future.result()
+        except Exception as exc:
+            self._stop("the task failed")
+            raise UserError(
+                f"the task's evaluate raised {type(exc).__name__}: {exc} (a bug in the task, not in the program); "
+                f"fix it and continue with --resume {self.run_dir}"
+            ) from exc
+
+    def _record(self, slot: Slot) -> ProgramRecord:
+        p = slot.proposal or Proposal()
+        return ProgramRecord(
+            id=slot.child or "", code=p.child_code or "", parent_id=slot.parent.id, inspirations=slot.inspirations,
+            island=slot.island, generation=slot.parent.generation + 1, patch_name=p.name,
+            patch_description=p.description, patch_diff=p.diff, proposer=p.proposer, model=p.model,
+            tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost=p.cost,
+        )
+
+    # ---- applying outcomes in index order --------------------------------------------------------------
+    def _apply_ready(self) -> None:
+        while (slot := self.pending.get(self.applied + 1)) is not None and slot.done:
+            del self.pending[slot.idx]
+            step, record = self._outcome(slot)
+            self._apply(step, slot.result, record, live=True)
+            self._issue()
+            self._start_proposals()
+
+    def _outcome(self, slot: Slot) -> tuple[Step, ProgramRecord | None]:
+        """Classify a finished proposal: failed, duplicate, rejected (novelty) or evaluated."""
+        p = slot.proposal or Proposal(error="no proposal")
+        step = Step(idx=slot.idx, kind="failed", parent_id=slot.parent.id, island=slot.island, proposer=p.proposer,
+                    model=p.model, tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost=p.cost, seed=slot.request.seed,
+                    detail={"name": p.name, "attempts": p.attempts,
+                            "budget_exhausted": bool(p.extra.get("budget_exhausted"))})
+        if not p.ok:
+            step.error = p.error or "the proposer gave no child"
+            step.detail["patch_text"] = p.patch_text[:20000]
+            return step, None
+        step.program_id = slot.child
+        if slot.child in self.known:
+            step.kind, step.error = "duplicate", "identical to a program already in the archive"
+        elif slot.near is not None:
+            near_id, ratio = slot.near
+            step.kind = "rejected"
+            step.error = f"nearly identical to {near_id[:12] or 'an island program'} (similarity {ratio:.4f})"
+            step.program_id = None
+            step.detail["near"] = near_id
+        else:
+            step.kind = "evaluated"
+            return step, self._record(slot)
+        return step, None
+
+    def _apply(self, step: Step, result: Result | None, record: ProgramRecord | None, live: bool) -> None:
+        """Fold one outcome into the population (and, when live, into the archive in one transaction)."""
+        c = self.config.campaign
+        events: list[Event] = []
+        members: list[tuple[int, str, str]] = []
+        version = None
+        self.cost += step.cost
+        self.tokens += step.tokens_in + step.tokens_out
+        self.exhausted = self.exhausted or bool(step.detail.get("budget_exhausted"))
+        if step.kind in ("seed", "evaluated") and result is not None and record is not None:
+            self.fail_streak = 0
+            self.known.add(record.id)
+            self.evaluations += step.kind == "evaluated"
+            self.valid += result.correct and step.kind == "evaluated"
+            version = self._place(step, result, record, members, events)
+            if not result.correct:
+                self._note_failure(step.parent_id, result.error)
+                if "timed out" in result.error.lower() or "timeout" in result.error.lower():
+                    events.append(Event("evaluation_timeout", record.id, {"error": result.error}))
+        else:
+            self.fail_streak += 1
+            self.last_error = step.error
+            self._note_failure(step.parent_id, step.error)
+            kind = {"failed": "proposal_failed", "duplicate": "duplicate", "rejected": "rejected"}[step.kind]
+            events.append(Event(kind, step.program_id, {"error": step.error}))
+        if c.migration_interval and step.idx and step.idx % c.migration_interval == 0:
+            moves = self.population.migrate(c.migrants, step.idx)
+            members += [(dst, pid, "migration") for pid, _, dst in moves]
+            if moves:
+                events.append(Event("migration", None, {"moves": [[p, s, d] for p, s, d in moves]}))
+        self.applied = step.idx
+        if live:
+            self.archive.apply_step(step, record if step.kind == "evaluated" else None, events, members, version,
+                                    meta={"next_index": self.applied + 1, "elapsed_s": self.elapsed()})
+            if version is not None:
+                self.archive.export_versions(self.run_dir)
+            self.progress(self)
+
+    def _place(self, step: Step, result: Result, record: ProgramRecord, members: list, events: list) -> tuple | None:
+        """Put a correct program on its island(s); returns (id, score) when it is a new best."""
+        values = fitness(result, self.objectives, self.config.campaign.bucket_noisy)
+        if not result.correct or values is None:
+            return None
+        primary = self.objectives[0].value(result)
+        member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation)
+        before = self.population.best
+        islands = range(self.config.campaign.islands) if step.kind == "seed" else [step.island]
+        for island in islands:
+            if self.population.add(island, member, record.code, step.idx):
+                members.append((island, record.id, "seed" if step.kind == "seed" else "birth"))
+        if step.kind == "seed":
+            self.seed_member = member
+        if self.population.best is not before and self.population.best is member:
+            events.append(Event("new_best", record.id, {"score": member.primary}))
+            return (record.id, member.primary)
+        return None
+
+    def _note_failure(self, parent: str | None, error: str) -> None:
+        if parent:
+            lines = self.recent_failures.setdefault(parent, [])
+            lines.append(error.strip().splitlines()[0] if error.strip() else "unknown error")
+            del lines[:-RECENT_FAILURES]
+
+    def _why_stopped(self) -> str:
+        c = self.config.campaign
+        if self.evaluations >= c.max_evaluations:
+            return f"evaluation budget reached ({self.evaluations} of {c.max_evaluations})"
+        if c.max_cost and self.cost >= c.max_cost:
+            return f"cost budget reached (${self.cost:.2f} of ${c.max_cost:.2f})"
+        if c.max_tokens and self.tokens >= c.max_tokens:
+            return f"token budget reached ({self.tokens} of {c.max_tokens})"
+        if self.exhausted:
+            return "the proposer reported its budget exhausted"
+        if self.fail_streak >= c.max_failed_proposals:
+            return (f"{self.fail_streak} proposals in a row gave nothing to evaluate (campaign.max_failed_proposals "
+                    f"is {c.max_failed_proposals}; last: {self.last_error}); check the proposer")
+        return "finished"
+
+
+class ProgressBar:
+    """A tqdm bar on stderr (shown on a terminal): evaluations, valid share, best score, cost."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit="eval", desc="evolve", file=sys.stderr, disable=None if enabled else True,
+                        dynamic_ncols=True)
+
+    def __call__(self, campaign: "Campaign") -> None:
+        self.bar.total = campaign.config.campaign.max_evaluations
+        self.bar.n = campaign.evaluations
+        best = campaign.population.best
+        text = f"valid {campaign.valid / max(1, campaign.evaluations):.0%} " if campaign.evaluations else ""
+        text += f"best {best.primary:.4g} " if best else ""
+        self.bar.set_postfix_str(text + f"cost ${campaign.cost:.2f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
