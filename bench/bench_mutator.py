@@ -32,7 +32,7 @@ from evaluator.traces import load_npz, save_npz  # noqa: E402
 from evolve.patch import evolve_blocks  # noqa: E402
 from evolve.proposers.base import ProgramView, ProposalRequest  # noqa: E402
 from evolve.proposers.mutator import OfflineMutator, set_body  # noqa: E402
-from evolve.proposers.mutator_catalogue import CATALOGUE  # noqa: E402
+from evaluator.mutations import CATALOGUE  # noqa: E402
 
 SEED = (REPO / "candidates" / "seed.py").read_text()
 
@@ -99,7 +99,7 @@ def main() -> None:
                   f"{interleaved_ratio(code):8.2f}")
 
     # 2. one generation of children
-    mutator = OfflineMutator()
+    mutator = OfflineMutator(catalogue=CATALOGUE)
     ratios = []
     for s in range(args.children):
         proposal = mutator.propose(ProposalRequest(ProgramView("seed", SEED), seed=s))

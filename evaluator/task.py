@@ -133,6 +133,12 @@ class EplbTask:
             device=self.options.device,
         )
 
+    def mutation_catalogue(self) -> dict[str, list]:
+        """Alternative implementations of the seed's EVOLVE blocks, for the offline mutator."""
+        from evaluator.mutations import CATALOGUE
+
+        return CATALOGUE
+
     def with_options(self, **changes: Any) -> "EplbTask":
         """The same task with some options changed (for example `split="holdout"`)."""
         return EplbTask(dataclasses.replace(self.options, **changes))

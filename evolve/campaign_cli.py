@@ -173,7 +173,7 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_locked(run_dir))
-        proposer = make_proposer(config, run_dir)
+        proposer = make_proposer(config, run_dir, task)
         stack.callback(getattr(proposer, "close", lambda: None))
         backend = make_backend(config.campaign.backend, BackendContext(
             task, config.campaign.workers, config.task.factory, dict(config.task.options)))

@@ -252,6 +252,8 @@ class Campaign:
     def _propose(self, request: ProposalRequest) -> Proposal:
         try:
             proposal = self.proposer.propose(request)
+        except UserError:
+            raise  # the user must act (a transcript that does not match, a bad setting): end the run with it
         except Exception as exc:  # a proposer bug must not end the campaign: it counts as a failed proposal
             return Proposal(error=f"proposer raised {type(exc).__name__}: {exc}", proposer=self.proposer.name)
         return proposal if isinstance(proposal, Proposal) else Proposal(error="proposer returned no Proposal")
@@ -270,7 +272,7 @@ class Campaign:
                 if future.cancelled():
                     continue
                 if kind == "propose":
-                    self._on_proposal(self.pending[key], future.result())
+                    self._on_proposal(self.pending[key], self._proposal_of(future))
                 else:
                     self._on_evaluation(key, future)
             self._apply_ready()
@@ -283,6 +285,14 @@ class Campaign:
         for future, (kind, _) in list(self.waiting.items()):
             if kind == "propose" and future.cancel():
                 del self.waiting[future]
+
+    def _proposal_of(self, future: Future) -> Proposal:
+        """The proposer's answer; a UserError from the proposer ends the run cleanly, keeping all finished work."""
+        try:
+            return future.result()
+        except UserError as exc:
+            self._stop("the proposer needs attention")
+            raise UserError(f"{exc} (finished evaluations are saved; continue with --resume {self.run_dir})") from exc
 
     def _on_proposal(self, slot: Slot, proposal: Proposal) -> None:
         slot.proposal = proposal

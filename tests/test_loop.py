@@ -254,3 +254,13 @@ def _write(tmp_path: Path, config: Config) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(config.to_toml())
     return path
+
+
+def test_a_proposer_user_error_ends_the_run_with_that_line_and_keeps_the_work(tmp_path: Path):
+    config = toy_config(tmp_path, max_evaluations=30)
+    config.proposer.options["user_error_after"] = 6
+    with pytest.raises(UserError, match="transcript has no reply for generation 3.*--resume"):
+        run(config)
+    archive = open_archive(config)
+    assert archive.check_integrity() == []
+    assert "evaluated" in kinds(archive)  # what finished before the error is in the archive

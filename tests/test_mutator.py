@@ -12,7 +12,7 @@ from evaluator.contract import validate_placement
 from evolve.patch import evolve_blocks, parse_patch
 from evolve.proposers.base import ProgramView, ProposalRequest
 from evolve.proposers.mutator import OPERATORS, OfflineMutator, find_params, set_body
-from evolve.proposers.mutator_catalogue import CATALOGUE
+from evaluator.mutations import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = (REPO / "candidates" / "seed.py").read_text()
@@ -58,7 +58,7 @@ def request(code: str = SEED, seed: int = 0, inspirations: list[str] = ()) -> Pr
 
 
 def only(op: str) -> OfflineMutator:
-    return OfflineMutator(weights={o: (1.0 if o == op else 0.0) for o in OPERATORS})
+    return OfflineMutator(catalogue=CATALOGUE, weights={o: (1.0 if o == op else 0.0) for o in OPERATORS})
 
 
 def test_seed_is_a_valid_balancer():
@@ -149,10 +149,10 @@ def test_crossover_skips_blocks_with_other_functions():
 
 def test_same_request_gives_identical_patch_text():
     for seed in range(8):
-        first = OfflineMutator().propose(request(seed=seed, inspirations=[set_body(SEED, 2, ENTRIES[-1].body)]))
-        second = OfflineMutator().propose(request(seed=seed, inspirations=[set_body(SEED, 2, ENTRIES[-1].body)]))
+        first = OfflineMutator(catalogue=CATALOGUE).propose(request(seed=seed, inspirations=[set_body(SEED, 2, ENTRIES[-1].body)]))
+        second = OfflineMutator(catalogue=CATALOGUE).propose(request(seed=seed, inspirations=[set_body(SEED, 2, ENTRIES[-1].body)]))
         assert first.patch_text == second.patch_text and first.child_code == second.child_code
-    texts = {OfflineMutator().propose(request(seed=s)).patch_text for s in range(8)}
+    texts = {OfflineMutator(catalogue=CATALOGUE).propose(request(seed=s)).patch_text for s in range(8)}
     assert len(texts) > 3
 
 
@@ -160,7 +160,7 @@ def test_same_request_gives_identical_patch_text():
 def test_chains_of_five_mutations_stay_valid(chain_seed):
     code, archive, used = SEED, [SEED], []
     for step in range(5):
-        proposal = OfflineMutator().propose(request(code, seed=1000 * chain_seed + step, inspirations=archive[-3:]))
+        proposal = OfflineMutator(catalogue=CATALOGUE).propose(request(code, seed=1000 * chain_seed + step, inspirations=archive[-3:]))
         assert proposal.ok, f"step {step}: {proposal.error}"
         used.append(proposal.extra["operator"])
         code = proposal.child_code
@@ -173,7 +173,7 @@ def test_operators_are_all_reachable():
     seen = set()
     code, archive = SEED, [SEED]
     for seed in itertools.count():
-        proposal = OfflineMutator().propose(request(code, seed=seed, inspirations=archive[-2:]))
+        proposal = OfflineMutator(catalogue=CATALOGUE).propose(request(code, seed=seed, inspirations=archive[-2:]))
         seen.add(proposal.extra.get("operator"))
         if proposal.ok:
             code = proposal.child_code
@@ -187,7 +187,7 @@ def test_unknown_operator_is_a_user_error():
     from evolve.errors import UserError
 
     with pytest.raises(UserError, match="unknown mutator operator"):
-        OfflineMutator(weights={"explode": 1.0})
+        OfflineMutator(catalogue=CATALOGUE, weights={"explode": 1.0})
     with pytest.raises(UserError, match="unknown mutator option"):
         OfflineMutator.from_options({"colour": "red"})
 

@@ -92,10 +92,13 @@ class ToyProposer:
         self.repeat = float(options.get("repeat", 0.1))
         self.cost = float(options.get("cost", 0.0))
         self.exhaust_after = int(options.get("exhaust_after", 0))
+        self.user_error_after = int(options.get("user_error_after", 0))
         self.calls = 0
 
     def propose(self, request: ProposalRequest) -> Proposal:
         self.calls += 1
+        if self.user_error_after and self.calls > self.user_error_after:
+            raise UserError("transcript has no reply for generation 3 (prompt 1234abcd)")
         rng = random.Random(request.seed)
         parent = request.parent.code
         meta = {"proposer": "toy", "model": "toy-1", "tokens_in": 100, "tokens_out": 20, "cost": self.cost,

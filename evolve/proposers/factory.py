@@ -14,12 +14,19 @@ from evolve.proposers.base import Proposer
 TRANSCRIPT = "transcript.jsonl"
 
 
-def make_proposer(config: Config, run_dir: Path) -> Proposer:
-    """mutator | llm | replay, or an import string `module:factory` called as `factory(config, run_dir)`."""
+def make_proposer(config: Config, run_dir: Path, task: Any = None) -> Proposer:
+    """mutator | llm | replay, or an import string `module:factory` called as `factory(config, run_dir)`.
+
+    The mutator's catalogue of block implementations is problem knowledge, so it comes from the task
+    (`task.mutation_catalogue()`), never from this package."""
     kind = config.proposer.kind
     if kind == "mutator":
         cls = _load("evolve.proposers.mutator", "OfflineMutator")
-        return _construct(cls, {"seed": config.campaign.seed, **config.proposer.options}, "proposer.options")
+        catalogue = getattr(task, "mutation_catalogue", None)
+        options = {"seed": config.campaign.seed, **config.proposer.options}
+        if catalogue is not None:
+            options["catalogue"] = catalogue()
+        return _construct(cls, options, "proposer.options")
     if kind == "llm":
         cls = _load("evolve.proposers.llm", "LLMProposer")
         llm = config.llm_config()

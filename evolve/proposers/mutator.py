@@ -5,7 +5,7 @@ in the harness's format (`evolve.patch.make_patch`) and applies it through the s
 goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (documented in MUTATORS.md):
 
 - `replace`: swap one block for another implementation of the same step from the catalogue
-  (`evolve.proposers.mutator_catalogue`);
+  (the task supplies it: for EPLB, `evaluator.mutations`);
 - `replace2`: the same for two blocks at once, to reach combinations one step cannot;
 - `perturb`: nudge one tunable constant (`NAME = number  # range [lo, hi]`) inside a block;
 - `crossover`: take one block from an inspiration, when it defines the same public functions.
@@ -19,13 +19,12 @@ import ast
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from evolve.errors import UserError
 from evolve.patch import EvolveBlock, PatchError, apply_patch, evolve_blocks, make_patch
 from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.proposers.mutator_catalogue import CATALOGUE, BlockImpl
 
 DEFAULT_WEIGHTS: dict[str, float] = {"replace": 4.0, "perturb": 3.0, "crossover": 2.0, "replace2": 1.0}
 OPERATORS = tuple(DEFAULT_WEIGHTS)
@@ -35,6 +34,16 @@ _PARAM_RE = re.compile(
     r"(?P<value>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)(?P<rest>\s*(?:#.*)?)$"
 )
 _RANGE_RE = re.compile(r"range\s*\[\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*\]")
+
+@dataclass(frozen=True)
+class BlockImpl:
+    """One implementation of one EVOLVE block."""
+
+    label: str  # the EVOLVE block it fills
+    key: str  # short id used in patch names, e.g. "ldm+swap"
+    summary: str  # one sentence for patch descriptions and MUTATORS.md
+    body: str  # the block body, ending with a newline
+    params: tuple[str, ...] = field(default=())  # names of the tunable constants it defines
 
 
 @dataclass
@@ -136,7 +145,8 @@ class OfflineMutator:
     """Catalogue-driven mutations of the parent's EVOLVE blocks.
 
     `weights` sets how often each operator is drawn (missing ones keep their default; 0 disables one);
-    `catalogue` maps block labels to implementations (default: the EPLB catalogue).
+    `catalogue` maps block labels to implementations; the task supplies it (`Task.mutation_catalogue()`).
+    Without one only `perturb` and `crossover` have anything to do.
     """
 
     name = "mutator"
@@ -150,7 +160,7 @@ class OfflineMutator:
         if unknown:
             raise UserError(f"unknown mutator operator(s) {sorted(unknown)}; known: {', '.join(OPERATORS)}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
-        self.catalogue = {k: list(v) for k, v in (catalogue if catalogue is not None else CATALOGUE).items()}
+        self.catalogue = {k: list(v) for k, v in (catalogue or {}).items()}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "OfflineMutator":

@@ -1,4 +1,4 @@
-"""The offline mutator's catalogue: alternative implementations of each EVOLVE block, kept as text.
+"""The EPLB catalogue for the offline mutator: alternative implementations of each EVOLVE block, kept as text.
 
 Each entry is the full body of one block (the text between its marker lines) and honours that block's
 contract exactly as the seed states it, so any entry can replace any other entry of the same block:
@@ -14,22 +14,12 @@ layers. Tunable numbers are module-level constants written `NAME = value  # rang
 mutator's `perturb` operator finds them by that shape. Constant names carry the block's prefix
 (`REP_`, `PACK_`, `POLICY_`) and helper names are private to their block, so entries never collide.
 
-This file is EPLB-specific data: the mutator itself only knows block labels and text.
+The mutator itself only knows block labels and text; the EPLB task hands it this catalogue.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from evolve.proposers.mutator import BlockImpl
 
-
-@dataclass(frozen=True)
-class BlockImpl:
-    """One implementation of one EVOLVE block."""
-
-    label: str  # the EVOLVE block it fills
-    key: str  # short id used in patch names, e.g. "ldm+swap"
-    summary: str  # one sentence for patch descriptions and MUTATORS.md
-    body: str  # the block body, ending with a newline
-    params: tuple[str, ...] = field(default=())  # names of the tunable constants it defines
 
 
 # --------------------------------------------------------------------------------------------------
