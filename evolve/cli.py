@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "evaluator.evaluate_cli",
     "evolve.patch_cli",
     "evolve.campaign_cli",
+    "evaluator.results_cli",
 ]
 
 

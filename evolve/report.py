@@ -1,0 +1,396 @@
+"""Campaign reports: figures as PNG and one self-contained `report.html` per run, read from its archive.
+
+Nothing here knows the problem: it reads programs, results and steps from the archive and plots the
+primary score, one balance-like metric against one runtime-like metric, and per-window detail, under the
+keys the caller names. Problem-specific extras (reference points, a leaderboard table) come in as plain
+data. The HTML embeds its figures as base64 data URIs and loads nothing else, so it can be mailed,
+archived or opened from any folder.
+"""
+from __future__ import annotations
+
+import base64
+import difflib
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
+from evolve.errors import UserError  # noqa: E402
+from evolve.task import Result  # noqa: E402
+
+ARCHIVE_NAME = "archive.sqlite"
+RESULTS_ROOT = Path("results")
+
+
+@dataclass
+class Reference:
+    """A program or bound to mark on the Pareto figure; `runtime_s=None` draws a horizontal line."""
+
+    label: str
+    balance: float
+    runtime_s: float | None = None
+
+
+@dataclass
+class RunView:
+    """Everything a report needs from one run, read once (the archive is closed afterwards)."""
+
+    run_dir: Path
+    steps: list[Step]
+    programs: dict[str, ProgramRecord]
+    results: dict[str, Result]
+    versions: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed_id(self) -> str | None:
+        return next((s.program_id for s in self.steps if s.kind == "seed"), None)
+
+    @property
+    def best_id(self) -> str | None:
+        return self.versions[-1]["program_id"] if self.versions else self.seed_id
+
+    def score(self, pid: str | None) -> float | None:
+        result = self.results.get(pid or "")
+        return result.score if result is not None and result.correct else None
+
+    def lineage(self, pid: str) -> list[ProgramRecord]:
+        """Root first, down to `pid`."""
+        chain, seen, current = [], set(), pid
+        while current and current in self.programs and current not in seen:
+            seen.add(current)
+            chain.append(self.programs[current])
+            current = self.programs[current].parent_id
+        return list(reversed(chain))
+
+
+def resolve_run(text: str) -> Path:
+    """A run directory from a path or a name under results/."""
+    for candidate in (Path(text), RESULTS_ROOT / text):
+        if (candidate / ARCHIVE_NAME).is_file():
+            return candidate
+    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {RESULTS_ROOT}/); list runs with `eplb-evolve runs`")
+
+
+def load_run(run_dir: Path) -> RunView:
+    archive = Archive(run_dir / ARCHIVE_NAME)
+    try:
+        ids = [row[0] for row in archive.conn.execute("SELECT id FROM programs ORDER BY created_at, id")]
+        programs = {pid: archive.program(pid) for pid in ids}
+        results = {pid: r for pid in ids if (r := archive.result(pid)) is not None}
+        meta = {k: archive.meta(k) for k in ("config", "task", "task_stamp", "seed", "created_at", "elapsed_s")}
+        return RunView(run_dir, archive.steps(), programs, results, archive.versions(), archive.events(), meta)
+    finally:
+        archive.close()
+
+
+# ---- figures -----------------------------------------------------------------------------------------
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def progress_figure(run: RunView, path: Path) -> Path:
+    """Best score so far against evaluations, and against proposer cost (tokens or time when cost is 0)."""
+    xs_eval, xs_cost, scores, best_xs, best_cost, best = [], [], [], [], [], []
+    evaluations, spent, tokens = 0, 0.0, 0
+    start = run.steps[0].applied_at if run.steps else 0.0
+    by_cost = _cost_axis(run.steps)
+    running: float | None = None
+    for step in run.steps:
+        evaluations += step.kind == "evaluated"
+        spent += step.cost
+        tokens += step.tokens_in + step.tokens_out
+        x_cost = {"cost": spent, "tokens": tokens, "minutes": (step.applied_at - start) / 60}[by_cost[0]]
+        score = run.score(step.program_id) if step.kind in ("seed", "evaluated") else None
+        if score is None:
+            continue
+        xs_eval.append(evaluations)
+        xs_cost.append(x_cost)
+        scores.append(score)
+        if running is None or score > running:
+            running = score
+        best_xs.append(evaluations)
+        best_cost.append(x_cost)
+        best.append(running)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, xs, bx, label in ((axes[0], xs_eval, best_xs, "evaluations"), (axes[1], xs_cost, best_cost, by_cost[1])):
+        ax.scatter(xs, scores, s=10, color="0.7", label="each correct program")
+        ax.step(bx, best, where="post", color="tab:blue", linewidth=2, label="best so far")
+        ax.set_xlabel(label)
+        ax.set_ylabel(_score_label(run))
+        ax.grid(alpha=0.3)
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_title("best score over evaluations")
+    axes[1].set_title(f"best score over {by_cost[0]}")
+    return _save(fig, path)
+
+
+def _cost_axis(steps: list[Step]) -> tuple[str, str]:
+    if sum(s.cost for s in steps) > 0:
+        return "cost", "proposer cost ($)"
+    if sum(s.tokens_in + s.tokens_out for s in steps) > 0:
+        return "tokens", "proposer tokens (in + out)"
+    return "minutes", "wall-clock minutes (no proposer cost recorded)"
+
+
+def _score_label(run: RunView) -> str:
+    stamp = run.meta.get("task_stamp") or {}
+    return f"score ({stamp.get('scorer', 'primary')})"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (lower runtime, higher balance), by runtime ascending."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_figure(run: RunView, path: Path, balance_key: str, runtime_key: str,
+                  references: list[Reference] = ()) -> Path | None:  # type: ignore[assignment]
+    """Balance against runtime of every correct program, the front drawn, seed, best and references marked."""
+    ids, points = [], []
+    for pid, r in run.results.items():
+        if r.correct and balance_key in r.metrics and runtime_key in r.metrics:
+            ids.append(pid)
+            points.append((r.metrics[runtime_key] * 1e3, r.metrics[balance_key]))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=12, color="0.65", label="programs")
+    front = pareto_front(points)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-o", color="tab:blue", markersize=4,
+            label="Pareto front")
+    for pid, marker, color, label in ((run.seed_id, "*", "tab:red", "seed"), (run.best_id, "D", "tab:green", "best")):
+        if pid in ids:
+            x, y = points[ids.index(pid)]
+            ax.scatter([x], [y], marker=marker, s=140, color=color, zorder=5, label=label)
+    for n, ref in enumerate(references):
+        if ref.runtime_s is None:
+            ax.axhline(ref.balance, linestyle="--", color="tab:purple", linewidth=1)
+            ax.annotate(ref.label, (0.01, ref.balance), xycoords=("axes fraction", "data"), fontsize=8,
+                        color="tab:purple", va="bottom")
+        else:
+            ax.scatter([ref.runtime_s * 1e3], [ref.balance], marker="^", s=60, color="tab:orange", zorder=4)
+            ax.annotate(ref.label, (ref.runtime_s * 1e3, ref.balance), fontsize=8, xytext=(4, 4 if n % 2 else -11),
+                        textcoords="offset points")  # alternate above and below: neighbours rarely collide
+    ax.set_xscale("log")
+    ax.set_xlabel(f"runtime per call, ms (log scale; {runtime_key})")
+    ax.set_ylabel(balance_key)
+    ax.set_title("balance against runtime (up and left is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def per_window_figure(run: RunView, path: Path, key: str) -> Path | None:
+    """Per scored window: the best program against the seed."""
+    series = []
+    for pid, label, color in ((run.seed_id, "seed", "tab:red"), (run.best_id, "best", "tab:green")):
+        r = run.results.get(pid or "")
+        if r is not None and r.correct and r.per_window and key in r.per_window[0]:
+            xs = [w.get("window", i) for i, w in enumerate(r.per_window)]
+            series.append((label, color, xs, [w[key] for w in r.per_window]))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for label, color, xs, ys in series:
+        ax.plot(xs, ys, "-o", markersize=3, color=color, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("scored window")
+    ax.set_ylabel(key)
+    ax.set_title(f"{key} per window: best vs seed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def lineage_figure(run: RunView, path: Path, max_children: int = 8) -> Path | None:
+    """The chain from the seed to the best program (labelled with patch names) and its other children."""
+    if not run.best_id:
+        return None
+    chain = run.lineage(run.best_id)
+    children: dict[str, list[str]] = {}
+    for pid, record in run.programs.items():
+        if record.parent_id:
+            children.setdefault(record.parent_id, []).append(pid)
+    fig, ax = plt.subplots(figsize=(9, min(30.0, 1.2 + 0.55 * len(chain))))
+    on_chain = {r.id for r in chain}
+    lowest = len(chain) - 1
+    for depth, record in enumerate(chain):
+        others = [c for c in children.get(record.id, []) if c not in on_chain]
+        lowest = max(lowest, depth + 1) if others else lowest
+        for k, child in enumerate(others[:max_children]):
+            x = -0.25 * (k + 1)  # siblings to the left, labels of the chain to the right
+            ok = run.score(child) is not None
+            ax.plot([0, x], [-depth, -depth - 1], color="0.85", linewidth=0.8, zorder=1)
+            ax.scatter([x], [-depth - 1], s=14, color="0.55" if ok else "white", edgecolors="0.55", zorder=2)
+        if len(others) > max_children:
+            ax.annotate(f"+{len(others) - max_children}", (-0.25 * max_children, -depth - 1), xytext=(-14, -3),
+                        textcoords="offset points", fontsize=7, color="0.4")
+        if depth:
+            ax.plot([0, 0], [-depth + 1, -depth], color="tab:green", linewidth=2, zorder=3)
+        score = run.score(record.id)
+        ax.scatter([0], [-depth], s=60, color="tab:green" if depth else "tab:red", zorder=4)
+        name = record.patch_name or "seed"
+        text = f"{name[:48]}  ({'incorrect' if score is None else f'{score:.4g}'})"
+        ax.annotate(text, (0, -depth), xytext=(10, -3), textcoords="offset points", fontsize=8)
+    ax.set_xlim(-0.25 * max_children - 0.4, 6.0)
+    ax.set_ylim(-lowest - 0.5, 0.5)
+    ax.axis("off")
+    ax.set_title("lineage of the best program (green: ancestors; grey: their other children, hollow if incorrect)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+# ---- HTML --------------------------------------------------------------------------------------------
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; } td, th { padding: 2px 8px; border-bottom: 1px solid #eee; }
+th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.8em; line-height: 1.35; }
+.add { color: #116611; background: #eaffea; display: block; } .del { color: #991111; background: #ffecec; display: block; }
+.hunk { color: #555; display: block; } img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.note { color: #666; font-size: 0.85em; } .wide { overflow-x: auto; }
+"""
+
+
+def image_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def diff_html(old: str, new: str, old_name: str = "seed", new_name: str = "best") -> str:
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), old_name, new_name, lineterm="", n=3))
+    if not lines:
+        return "<p class=\"note\">identical to the seed</p>"
+    out = []
+    for line in lines:
+        cls = "hunk" if line.startswith("@@") else "add" if line.startswith("+") else "del" if line.startswith("-") else ""
+        text = html.escape(line) or " "
+        out.append(f'<span class="{cls}">{text}</span>' if cls else text)
+    return "<pre>" + "\n".join(out) + "</pre>"
+
+
+def summary_rows(run: RunView) -> list[tuple[str, str]]:
+    stamp = run.meta.get("task_stamp") or {}
+    dataset = stamp.get("dataset") or {}
+    kinds: dict[str, int] = {}
+    for s in run.steps:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    evaluated = [s for s in run.steps if s.kind == "evaluated"]
+    valid = sum(1 for s in evaluated if run.score(s.program_id) is not None)
+    best, seed = run.score(run.best_id), run.score(run.seed_id)
+    best_record = run.programs.get(run.best_id or "")
+    holdout = [e["detail"] for e in run.events if e["kind"] == "holdout"]
+    rows = [
+        ("run", str(run.run_dir)),
+        ("task", f"{run.meta.get('task') or '-'}; scorer {stamp.get('scorer', '-')}; evaluator {stamp.get('evaluator_version', '-')}"),
+        ("dataset", f"{dataset.get('name', '-')} ({dataset.get('split', '-')}), sha256 {dataset.get('sha256', '-')}"),
+        ("steps", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
+        ("evaluations", f"{len(evaluated)} ({valid / max(1, len(evaluated)):.0%} correct)"),
+        ("proposer cost", f"${sum(s.cost for s in run.steps):.2f}, {sum(s.tokens_in + s.tokens_out for s in run.steps)} tokens"),
+        ("best program", f"{(run.best_id or '-')[:16]} ({best_record.patch_name or 'seed'}, generation {best_record.generation})"
+         if best_record else "-"),
+        ("best score", _fmt(best) + (f" (seed {_fmt(seed)}, change {best - seed:+.6g})" if best is not None and seed is not None else "")),
+    ]
+    if holdout:
+        h = holdout[-1]
+        rows.append(("holdout", f"{h.get('objective', '')}: best {_fmt(h.get('best'))} vs seed {_fmt(h.get('seed'))}"))
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
+
+
+def table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, escape=True, na_rep="-", border=0, float_format=lambda v: f"{v:.4f}")
+
+
+def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFrame | None = None,
+                leaderboard_note: str = "") -> str:
+    """The report page: summary, figures, best program and its diff against the seed, leaderboard rows."""
+    title = f"eplb-evolve report: {run.run_dir.name}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<link rel="icon" href="data:,">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">generated {html.escape(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}</p>',
+        "<h2>Summary</h2><table>",
+        *(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(run)),
+        "</table>",
+        "<h2>Figures</h2>",
+    ]
+    for name, path in figures.items():
+        parts.append(f"<h3>{html.escape(name)}</h3>{image_tag(path, name)}")
+    has_table = leaderboard is not None and not leaderboard.empty
+    if has_table or leaderboard_note:
+        parts.append("<h2>Leaderboard</h2>")
+        if leaderboard_note:
+            parts.append(f'<p class="note">{html.escape(leaderboard_note)}</p>')
+        if has_table:
+            parts.append(f'<div class="wide">{table_html(leaderboard)}</div>')
+    best, seed = run.programs.get(run.best_id or ""), run.programs.get(run.seed_id or "")
+    if best is not None:
+        parts += ["<h2>Best program</h2>", f'<p class="note">program {html.escape(best.id)}</p>',
+                  f"<pre>{html.escape(best.code)}</pre>"]
+        if seed is not None:
+            parts += ["<h2>Diff against the seed</h2>", diff_html(seed.code, best.code)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    figures: dict[str, Path]
+
+
+def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: str,
+                 references: list[Reference] = (),  # type: ignore[assignment]
+                 leaderboard: pd.DataFrame | None = None, leaderboard_note: str = "",
+                 out_dir: Path | None = None) -> ReportFiles:
+    """Write the figures and `report.html` into `out_dir` (default: the run's `report/` folder)."""
+    run = load_run(run_dir)
+    if not run.steps:
+        raise UserError(f"{run_dir} has no steps yet; a report needs at least the evaluated seed")
+    out = out_dir or run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    candidates = {
+        "best score over evaluations and cost": progress_figure(run, out / "progress.png"),
+        f"{balance_key} against runtime (Pareto front)": pareto_figure(run, out / "pareto.png", balance_key,
+                                                                          runtime_key, list(references)),
+        f"{window_key} per window: best vs seed": per_window_figure(run, out / "per_window.png", window_key),
+        "lineage of the best program": lineage_figure(run, out / "lineage.png"),
+    }
+    figures = {name: path for name, path in candidates.items() if path is not None}
+    page = render_html(run, figures, leaderboard, leaderboard_note)
+    html_path = out / "report.html"
+    tmp = html_path.with_name("report.html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(html_path)
+    (out / "summary.json").write_text(json.dumps(dict(summary_rows(run)), indent=2))
+    return ReportFiles(html_path, figures)

@@ -1,0 +1,193 @@
+"""Run reports and promotion, on a tiny archive built with the archive's own API."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from evaluator.task import EplbTask, EvalOptions
+from evaluator.traces import save_npz
+from evolve import report
+from evolve.archive import Archive, ProgramRecord, Step, program_id
+from evolve.cli import main as cli_main
+from tests.evaluator_helpers import REPO, SMALL, skewed_trace
+
+BROKEN = "def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n    return None\n"
+# (program, parent, patch name, cost); None as program: a proposal that failed to apply
+LINEAGE = [
+    ("seed", None, "", 0.0),
+    ("greedy_snake", "seed", "global greedy replication with snake dealing", 0.01),
+    ("broken", "seed", "return nothing", 0.02),
+    (None, "seed", "", 0.01),
+    ("hybrid_tail", "greedy_snake", "adaptive Sainte-Lague tail", 0.01),
+    ("hybrid_tail_swap", "hybrid_tail", "bounded swaps against the two lightest GPUs", 0.03),
+]
+
+
+def code_of(name: str) -> str:
+    return BROKEN if name == "broken" else (REPO / "candidates" / f"{name}.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A finished run: seed, two improvements, a sibling, an incorrect child and a failed proposal."""
+    root = tmp_path_factory.mktemp("report")
+    trace = save_npz(skewed_trace(steps=500), root / "small.npz")
+    options = {**SMALL, "dataset": str(trace), "timeout_s": 20.0, "reference_calls": 1}
+    task = EplbTask(EvalOptions.from_dict(options))
+    run = root / "run"
+    run.mkdir()
+    archive = Archive(run / "archive.sqlite")
+    archive.set_meta(config={"task": {"factory": "evaluator.task:make_task", "options": options}},
+                     task="eplb", task_stamp=json.loads(json.dumps(task.stamp())), seed=0)
+    ids: dict[str, str] = {}
+    best = None
+    for idx, (name, parent, patch, cost) in enumerate(LINEAGE):
+        parent_id = ids.get(parent or "")
+        if name is None:
+            archive.apply_step(Step(idx=idx, kind="failed", parent_id=parent_id, error="SEARCH text not found", cost=cost))
+            continue
+        code = code_of(name)
+        pid = ids[name] = program_id(code)
+        generation = 0 if parent is None else archive.program(parent_id).generation + 1
+        record = ProgramRecord(id=pid, code=code, parent_id=parent_id, generation=generation, patch_name=patch,
+                               proposer="mutator", cost=cost)
+        result = task.evaluate(code)
+        archive.put_program(record, result)
+        version = None
+        if result.correct and (best is None or result.score > best):
+            best, version = result.score, (pid, result.score)
+        archive.apply_step(Step(idx=idx, kind="seed" if parent is None else "evaluated", program_id=pid,
+                                parent_id=parent_id, cost=cost, proposer="mutator"), version=version)
+    assert archive.check_integrity() == []
+    archive.close()
+    return run
+
+
+def test_report_from_the_archive_alone(run_dir: Path, tmp_path: Path) -> None:
+    files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu",
+                                [report.Reference("ceiling", 1.0)], out_dir=tmp_path)
+    assert len(files.figures) == 4
+    for path in files.figures.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = files.html.read_text()
+    assert page.count('src="data:image/png;base64,') == 4
+    assert "<script" not in page and "http" not in page.split("<body>")[1].split("<pre>")[0]
+    assert "bounded swaps against the two lightest GPUs" in page  # best program's patch, in the summary
+    assert "def refine_by_swaps" in page  # the best program's code
+    assert 'class="add"' in page and 'class="del"' in page  # its diff against the seed
+    run = report.load_run(run_dir)
+    assert run.programs[run.best_id].patch_name == "bounded swaps against the two lightest GPUs"
+    assert [r.patch_name or "seed" for r in run.lineage(run.best_id)] == [
+        "seed", "global greedy replication with snake dealing", "adaptive Sainte-Lague tail",
+        "bounded swaps against the two lightest GPUs"]
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    points = [(1.0, 0.5), (2.0, 0.7), (1.5, 0.4), (3.0, 0.7), (0.5, 0.3), (4.0, 0.9)]
+    assert report.pareto_front(points) == [4, 0, 1, 5]
+
+
+def test_report_command_adds_leaderboard_rows(run_dir: Path, capsys) -> None:
+    assert cli_main(["report", str(run_dir), "--references", "greedy_snake"]) == 0
+    out = capsys.readouterr().out
+    page = (run_dir / "report" / "report.html").read_text()
+    assert f"report: {run_dir / 'report' / 'report.html'}" in out
+    assert "Leaderboard" in page and "ceiling (lower bounds)" in page and "oracle (best (archive" in page
+    assert "seed (archive)" in page and "greedy_snake" in page
+    assert json.loads((run_dir / "report" / "summary.json").read_text())["evaluations"].startswith("4 (75% correct)")
+
+
+def test_report_without_its_dataset_still_draws_the_archive(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from evaluator import results_cli
+    from evolve.errors import UserError
+
+    def missing(meta):
+        raise UserError("small.npz: no such trace file")
+
+    monkeypatch.setattr(results_cli, "run_task", missing)
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path)]) == 0
+    assert "warning: no leaderboard rows: small.npz: no such trace file" in capsys.readouterr().err
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "no leaderboard rows" in page
+
+
+def find_chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+CHECK = ("<script>window.addEventListener('load', function () { var p = document.createElement('pre'); p.id = 'check';"
+         " p.textContent = JSON.stringify(Array.from(document.images).map(function (i) { return i.naturalWidth; }));"
+         " document.body.appendChild(p); });</script>")
+
+
+def render(page: Path) -> tuple[list[int], list[str]]:
+    """Load `page` (with a probe appended) in headless Chromium: image widths and console lines."""
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get update && apt-get install -y chromium; "
+                    "`make test` installs it): the report's in-browser rendering check is skipped")
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.html"
+        probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
+        proc = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp}/profile", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
+             "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )
+    found = re.search(r'<pre id="check">(.*?)</pre>', proc.stdout)
+    assert found, f"the page did not finish loading (chromium exit {proc.returncode})"
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return json.loads(found.group(1)), console
+
+
+def test_report_renders_in_a_browser(run_dir: Path, tmp_path: Path) -> None:
+    files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", out_dir=tmp_path)
+    widths, console = render(files.html)
+    assert console == []
+    assert len(widths) == 4 and all(w > 300 for w in widths)  # every figure decoded
+
+
+def test_the_browser_check_catches_a_broken_page(tmp_path: Path) -> None:
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><img src="data:image/png;base64,AAAA"><script>nosuch();</script></body></html>')
+    widths, console = render(page)
+    assert widths == [0] and any("nosuch" in line for line in console)
+
+
+# ---- promote -------------------------------------------------------------------------------------------------
+def test_promote_copies_the_program_with_its_origin(run_dir: Path, tmp_path: Path, capsys) -> None:
+    pid = program_id(code_of("hybrid_tail_swap"))
+    assert cli_main(["promote", str(run_dir), pid[:10], "--candidates-dir", str(tmp_path)]) == 0
+    target = tmp_path / "bounded_swaps_against_the_two_lightest_gpus.py"
+    assert f"promoted {pid[:12]} to {target}" in capsys.readouterr().out
+    text = target.read_text()
+    header, code = text.split("\n\n", 1)[0], text.split("\n\n", 1)[1]
+    assert all(line.startswith("# ") for line in header.splitlines())
+    assert program_id(code) == pid  # the code below the header is the archived program, byte for byte
+    assert f"program {pid}" in header and str(run_dir) in header
+    assert "lineage, seed first: seed -> global greedy replication with snake dealing -> adaptive Sainte-Lague tail" in header
+    assert "native=" in header and "adrs-leaderboard=" in header and "sha256" in header
+    options = EvalOptions(**SMALL, dataset=str(run_dir.parent / "small.npz"), reference_calls=0)
+    assert EplbTask(options).evaluate(text).correct  # the header keeps it a working program
+
+    assert cli_main(["promote", str(run_dir), pid[:10], "--candidates-dir", str(tmp_path)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert cli_main(["promote", str(run_dir), pid[:10], "--name", "winner", "--candidates-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "winner.py").is_file()
+
+
+def test_promote_and_report_errors_are_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:
+    assert cli_main(["promote", str(run_dir), "zzzz", "--candidates-dir", str(tmp_path)]) == 2
+    assert "no program with id starting 'zzzz'" in capsys.readouterr().err
+    assert cli_main(["promote", str(tmp_path / "nowhere"), "abc"]) == 2
+    assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: no run at") for line in err)
