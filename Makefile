@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # pick the default (CUDA) build. Override with `make TORCH_SPEC='torch==X.Y' ...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.2,torch==2.13.0)
 
-.PHONY: run test test-slow bench venv clean
+.PHONY: run test test-slow bench venv clean chromium
 
 venv: $(STAMP)
 
@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) run_evolution.py
 
-test: $(STAMP)
+# Headless Chromium renders report.html in tests/test_report.py; a no-op when it is already installed.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null' || \
+	  echo "chromium could not be installed; tests/test_report.py will skip its browser check"
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

@@ -28,11 +28,14 @@ OPTION_FLAGS = {
 }
 
 
-def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that builds an EPLB task."""
+def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, split_default: str = "") -> None:
+    """Flags shared by every command that builds an EPLB task.
+
+    With `lists`, --dataset and --split take comma-separated lists (parsing is the caller's)."""
     d = EvalOptions()
-    parser.add_argument("--dataset", help=f"dataset name or trace file (default {d.dataset})")
-    parser.add_argument("--split", help=f"dataset split (default {d.split})")
+    several = ", comma-separated" if lists else ""
+    parser.add_argument("--dataset", help=f"dataset name{'s' if lists else ''} or trace file{several} (default {d.dataset})")
+    parser.add_argument("--split", help=f"dataset split{several} (default {split_default or d.split})")
     parser.add_argument("--protocol", choices=PROTOCOLS, help=f"default {d.protocol}")
     parser.add_argument("--window", type=int, help=f"steps per window (default {d.window})")
     parser.add_argument("--max-windows", type=int, help="use only the first N windows (default: all)")

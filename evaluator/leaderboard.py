@@ -25,7 +25,7 @@ import pandas as pd
 from evaluator import EVALUATOR_VERSION
 from evaluator.bounds import balancedness_ceilings
 from evaluator.scoring import SCORERS
-from evaluator.task import REPO_ROOT, EplbTask, EvalOptions, _load_trace
+from evaluator.task import REPO_ROOT, EplbTask, EvalOptions, load_task_trace
 from evaluator.traces import Trace
 from evolve.errors import UserError
 from evolve.task import Result
@@ -94,7 +94,7 @@ def splits_of(dataset: str, splits: list[str]) -> list[str]:
 
 def load_dataset(options: EvalOptions) -> Trace:
     """The trace a task with these options would score on (a dataset name and split, or a .npz file)."""
-    return _load_trace(options)
+    return load_task_trace(options)
 
 
 def oracle_task(task: EplbTask) -> EplbTask:

@@ -80,12 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _task_flags(parser: argparse.ArgumentParser) -> None:
     """The shared task flags; --dataset and --split take comma-separated lists here, split defaults to holdout."""
-    add_task_arguments(parser)
-    for action in parser._actions:  # only the help text changes; parsing stays evaluate's
-        if "--dataset" in action.option_strings:
-            action.help = f"dataset names or trace files, comma-separated (default {EvalOptions().dataset})"
-        if "--split" in action.option_strings:
-            action.help = f"splits, comma-separated (default {DEFAULT_SPLIT})"
+    add_task_arguments(parser, lists=True, split_default=DEFAULT_SPLIT)
 
 
 def _lists(args: argparse.Namespace) -> tuple[list[str], list[str], dict[str, Any]]:

@@ -82,7 +82,8 @@ class EvalOptions:
             )
 
 
-def _load_trace(options: EvalOptions) -> traces.Trace:
+def load_task_trace(options: EvalOptions) -> traces.Trace:
+    """The trace a set of options names: a `.npz` path, or a dataset name and split."""
     path = Path(options.dataset)
     if path.suffix == ".npz" and path.exists():
         return traces.load_npz(path)
@@ -104,7 +105,7 @@ class EplbTask:
         # The harness's tensors are small: extra intra-op threads only add synchronisation (on a 2-core
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
         torch.set_num_threads(1)
-        self.trace = trace if trace is not None else _load_trace(self.options)
+        self.trace = trace if trace is not None else load_task_trace(self.options)
         windows = self.trace.windows(self.options.window)
         if self.options.max_windows:
             windows = windows[: self.options.max_windows]

@@ -206,6 +206,10 @@ class Archive:
         c.execute(f"INSERT OR IGNORE INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                   list(row.values()))
 
+    def program_ids(self) -> list[str]:
+        """Every program, oldest first."""
+        return [row[0] for row in self.conn.execute("SELECT id FROM programs ORDER BY created_at, id")]
+
     def has_program(self, pid: str) -> bool:
         return self.conn.execute("SELECT 1 FROM programs WHERE id = ?", (pid,)).fetchone() is not None
 

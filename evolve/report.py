@@ -87,7 +87,7 @@ def resolve_run(text: str) -> Path:
 def load_run(run_dir: Path) -> RunView:
     archive = Archive(run_dir / ARCHIVE_NAME)
     try:
-        ids = [row[0] for row in archive.conn.execute("SELECT id FROM programs ORDER BY created_at, id")]
+        ids = archive.program_ids()
         programs = {pid: archive.program(pid) for pid in ids}
         results = {pid: r for pid in ids if (r := archive.result(pid)) is not None}
         meta = {k: archive.meta(k) for k in ("config", "task", "task_stamp", "seed", "created_at", "elapsed_s")}
