@@ -15,6 +15,44 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
+def validate_placements(
+    placements: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_layers: int,
+    num_experts: int,
+    num_replicas: int,
+    loads: np.ndarray,
+) -> str:
+    """Check one placement per window; "" when all obey the contract, else "window i: <rule>".
+
+    Windows are checked one by one: stacking them into one pass was slower (the arrays leave the cache).
+    """
+    for i, (phy2log, log2phy, logcnt) in enumerate(placements):
+        problem = validate_placement(phy2log, log2phy, logcnt, num_layers, num_experts, num_replicas, loads[i])
+        if problem:
+            return f"window {i}: {problem}"
+    return ""
+
+
+def _check_form(
+    phy2log: np.ndarray, log2phy: np.ndarray, logcnt: np.ndarray, num_layers: int, num_experts: int, num_replicas: int
+) -> str:
+    """Types, dtypes, NaN and shapes: what must hold before values can be compared."""
+    for name, arr in (("phy2log", phy2log), ("log2phy", log2phy), ("logcnt", logcnt)):
+        if not isinstance(arr, np.ndarray):
+            return f"output types: {name} must be an integer tensor, got {type(arr).__name__}"
+        if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
+            return f"NaN: {name} holds NaN at {_first(np.isnan(arr))}"
+        if arr.dtype != np.int64:
+            return f"dtype: {name} must be int64, got {arr.dtype}"
+    expected = {"phy2log": (num_layers, num_replicas), "logcnt": (num_layers, num_experts)}
+    for name, arr in (("phy2log", phy2log), ("logcnt", logcnt)):
+        if arr.shape != expected[name]:
+            return f"shape: {name} must be {list(expected[name])}, got {list(arr.shape)}"
+    if log2phy.ndim != 3 or log2phy.shape[:2] != (num_layers, num_experts):
+        return f"shape: log2phy must be [{num_layers}, {num_experts}, X], got {list(log2phy.shape)}"
+    return ""
+
+
 def validate_placement(
     phy2log: np.ndarray,
     log2phy: np.ndarray,
@@ -25,20 +63,9 @@ def validate_placement(
     load: np.ndarray | None = None,
 ) -> str:
     """Return "" when the placement obeys the contract, else one line naming the broken rule."""
-    for name, arr in (("phy2log", phy2log), ("log2phy", log2phy), ("logcnt", logcnt)):
-        if not isinstance(arr, np.ndarray):
-            return f"output types: {name} must be an integer tensor, got {type(arr).__name__}"
-        if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
-            return f"NaN: {name} holds NaN at {_first(np.isnan(arr))}"
-        if arr.dtype != np.int64:
-            return f"dtype: {name} must be int64, got {arr.dtype}"
-
-    expected = {"phy2log": (num_layers, num_replicas), "logcnt": (num_layers, num_experts)}
-    for name, arr in (("phy2log", phy2log), ("logcnt", logcnt)):
-        if arr.shape != expected[name]:
-            return f"shape: {name} must be {list(expected[name])}, got {list(arr.shape)}"
-    if log2phy.ndim != 3 or log2phy.shape[:2] != (num_layers, num_experts):
-        return f"shape: log2phy must be [{num_layers}, {num_experts}, X], got {list(log2phy.shape)}"
+    problem = _check_form(phy2log, log2phy, logcnt, num_layers, num_experts, num_replicas)
+    if problem:
+        return problem
 
     bad = (phy2log < 0) | (phy2log >= num_experts)
     if bad.any():
@@ -70,17 +97,23 @@ def validate_placement(
     width = log2phy.shape[2]
     if width < logcnt.max():
         return f"shape: log2phy has room for {width} replicas but some expert has {logcnt.max()}"
-    used = np.arange(width)[None, None, :] < logcnt[:, :, None]
-    if ((log2phy != -1) & ~used).any():
+    # Where each expert's listed slots sit in log2phy.ravel(): (layer, expert, j) for j < logcnt, in order.
+    # Index arithmetic over the L*R listed entries keeps the work off the padded [L, E, X] array.
+    counts = logcnt.ravel()
+    starts = np.repeat(np.arange(counts.size) * width, counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = starts + offsets
+    listed = log2phy.ravel()[positions]
+    if np.count_nonzero(log2phy != -1) != np.count_nonzero(listed != -1):  # something set past logcnt
+        used = np.arange(width)[None, None, :] < logcnt[:, :, None]
         layer, expert, j = _first(~used & (log2phy != -1))
         return f"inconsistent maps: log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]} past logcnt must be -1"
-    # The listed slots in (layer, expert, replica) order: exactly R per layer, since each row of logcnt sums to R.
-    listed = log2phy[used]
+    # exactly R listed entries per layer, since each row of logcnt sums to R
     layer_of = np.repeat(np.arange(num_layers), num_replicas)
-    expert_of = np.repeat(np.tile(np.arange(num_experts), num_layers), logcnt.ravel())
+    expert_of = np.repeat(np.tile(np.arange(num_experts), num_layers), counts)
 
     def where(k: int) -> str:
-        layer, expert, j = (int(i) for i in np.argwhere(used)[k])
+        layer, expert, j = np.unravel_index(positions[k], log2phy.shape)
         return f"log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]}"
 
     out_of_range = (listed < 0) | (listed >= num_replicas)

@@ -60,8 +60,11 @@ def _readable_roots() -> tuple[str, ...]:
     return tuple(os.path.realpath(r) + os.sep for r in roots if r)
 
 
+READABLE_ROOTS = _readable_roots()  # computed once in the zygote: sysconfig is slow on first use
+
+
 def install_audit_hook() -> None:
-    roots = _readable_roots()
+    roots = READABLE_ROOTS
     realpath = os.path.realpath
     busy = [False]
 

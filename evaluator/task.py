@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from evaluator import EVALUATOR_VERSION
-from evaluator.contract import validate_placement
+from evaluator.contract import validate_placements
 from evaluator.sandbox import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
@@ -194,14 +194,12 @@ class EplbTask:
             return Result.failure(
                 f"the worker answered {len(run.placements)} of {len(self.plan_windows)} windows", **stamp, **streams
             )
-        layers, experts = self.trace.num_layers, self.trace.num_experts
-        scoring_counts = self.score_windows.numpy()
-        for i, (phy2log, log2phy, logcnt) in enumerate(run.placements):
-            problem = validate_placement(
-                phy2log, log2phy, logcnt, layers, experts, self.options.num_replicas, load=scoring_counts[i]
-            )
-            if problem:
-                return Result.failure(f"window {i}: {problem}", **stamp, **streams)
+        problem = validate_placements(
+            run.placements, self.trace.num_layers, self.trace.num_experts, self.options.num_replicas,
+            self.score_windows.numpy(),
+        )
+        if problem:
+            return Result.failure(problem, **stamp, **streams)
         device = torch.device(self.options.device)
         sim = simulate(
             self.score_windows.to(device),

@@ -15,6 +15,7 @@ import sys
 import threading
 
 CONTROL_FD_ENV = "EPLB_EVOLVE_ZYGOTE_FD"
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def _send(ctrl: socket.socket, lock: threading.Lock, message: dict) -> None:
@@ -45,6 +46,9 @@ def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
     from evaluator.sandbox_worker import worker_main
 
     harness_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for end in (harness_end, worker_end):  # a placement is ~0.5 MB: move it in few context switches
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -67,10 +71,38 @@ def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
     return pid, harness_end
 
 
+def _warm_up() -> None:
+    """Run the tensor ops balancers use once, single-threaded, so no worker pays their first-call cost.
+
+    Without this the first timed call of every candidate also paid for torch's lazy kernel setup.
+    One thread means no thread pool exists yet when we fork."""
+    import torch
+
+    torch.set_num_threads(1)
+    weight = torch.rand(8, 64, dtype=torch.float64) * 100
+    counts = torch.ones(8, 64, dtype=torch.int64)
+    for ints in (weight.long(), counts):
+        ints.sort(dim=-1, descending=True, stable=True)
+        ints.argsort(dim=-1)
+        ints.cumsum(-1)
+        torch.bincount(ints[0].clamp(0, 63))
+    per_replica = weight / counts
+    per_replica.max(dim=-1)
+    per_replica.topk(4, dim=-1)
+    per_replica.sort(dim=-1, descending=True, stable=True)
+    per_replica.gather(-1, counts - 1)
+    per_replica.unflatten(-1, (8, 8)).sum(-1).argmin(-1)
+    counts.scatter_add_(1, counts - 1, torch.ones_like(counts))
+    torch.repeat_interleave(torch.arange(64), counts[0].clamp(1, 2))
+    torch.where(counts > 1, per_replica, torch.zeros_like(per_replica))
+    torch.full((8, 64, 2), -1, dtype=torch.int64)[torch.arange(8)[:, None], torch.arange(64)[None], 0]
+
+
 def serve(ctrl: socket.socket) -> None:
     """Keep one forked worker on standby, so a request is answered without waiting for a fork."""
     import evaluator.sandbox_worker  # noqa: F401 - the warm part: torch and numpy load here, once
 
+    _warm_up()
     lock = threading.Lock()
     threading.Thread(target=_reap, args=(ctrl, lock), daemon=True).start()
     standby = _fork_standby(ctrl)
