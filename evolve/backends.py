@@ -29,6 +29,7 @@ class BackendContext:
     workers: int
     task_factory: str = ""
     task_options: dict[str, Any] = field(default_factory=dict)
+    ray_address: str = ""  # the ray backend's cluster (campaign.ray_address); other backends ignore it
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ RESULTS = Path("results")
 ARCHIVE = "archive.sqlite"
 # Settings a resumed run may change: budgets and resources. Anything else would change the lineage.
 RESUMABLE = {"max_evaluations", "max_minutes", "max_cost", "max_tokens", "max_failed_proposals", "workers",
-             "proposers", "backend", "progress"}
+             "proposers", "backend", "ray_address", "progress"}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-cost", type=float, metavar="DOLLARS")
     run.add_argument("--workers", type=int, metavar="W", help="evaluations at once")
     run.add_argument("--backend", metavar="NAME", help="local | ray | module:factory")
+    run.add_argument("--ray-address", metavar="ADDR", help="ray backend: auto | HOST:PORT (default: a local instance)")
     run.add_argument("--seed", type=int, metavar="S")
     run.add_argument("--out", metavar="DIR", help="run directory (default: results/<date-time>)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _flag_settings(args: argparse.Namespace, config: Config) -> list[tuple[str, Any]]:
     """The named flags as (dotted key, value) pairs, in the order they apply."""
     pairs = [(f"campaign.{key}", getattr(args, key)) for key in
-             ("max_evaluations", "max_minutes", "max_cost", "workers", "backend", "seed", "out")]
+             ("max_evaluations", "max_minutes", "max_cost", "workers", "backend", "ray_address", "seed", "out")]
     pairs += [("proposer.kind", args.proposer), ("proposer.transcript", args.transcript),
               ("task.options.dataset", args.dataset), ("task.options.scorer", args.scorer),
               ("proposer.llm.base_url", args.base_url)]
@@ -176,7 +177,7 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
         proposer = make_proposer(config, run_dir, task)
         stack.callback(getattr(proposer, "close", lambda: None))
         backend = make_backend(config.campaign.backend, BackendContext(
-            task, config.campaign.workers, config.task.factory, dict(config.task.options)))
+            task, config.campaign.workers, config.task.factory, dict(config.task.options), config.campaign.ray_address))
         stack.callback(backend.close)
         archive = Archive(run_dir / ARCHIVE)
         stack.callback(archive.close)

@@ -45,6 +45,9 @@ class CampaignConfig:
     workers: int = field(default=2, metadata=_meta("evaluations run at once", min=1))
     proposers: int = field(default=1, metadata=_meta("proposals made at once (raise for remote LLMs)", min=1))
     backend: str = field(default="local", metadata=_meta("evaluation backend: local, ray, or module:factory"))
+    ray_address: str = field(
+        default="", metadata=_meta("ray backend: cluster address (auto or HOST:PORT); empty: $RAY_ADDRESS, else a local instance")
+    )
     islands: int = field(default=2, metadata=_meta("independent sub-populations", min=1))
     migration_interval: int = field(default=20, metadata=_meta("proposals between ring migrations; 0: never", min=0))
     migrants: int = field(default=1, metadata=_meta("elites each island sends to the next one", min=1))
@@ -163,6 +166,9 @@ class Config:
             raise UserError(
                 f"campaign.backend must be one of {', '.join(BACKENDS)} or module:factory, got {backend!r}"
             )
+        if self.campaign.ray_address and backend == "local":
+            raise UserError("campaign.ray_address is set but campaign.backend is local: add --backend ray "
+                            "(or clear the address with --ray-address '')")
 
     # ---- writing -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
