@@ -196,6 +196,7 @@ class Sandbox:
             "device": self.device,
             "threads": limits.threads,
             "memory_mb": limits.memory_mb,
+            "timeout_s": limits.timeout_s,
             "output_bytes": limits.output_bytes,
             "stdout_path": str(out_path),
             "stderr_path": str(err_path),

@@ -91,13 +91,15 @@ def install_audit_hook() -> None:
     sys.addaudithook(hook)
 
 
-def _set_limits(memory_mb: int, output_bytes: int) -> None:
+def _set_limits(memory_mb: int, output_bytes: int, timeout_s: float) -> None:
     with open("/proc/self/status") as fh:
         vm = next((int(line.split()[1]) for line in fh if line.startswith("VmSize:")), 0)
     address_space = vm * 1024 + memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    cpu = int(timeout_s) + 10  # a safety net: the harness kills at the timeout, this ends a worker it lost
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails instead of killing us
 
 
@@ -172,7 +174,7 @@ def worker_main(conn: Any, job: dict[str, Any]) -> None:
             weight = torch.from_numpy(variant).to(device)
             ref_times.append(_timed_call(ref_fn, clock, weight, args, cuda)[1])
 
-    _set_limits(int(job["memory_mb"]), int(job["output_bytes"]))
+    _set_limits(int(job["memory_mb"]), int(job["output_bytes"]), float(job.get("timeout_s", 60.0)))
     install_audit_hook()
 
     namespace: dict[str, Any] = {"__name__": "candidate", "__builtins__": builtins}

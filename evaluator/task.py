@@ -73,8 +73,6 @@ class EvalOptions:
             raise UserError(f"task option 'window' must be a positive number of steps, got {self.window}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"task option 'device' must be cpu or cuda, got '{self.device}'")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("task option 'device' is cuda but torch sees no CUDA device; use --device cpu")
         if self.num_replicas % self.num_gpus or self.num_gpus % self.num_nodes:
             raise UserError(
                 f"num_replicas ({self.num_replicas}) must divide by num_gpus ({self.num_gpus}), "
@@ -184,6 +182,9 @@ class EplbTask:
         )
 
     def evaluate(self, program_text: str) -> Result:
+        # checked here, where evaluation happens: a CPU-only head may drive GPU workers (e.g. on Ray)
+        if self.options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("task option 'device' is cuda but torch sees no CUDA device here; use --device cpu")
         started = time.perf_counter()
         stamp = self.stamp()
         run = self.sandbox.run(program_text, self.plan_windows, self.args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -39,6 +40,18 @@ def _reap(ctrl: socket.socket, lock: threading.Lock) -> None:
         _send(ctrl, lock, {"exit": pid, "code": code})
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the zygote dies, so no worker outlives a killed harness.
+
+    (The zygote itself exits when the harness's end of the control socket closes, as it does on kill -9.)"""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the timeout and the CPU limit still end the worker
+        pass
+
+
 def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
     """Fork a worker that waits for its job; return its pid and the harness's end of its socket."""
     from multiprocessing.connection import Connection
@@ -54,6 +67,7 @@ def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
         code = 0
         try:
             os.setpgid(0, 0)
+            _die_with_parent()
             ctrl.close()
             harness_end.close()
             conn = Connection(worker_end.detach())

@@ -99,3 +99,60 @@ def test_harness_survived_everything(task: EplbTask) -> None:
     result = task.evaluate(SEED_CODE)
     assert result.correct, result.error
     assert 0 < result.metrics["balancedness_gpu"] <= 1
+
+
+def _children(pid: int) -> set[int]:
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie's parent may simply not have reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_no_worker_outlives_a_killed_harness(tmp_path) -> None:
+    """kill -9 of the harness mid-evaluation takes the zygote and the looping worker with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.evaluator_helpers import REPO
+
+    script = tmp_path / "harness.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nfrom pathlib import Path\n"
+        "from tests.evaluator_helpers import small_task, wrap_seed\n"
+        f"task = small_task(Path({str(tmp_path)!r}), timeout_s=120.0)\n"
+        "print('evaluating', flush=True)\n"
+        "task.evaluate(wrap_seed('while True:\\n    pass'))\n"
+    )
+    harness = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert harness.stdout.readline().strip() == "evaluating"
+        deadline = time.monotonic() + 30
+        zygotes: set[int] = set()
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline:  # the looping worker and the standby
+            time.sleep(0.2)
+            zygotes = _children(harness.pid)
+            workers = {w for z in zygotes for w in _children(z)}
+        assert zygotes and len(workers) == 2, (zygotes, workers)
+        os.kill(harness.pid, signal.SIGKILL)
+        harness.wait()
+        deadline = time.monotonic() + 10
+        alive = zygotes | workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = {pid for pid in alive if _running(pid)}
+        assert not alive, f"processes outlived the harness: {sorted(alive)}"
+    finally:
+        harness.kill()
