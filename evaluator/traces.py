@@ -1,12 +1,19 @@
-"""Expert-load traces: the `Trace` type, windows, and the `.npz` storage format.
+"""Expert-load traces: the `Trace` type, windows, the `.npz` storage format, and named datasets.
 
 A trace is integer token counts `[steps, layers, experts]` plus metadata. Its content checksum covers
 the counts and the shape, so a dataset name can promise the same numbers on every machine.
+
+Named datasets: a manifest in `datasets/NAME.toml` pins a simulated trace (generator preset, parameters,
+seeds, generator version, and the content sha256 of each split), so `load_trace("deepseek-v3")` means
+the same numbers everywhere. Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or
+`$EPLB_EVOLVE_CACHE`), made once per machine; imported real traces live there too, as user datasets.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +104,7 @@ def save_npz(trace: Trace, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(trace.meta, sha256=trace.sha256)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, counts=trace.counts, meta=np.array(json.dumps(meta, sort_keys=True)))
     tmp.replace(path)
@@ -127,4 +134,241 @@ def load_npz(path: str | Path) -> Trace:
     if expected and expected != trace.sha256:
         raise TraceError(f"{path}: content checksum {trace.sha256[:12]} does not match the recorded {expected[:12]}; the file is corrupt, regenerate or re-import it")
     trace.meta.setdefault("source", str(path))
+    return trace
+
+
+# ----------------------------------------------------------------------------------------------------
+# Named datasets
+# ----------------------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASETS_DIR = REPO_ROOT / "datasets"
+DEFAULT_DATASET = "deepseek-v3"
+SPLITS = ("search", "holdout")
+USER_SPLITS = ("all", "search", "holdout")  # imported traces: whole, first half, second half
+
+
+def cache_dir() -> Path:
+    """Where generated and imported traces live: `$EPLB_EVOLVE_CACHE` or `<repo>/.cache/traces`."""
+    return Path(os.environ.get("EPLB_EVOLVE_CACHE") or REPO_ROOT / ".cache" / "traces")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A bundled dataset: what to generate and the checksum each split must have."""
+
+    name: str
+    description: str
+    preset: str
+    generator_version: str
+    model_seed: int
+    params: dict[str, Any]
+    splits: dict[str, dict[str, Any]]  # split -> {"traffic_seed": int, "sha256": str}
+    path: Path
+
+    def cache_path(self, split: str) -> Path:
+        pinned = self.splits[split].get("sha256") or "unpinned"
+        return cache_dir() / f"{self.name}-{split}-{pinned[:16]}.npz"
+
+
+def _toml_load(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise TraceError(f"{path}: reading dataset manifests needs Python >= 3.11 or the 'tomli' package") from None
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise TraceError(f"{path}: invalid TOML ({exc})") from None
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    data = _toml_load(path)
+    need = ("name", "preset", "generator_version", "model_seed", "splits")
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise TraceError(f"{path}: manifest lacks {', '.join(missing)}")
+    splits = data["splits"]
+    if not isinstance(splits, dict) or not splits:
+        raise TraceError(f"{path}: manifest needs [splits.search] and [splits.holdout] tables")
+    for split, spec in splits.items():
+        if not isinstance(spec, dict) or "traffic_seed" not in spec:
+            raise TraceError(f"{path}: split '{split}' needs a traffic_seed")
+    return Manifest(
+        name=str(data["name"]),
+        description=str(data.get("description", "")),
+        preset=str(data["preset"]),
+        generator_version=str(data["generator_version"]),
+        model_seed=int(data["model_seed"]),
+        params=dict(data.get("params", {})),
+        splits={str(k): dict(v) for k, v in splits.items()},
+        path=path,
+    )
+
+
+def manifests() -> dict[str, Manifest]:
+    """Bundled datasets by name (every `datasets/*.toml`)."""
+    found: dict[str, Manifest] = {}
+    for path in sorted(DATASETS_DIR.glob("*.toml")):
+        manifest = read_manifest(path)
+        found[manifest.name] = manifest
+    return found
+
+
+def user_dataset_path(name: str) -> Path:
+    return cache_dir() / "user" / f"{name}.npz"
+
+
+def user_datasets() -> list[str]:
+    folder = cache_dir() / "user"
+    return sorted(p.stem for p in folder.glob("*.npz")) if folder.exists() else []
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: str  # "bundled" or "imported"
+    splits: tuple[str, ...]
+    description: str
+    model: str
+    cached: tuple[str, ...]  # splits already on this machine
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """Bundled datasets (the default first) and then imported ones."""
+    out = []
+    for m in sorted(manifests().values(), key=lambda m: (m.name != DEFAULT_DATASET, m.name)):
+        cached = tuple(s for s in m.splits if m.cache_path(s).exists())
+        out.append(DatasetInfo(m.name, "bundled", tuple(m.splits), m.description, m.preset, cached))
+    for name in user_datasets():
+        out.append(DatasetInfo(name, "imported", USER_SPLITS, "imported trace", "", USER_SPLITS))
+    return out
+
+
+def _known_names() -> str:
+    names = list(manifests()) + user_datasets()
+    return ", ".join(names) or "none"
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or os.sep in spec or Path(spec).suffix.lower() in (".npz", ".json", ".pt", ".pth", ".csv") or Path(spec).exists()
+
+
+def load_trace(spec: str, split: str | None = None, progress: bool = True, device: str = "cpu") -> Trace:
+    """A trace by dataset name, `NAME:split`, or file path (any importable format).
+
+    Bundled datasets default to the `search` split and are generated into the cache on first use;
+    imported datasets default to `all`. The returned metadata always has `name`, `split`, `sha256`,
+    and `model` (layers, experts, top_k, num_groups).
+    """
+    if _looks_like_path(spec) and not (":" in spec and spec.split(":")[0] in manifests()):
+        from evaluator.trace_formats import read_trace
+
+        trace = read_trace(spec)
+        return _stamp(trace, name=Path(spec).stem, split=split or "all")
+    name, _, inline = spec.partition(":")
+    if inline and split and inline != split:
+        raise TraceError(f"dataset '{spec}' names split '{inline}' but split '{split}' was also asked for")
+    split = inline or split
+    bundled = manifests()
+    if name in bundled:
+        return _stamp(dataset_trace(bundled[name], split or "search", progress, device), name=name, split=split or "search")
+    if name in user_datasets():
+        return _user_trace(name, split or "all")
+    raise TraceError(f"unknown dataset '{name}'; known: {_known_names()} (or give a path to a trace file)")
+
+
+def dataset_trace(manifest: Manifest, split: str, progress: bool = True, device: str = "cpu") -> Trace:
+    """One split of a bundled dataset: from the cache, or generated, checked and cached."""
+    if split not in manifest.splits:
+        raise TraceError(f"dataset '{manifest.name}' has no split '{split}'; splits: {', '.join(manifest.splits)}")
+    pinned = manifest.splits[split].get("sha256", "")
+    path = manifest.cache_path(split)
+    if path.exists():
+        trace = load_npz(path)
+        if pinned and trace.sha256 != pinned:
+            raise TraceError(
+                f"{path}: checksum mismatch: content sha256 {trace.sha256[:16]} but dataset "
+                f"'{manifest.name}:{split}' pins {pinned[:16]}; delete the file to regenerate it"
+            )
+        return trace
+    trace = generate_split(manifest, split, progress, device)
+    if pinned and trace.sha256 != pinned:
+        raise TraceError(
+            f"checksum mismatch: generated '{manifest.name}:{split}' has sha256 {trace.sha256[:16]} but "
+            f"{manifest.path.name} pins {pinned[:16]}; this machine's generator (numpy/torch build) "
+            f"does not reproduce the dataset; import a copy made elsewhere with `eplb-evolve traces import`"
+        )
+    if not pinned:
+        print(f"warning: {manifest.path.name} pins no sha256 for split '{split}'; generated {trace.sha256}", file=sys.stderr)
+    save_npz(trace, path)
+    return trace
+
+
+def generate_split(manifest: Manifest, split: str, progress: bool = True, device: str = "cpu") -> Trace:
+    """Run the generator for one split of a manifest (no cache, no checksum check)."""
+    from evaluator import tracegen
+
+    if manifest.generator_version != tracegen.GENERATOR_VERSION:
+        raise TraceError(
+            f"dataset '{manifest.name}' was made by generator version {manifest.generator_version}, "
+            f"this code has version {tracegen.GENERATOR_VERSION}; re-pin {manifest.path.name} or use an older checkout"
+        )
+    params = tracegen.TraceParams.from_dict(manifest.params)
+    seed = int(manifest.splits[split]["traffic_seed"])
+    trace = tracegen.generate(manifest.preset, params, manifest.model_seed, seed, device=device, progress=progress)
+    trace.meta.update(name=manifest.name, split=split, description=manifest.description)
+    return trace
+
+
+def _user_trace(name: str, split: str) -> Trace:
+    if split not in USER_SPLITS:
+        raise TraceError(f"imported dataset '{name}' has splits {', '.join(USER_SPLITS)}, not '{split}'")
+    trace = load_npz(user_dataset_path(name))
+    if split != "all":
+        # halves at a window boundary (100 steps) when the trace is long enough
+        cut = trace.steps // 2
+        if trace.steps >= 200:
+            cut = (trace.steps // 200) * 100
+        trace = trace.slice_steps(0, cut) if split == "search" else trace.slice_steps(cut)
+    return _stamp(trace, name=name, split=split)
+
+
+def save_user_dataset(trace: Trace, name: str, force: bool = False) -> Path:
+    """Store an imported trace in the cache so `load_trace(name)` finds it."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise TraceError(f"dataset name '{name}' must be letters, digits, '-', '_' or '.'")
+    if name in manifests():
+        raise TraceError(f"'{name}' is a bundled dataset; choose another name for the import")
+    path = user_dataset_path(name)
+    if path.exists() and not force:
+        raise TraceError(f"dataset '{name}' already exists ({path}); pass --force to replace it")
+    _stamp(trace, name=name, split="all")
+    return save_npz(trace, path)
+
+
+def _stamp(trace: Trace, name: str, split: str) -> Trace:
+    """Fill in the metadata every consumer relies on (name, split, sha256, model shape)."""
+    meta = trace.meta
+    meta["name"], meta["split"], meta["sha256"] = name, split, trace.sha256
+    model = dict(meta.get("model") or {})
+    model.setdefault("layers", trace.num_layers)
+    model.setdefault("experts", trace.num_experts)
+    if "top_k" not in model or "num_groups" not in model:
+        from evaluator.tracegen import PRESETS
+
+        twin = next((p for p in PRESETS.values() if (p.layers, p.experts) == (trace.num_layers, trace.num_experts)), None)
+        if twin is not None:  # a known model shape: assume its routing
+            model.setdefault("name", twin.name)
+            model.setdefault("top_k", meta.get("top_k", twin.top_k))
+            model.setdefault("num_groups", meta.get("num_groups", twin.num_groups))
+        model.setdefault("top_k", meta.get("top_k"))
+        model.setdefault("num_groups", meta.get("num_groups", 1))
+    meta["model"] = model
+    meta.setdefault("num_groups", model["num_groups"])
+    meta.setdefault("top_k", model["top_k"])
     return trace

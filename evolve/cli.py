@@ -12,6 +12,7 @@ import sys
 from evolve.errors import UserError
 
 COMMAND_MODULES = [
+    "evaluator.traces_cli",
     "evaluator.evaluate_cli",
     "evolve.patch_cli",
     "evolve.campaign_cli",

@@ -1,0 +1,56 @@
+"""How long generating the default dataset takes, against its 60 s budget on 2 CPU cores.
+
+Generates `deepseek-v3:search` from its manifest (no cache), checks the pinned checksum, and prints the
+time and its ratio to the budget (below 1 is within budget). Loading the cached file is timed in the
+same process as the baseline a user sees after the first run.
+
+    .venv/bin/python bench/bench_tracegen.py [--threads 2] [--dataset deepseek-v3] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluator import traces  # noqa: E402
+
+BUDGET_S = 60.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget assumes 2)")
+    parser.add_argument("--dataset", default=traces.DEFAULT_DATASET)
+    parser.add_argument("--split", default="search")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    manifest = traces.manifests()[args.dataset]
+
+    start = time.perf_counter()
+    trace = traces.generate_split(manifest, args.split, progress=True, device=args.device)
+    generate_s = time.perf_counter() - start
+    pinned = manifest.splits[args.split].get("sha256", "")
+    status = "matches the pin" if trace.sha256 == pinned else f"DIFFERS from the pin {pinned[:16]}"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = traces.save_npz(trace, Path(tmp) / "t.npz")
+        start = time.perf_counter()
+        traces.load_npz(path)
+        load_s = time.perf_counter() - start
+
+    shape = "x".join(map(str, trace.counts.shape))
+    print(f"{args.dataset}:{args.split} ({shape}) on {args.device}, {args.threads} threads: sha256 {trace.sha256[:16]} {status}")
+    print(f"generate {generate_s:6.2f} s   budget {BUDGET_S:.0f} s   ratio {generate_s / BUDGET_S:.2f}  (<1 is within budget)")
+    print(f"load from cache {load_s:6.2f} s   generate/load {generate_s / max(load_s, 1e-9):.1f}x")
+    return 0 if trace.sha256 == pinned or not pinned else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

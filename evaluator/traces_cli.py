@@ -1,0 +1,133 @@
+"""`eplb-evolve traces ...`: list, generate, measure, import and export expert-load traces.
+
+Only parsing and printing live here; the work is in `traces`, `tracegen`, `trace_stats` and
+`trace_formats`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluator import traces
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("traces", help="expert-load traces: list, generate, stats, import, export")
+    parser.set_defaults(func=lambda args: _help(parser))
+    sub = parser.add_subparsers(dest="traces_command", metavar="ACTION")
+
+    p = sub.add_parser("list", help="bundled and imported datasets")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("generate", help="generate a bundled dataset into the cache (once per machine)")
+    p.add_argument("name", help="dataset name, e.g. deepseek-v3")
+    p.add_argument("--split", default=None, help="one split (default: every split)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--force", action="store_true", help="regenerate even when cached")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("stats", help="calibration statistics beside the published figures")
+    p.add_argument("name", help="dataset name, NAME:split, or a trace file")
+    p.add_argument("--split", default=None)
+    p.add_argument("--window", type=int, default=None, help="steps per window (default 100)")
+    p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--groups", type=int, default=None)
+    p.add_argument("--nodes", type=int, default=None)
+    p.add_argument("--gpus", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("import", help="import a trace file as a named user dataset")
+    p.add_argument("file", help="trace file (or TensorRT-LLM statistics folder)")
+    p.add_argument("--format", default=None, help="adrs-json, sglang, trtllm, npz or csv (default: from the name)")
+    p.add_argument("--name", required=True, help="dataset name to store it under")
+    p.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="write a dataset in another tool's format")
+    p.add_argument("name", help="dataset name, NAME:split, or a trace file")
+    p.add_argument("out", help="output file")
+    p.add_argument("--format", default="adrs-json", help="adrs-json (default), npz or csv")
+    p.add_argument("--split", default=None)
+    p.set_defaults(func=cmd_export)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = traces.list_datasets()
+    if not rows:
+        print("no datasets (no manifests in datasets/ and nothing imported)")
+        return 0
+    print(f"{'name':<20} {'kind':<9} {'model':<17} {'splits (cached*)':<26} description")
+    for d in rows:
+        splits = ",".join(s + ("*" if s in d.cached and d.kind == "bundled" else "") for s in d.splits)
+        print(f"{d.name:<20} {d.kind:<9} {d.model:<17} {splits:<26} {d.description}")
+    print(f"cache: {traces.cache_dir()}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    known = traces.manifests()
+    if args.name not in known:
+        raise traces.TraceError(f"unknown bundled dataset '{args.name}'; known: {', '.join(known) or 'none'}")
+    manifest = known[args.name]
+    splits = [args.split] if args.split else list(manifest.splits)
+    for split in splits:
+        if split not in manifest.splits:
+            raise traces.TraceError(f"dataset '{manifest.name}' has no split '{split}'; splits: {', '.join(manifest.splits)}")
+        path = manifest.cache_path(split)
+        if args.force and path.exists():
+            path.unlink()
+        trace = traces.dataset_trace(manifest, split, progress=True, device=args.device)
+        print(f"{manifest.name}:{split}  {trace.steps}x{trace.num_layers}x{trace.num_experts}  sha256 {trace.sha256}  {path}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from evaluator.trace_stats import StatsConfig, compute_stats, format_stats
+
+    trace = traces.load_trace(args.name, args.split)
+    config = StatsConfig.for_trace(trace)
+    changes = {
+        k: v
+        for k, v in dict(
+            num_replicas=args.replicas, num_groups=args.groups, num_nodes=args.nodes, num_gpus=args.gpus, window=args.window
+        ).items()
+        if v is not None
+    }
+    config = replace(config, **changes)
+    stats = compute_stats(trace, config)
+    label = f"{trace.meta.get('name')}:{trace.meta.get('split')}  sha256 {trace.sha256[:16]}  {trace.steps} steps"
+    if args.json:
+        print(json.dumps({"dataset": label, "config": config.__dict__, "stats": stats.as_dict()}, indent=2))
+    else:
+        print(label)
+        standard = trace.num_experts == 256 and config == StatsConfig(num_groups=config.num_groups)
+        print(format_stats(stats, config, published=standard))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from evaluator.trace_formats import read_trace
+
+    trace = read_trace(args.file, args.format)
+    path = traces.save_user_dataset(trace, args.name, force=args.force)
+    print(f"imported {args.file} as '{args.name}': {trace.steps}x{trace.num_layers}x{trace.num_experts}, sha256 {trace.sha256}  {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evaluator.trace_formats import write_trace
+
+    trace = traces.load_trace(args.name, args.split)
+    out = write_trace(trace, Path(args.out), args.format)
+    print(f"wrote {trace.meta.get('name')}:{trace.meta.get('split')} ({trace.steps} steps) as {args.format} to {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,139 @@
+"""The trace generator: shapes, routing rules, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evaluator import tracegen
+from evaluator.traces import Trace, TraceError
+
+QUICK = tracegen.TraceParams(steps=30, prototypes_per_domain=16, sessions=6, route_every=10)
+
+
+@pytest.mark.parametrize("name", sorted(tracegen.PRESETS))
+def test_preset_shapes_and_token_conservation(name: str) -> None:
+    shape = tracegen.PRESETS[name]
+    trace = tracegen.generate(name, QUICK, model_seed=3, traffic_seed=4, progress=False)
+    assert trace.counts.shape == (QUICK.steps, shape.layers, shape.experts)
+    assert trace.counts.dtype == np.int64 and trace.counts.min() >= 0
+    per_layer = trace.counts.sum(-1)  # every token picks exactly top_k experts in every layer
+    assert (per_layer == per_layer[:, :1]).all()
+    assert (per_layer % shape.top_k == 0).all()
+    tokens = per_layer[:, 0] // shape.top_k
+    assert abs(tokens.mean() / shape.tokens_per_step - 1) < 0.35
+    assert tokens.std() > 0  # the batch varies
+    model = trace.meta["model"]
+    assert (model["layers"], model["experts"], model["top_k"], model["num_groups"]) == (
+        shape.layers, shape.experts, shape.top_k, shape.num_groups,
+    )
+
+
+def test_published_model_shapes() -> None:
+    p = tracegen.PRESETS
+    assert (p["deepseek-v3"].layers, p["deepseek-v3"].experts, p["deepseek-v3"].top_k) == (58, 256, 8)
+    assert (p["deepseek-v3"].num_groups, p["deepseek-v3"].topk_groups) == (8, 4)
+    assert (p["qwen3-30b-a3b"].layers, p["qwen3-30b-a3b"].experts, p["qwen3-30b-a3b"].top_k) == (48, 128, 8)
+    assert (p["deepseek-v2-lite"].layers, p["deepseek-v2-lite"].experts, p["deepseek-v2-lite"].top_k) == (26, 64, 6)
+    assert (p["mixtral-8x7b"].layers, p["mixtral-8x7b"].experts, p["mixtral-8x7b"].top_k) == (32, 8, 2)
+    # DeepSeek's scale: 4096 tokens x top-8 is 1024 routed tokens per rank on 32 ranks
+    assert p["deepseek-v3"].tokens_per_step * 8 / 32 == 1024
+
+
+def test_group_limited_routing_matches_a_brute_force_reference() -> None:
+    shape = tracegen.PRESETS["deepseek-v3"]
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.randperm(50 * 256, generator=gen).view(50, 256)
+    got = tracegen.top_experts(keys, shape)
+    for row, chosen in zip(keys, got):
+        groups = row.view(8, 32)
+        group_score = groups.topk(2).values.sum(-1)
+        kept = set(group_score.topk(4).indices.tolist())
+        allowed = torch.tensor([e // 32 in kept for e in range(256)])
+        expected = row.masked_fill(~allowed, -1).topk(8).indices
+        assert sorted(chosen.tolist()) == sorted(expected.tolist())
+        assert len({e // 32 for e in chosen.tolist()}) <= 4
+
+
+def test_route_gives_distinct_experts_inside_the_allowed_groups() -> None:
+    shape = tracegen.PRESETS["deepseek-v3"]
+    params = tracegen.TraceParams(prototypes_per_domain=8)
+    model = tracegen.build_model(shape, params, model_seed=5)
+    chosen = tracegen.route(model, model.centre, torch.device("cpu"))
+    assert chosen.shape == (58, model.num_prototypes, 8)
+    assert (chosen.sort(-1).values.diff(dim=-1) > 0).all()  # distinct
+    groups_used = torch.stack([(chosen // 32 == g).any(-1) for g in range(8)], dim=-1).sum(-1)
+    assert int(groups_used.max()) <= 4
+
+
+def test_hot_experts_and_hot_layers_exist() -> None:
+    trace = tracegen.generate("deepseek-v3", tracegen.TraceParams(steps=100), model_seed=11, traffic_seed=1, progress=False)
+    load = trace.counts.sum(0).astype(float)  # [L, E]
+    peak = load.max(-1) / load.mean(-1)
+    assert peak.max() > 8  # some expert is many times the mean
+    assert peak.max() / peak.min() > 2  # some layers are much hotter than others
+
+
+def test_same_seed_same_sha_and_different_seeds_differ(tiny_shape, small_params) -> None:
+    TINY_SHAPE, SMALL_PARAMS = tiny_shape, small_params
+    a = tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
+    b = tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
+    assert a.sha256 == b.sha256
+    assert tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=3, progress=False).sha256 != a.sha256
+    assert tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=2, traffic_seed=2, progress=False).sha256 != a.sha256
+    changed = tracegen.with_overrides(SMALL_PARAMS, bias_scale=SMALL_PARAMS.bias_scale * 2)
+    assert tracegen.generate(TINY_SHAPE, changed, model_seed=1, traffic_seed=2, progress=False).sha256 != a.sha256
+
+
+def test_small_trace_fixture_is_pinned(small_trace: Trace) -> None:
+    """Other tests rely on the fixture being the same numbers everywhere."""
+    assert small_trace.counts.shape == (300, 4, 16)
+    assert small_trace.sha256 == FIXTURE_SHA
+
+
+FIXTURE_SHA = "d6cf6eeef5338b252cb40a2c9e0ef65764bd605c81083e878a0d459acd6df488"
+
+
+def test_determinism_across_thread_counts() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False).sha256
+        torch.set_num_threads(max(2, threads))
+        many = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False).sha256
+    finally:
+        torch.set_num_threads(threads)
+    assert one == many
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_trace() -> None:
+    cpu = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False)
+    gpu = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, device="cuda", progress=False)
+    assert gpu.sha256 == cpu.sha256
+
+
+def test_cuda_request_without_a_device_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tiny_shape, small_params) -> None:
+    TINY_SHAPE, SMALL_PARAMS = tiny_shape, small_params
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TraceError, match="no CUDA device"):
+        tracegen.generate(TINY_SHAPE, SMALL_PARAMS, device="cuda", progress=False)
+
+
+def test_regime_shift_moves_the_mix() -> None:
+    params = tracegen.TraceParams(steps=400, regime_steps=0, shift_at=(200,), regime_sigma=2.0, mix_sigma=0.01)
+    mix = tracegen.domain_mixture(params, tracegen._rng(0, "t"))
+    before, after = mix[150:199].mean(0), mix[201:250].mean(0)
+    assert np.abs(before - after).sum() > 0.3
+    assert np.abs(mix[10:59].mean(0) - before).sum() < 0.1
+
+
+def test_parameters_from_a_manifest_table() -> None:
+    params = tracegen.TraceParams.from_dict({"steps": 50, "shift_at": [10, 20]})
+    assert params.steps == 50 and params.shift_at == (10, 20)
+    with pytest.raises(TraceError, match="unknown trace parameter 'stepz'; known: steps"):
+        tracegen.TraceParams.from_dict({"stepz": 5})
+    with pytest.raises(TraceError, match="domain_mix"):
+        tracegen.TraceParams(domain_mix=(1.0, 2.0))
+    with pytest.raises(TraceError, match="unknown model preset 'gpt-moe'"):
+        tracegen.generate("gpt-moe", progress=False)

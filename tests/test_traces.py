@@ -1,0 +1,368 @@
+"""Named datasets: manifests, the cache, checksums, user datasets, pinned statistics, and the CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator import trace_formats, traces, traces_cli
+from evaluator.trace_stats import PUBLISHED, StatsConfig, compute_stats
+from evaluator.traces import Trace, TraceError, load_trace
+
+BUNDLED = ("deepseek-v3", "deepseek-v3-shift", "qwen3-30b-a3b", "deepseek-v2-lite")
+
+# Calibration statistics of the bundled datasets' search splits, measured (see datasets/CALIBRATION.md).
+PINNED_STATS: dict[str, dict[str, float]] = {
+    "deepseek-v3": {
+        "rank_imbalance_no_eplb": 1.572377,
+        "slot_imbalance_no_eplb": 10.996547,
+        "rank_imbalance_seed": 0.195838,
+        "slot_imbalance_seed": 1.849962,
+        "rank_imbalance_no_eplb_step": 1.65395,
+        "slot_imbalance_no_eplb_step": 11.326509,
+        "rank_imbalance_seed_step": 0.348835,
+        "slot_imbalance_seed_step": 2.27149,
+        "top10_overlap": 0.710031,
+        "load_repeat": 0.878367,
+        "balancedness_gpu_predictive": 0.716402,
+        "balancedness_expert_predictive": 0.287781,
+        "gini": 0.409798,
+    },
+    "deepseek-v3-shift": {
+        "rank_imbalance_no_eplb": 1.825184,
+        "slot_imbalance_no_eplb": 12.208415,
+        "rank_imbalance_seed": 0.229726,
+        "slot_imbalance_seed": 2.080856,
+        "rank_imbalance_no_eplb_step": 1.867605,
+        "slot_imbalance_no_eplb_step": 12.426676,
+        "rank_imbalance_seed_step": 0.348841,
+        "slot_imbalance_seed_step": 2.397224,
+        "top10_overlap": 0.638088,
+        "load_repeat": 0.845617,
+        "balancedness_gpu_predictive": 0.665549,
+        "balancedness_expert_predictive": 0.25153,
+        "gini": 0.44092,
+    },
+    "qwen3-30b-a3b": {
+        "rank_imbalance_no_eplb": 0.839715,
+        "slot_imbalance_no_eplb": 6.901916,
+        "rank_imbalance_seed": 0.008449,
+        "slot_imbalance_seed": 0.801112,
+        "rank_imbalance_no_eplb_step": 0.855816,
+        "slot_imbalance_no_eplb_step": 7.03269,
+        "rank_imbalance_seed_step": 0.087878,
+        "slot_imbalance_seed_step": 1.082775,
+        "top10_overlap": 0.789015,
+        "load_repeat": 0.918241,
+        "balancedness_gpu_predictive": 0.888316,
+        "balancedness_expert_predictive": 0.427838,
+        "gini": 0.299828,
+    },
+    "deepseek-v2-lite": {
+        "rank_imbalance_no_eplb": 0.622026,
+        "slot_imbalance_no_eplb": 5.038162,
+        "rank_imbalance_seed": 0.007319,
+        "slot_imbalance_seed": 0.868235,
+        "rank_imbalance_no_eplb_step": 0.635967,
+        "slot_imbalance_no_eplb_step": 5.144495,
+        "rank_imbalance_seed_step": 0.078034,
+        "slot_imbalance_seed_step": 1.115437,
+        "top10_overlap": 0.824615,
+        "load_repeat": 0.934861,
+        "balancedness_gpu_predictive": 0.91239,
+        "balancedness_expert_predictive": 0.454743,
+        "gini": 0.302232,
+    },
+}
+
+# How far the default dataset may sit from each published figure (datasets/CALIBRATION.md defends these).
+CALIBRATION_FACTORS = {
+    "rank_imbalance_no_eplb": 1.25,
+    "slot_imbalance_no_eplb": 1.25,
+    "balancedness_gpu_predictive": 1.25,
+    "balancedness_expert_predictive": 1.25,
+    "load_repeat": 1.25,
+    "rank_imbalance_seed": 2.0,
+}
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="eplb-evolve")
+    traces_cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bundled datasets (generated once per machine into the real cache; the checksums make that safe)
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def bundled() -> dict[str, Trace]:
+    return {name: load_trace(name, progress=False) for name in BUNDLED}
+
+
+def test_bundled_datasets_are_listed_with_both_splits() -> None:
+    listed = {d.name: d for d in traces.list_datasets()}
+    for name in BUNDLED:
+        assert listed[name].kind == "bundled"
+        assert set(listed[name].splits) == {"search", "holdout"}
+    assert traces.DEFAULT_DATASET == "deepseek-v3"
+
+
+# Splits no other test needs are slow to generate on a fresh machine: `make test-slow` checks them.
+ALL_SPLITS = [
+    pytest.param(name, split, marks=[pytest.mark.slow] if (name, split) in {("deepseek-v3-shift", "holdout"), ("qwen3-30b-a3b", "holdout")} else [])
+    for name in BUNDLED
+    for split in ("search", "holdout")
+]
+
+
+@pytest.mark.parametrize("name, split", ALL_SPLITS)
+def test_every_split_matches_its_pinned_checksum(bundled: dict[str, Trace], name: str, split: str) -> None:
+    manifest = traces.manifests()[name]
+    pinned = manifest.splits[split]["sha256"]
+    assert pinned, f"{manifest.path.name} pins no checksum for '{split}'"
+    trace = bundled[name] if split == "search" else load_trace(f"{name}:{split}", progress=False)
+    assert trace.sha256 == pinned == trace.meta["sha256"]
+    assert trace.meta["name"] == name and trace.meta["split"] == split
+
+
+def test_manifests_are_the_bundled_datasets() -> None:
+    assert set(traces.manifests()) == set(BUNDLED)
+
+
+def test_search_and_holdout_differ_but_share_the_model() -> None:
+    search = load_trace("deepseek-v2-lite", progress=False)
+    holdout = load_trace("deepseek-v2-lite:holdout", progress=False)
+    assert search.sha256 != holdout.sha256
+    assert search.meta["model_seed"] == holdout.meta["model_seed"]
+    assert search.meta["traffic_seed"] != holdout.meta["traffic_seed"]
+    assert load_trace("deepseek-v2-lite", "holdout", progress=False).sha256 == holdout.sha256
+
+
+def test_default_dataset_metadata(bundled: dict[str, Trace]) -> None:
+    trace = bundled["deepseek-v3"]
+    assert trace.counts.shape == (1200, 58, 256)
+    assert trace.meta["model"] == {
+        "name": "deepseek-v3", "layers": 58, "experts": 256, "top_k": 8, "num_groups": 8, "topk_groups": 4,
+    }
+    assert trace.meta["num_groups"] == 8 and trace.meta["top_k"] == 8
+    # the real scale: about 1024 routed tokens per rank per step on 32 ranks
+    per_rank = trace.counts.sum(-1).mean() / 32
+    assert 900 < per_rank < 1150
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_pinned_statistics(bundled: dict[str, Trace], name: str) -> None:
+    stats = compute_stats(bundled[name]).as_dict()
+    for key, value in PINNED_STATS[name].items():
+        assert stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("split", ["search", "holdout"])
+def test_default_dataset_is_within_the_stated_factors_of_published_figures(bundled: dict[str, Trace], split: str) -> None:
+    trace = bundled["deepseek-v3"] if split == "search" else load_trace("deepseek-v3:holdout", progress=False)
+    stats = compute_stats(trace, StatsConfig()).as_dict()
+    assert set(CALIBRATION_FACTORS) == set(PUBLISHED)
+    for key, published in PUBLISHED.items():
+        factor, ratio = CALIBRATION_FACTORS[key], stats[key] / published
+        assert 1 / factor <= ratio <= factor, f"{key}: {stats[key]:.3f} vs published {published} (factor {factor})"
+
+
+def test_regime_shift_dataset_is_harder_to_predict(bundled: dict[str, Trace]) -> None:
+    calm = compute_stats(bundled["deepseek-v3"]).balancedness_gpu_predictive
+    shifted = compute_stats(bundled["deepseek-v3-shift"]).balancedness_gpu_predictive
+    assert shifted < calm
+
+
+# ----------------------------------------------------------------------------------------------------
+# Manifests, cache and checksums, on a small private dataset
+# ----------------------------------------------------------------------------------------------------
+SMALL_MANIFEST = """
+name = "tiny-mixtral"
+description = "test dataset"
+preset = "mixtral-8x7b"
+generator_version = "{version}"
+model_seed = 3
+
+[params]
+steps = 40
+prototypes_per_domain = 8
+sessions = 4
+
+[splits.search]
+traffic_seed = 1
+sha256 = "{search}"
+
+[splits.holdout]
+traffic_seed = 2
+sha256 = "{holdout}"
+"""
+
+
+@pytest.fixture
+def private_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_cache: Path) -> Path:
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    monkeypatch.setattr(traces, "DATASETS_DIR", folder)
+    return folder
+
+
+def write_manifest(folder: Path, **fields: str) -> traces.Manifest:
+    from evaluator.tracegen import GENERATOR_VERSION
+
+    values = {"version": GENERATOR_VERSION, "search": "", "holdout": ""} | fields
+    path = folder / "tiny-mixtral.toml"
+    path.write_text(SMALL_MANIFEST.format(**values))
+    return traces.read_manifest(path)
+
+
+def pinned_manifest(folder: Path) -> traces.Manifest:
+    draft = write_manifest(folder)
+    shas = {s: traces.generate_split(draft, s, progress=False).sha256 for s in ("search", "holdout")}
+    return write_manifest(folder, **shas)
+
+
+def test_generate_check_and_cache(private_datasets: Path, user_cache: Path) -> None:
+    manifest = pinned_manifest(private_datasets)
+    trace = load_trace("tiny-mixtral", progress=False)
+    assert trace.sha256 == manifest.splits["search"]["sha256"]
+    assert manifest.cache_path("search").exists() and manifest.cache_path("search").is_relative_to(user_cache)
+    again = load_trace("tiny-mixtral:search", progress=False)  # from the cache now
+    assert again.sha256 == trace.sha256 and np.array_equal(again.counts, trace.counts)
+
+
+def test_wrong_pinned_checksum_is_an_error(private_datasets: Path) -> None:
+    write_manifest(private_datasets, search="0" * 64, holdout="1" * 64)
+    with pytest.raises(TraceError, match="checksum mismatch: generated 'tiny-mixtral:search' has sha256") as exc:
+        load_trace("tiny-mixtral", progress=False)
+    assert "\n" not in str(exc.value)
+    assert not list(traces.cache_dir().glob("tiny-mixtral-*"))
+
+
+def test_corrupted_cache_file_is_an_error(private_datasets: Path, small_trace: Trace) -> None:
+    manifest = pinned_manifest(private_datasets)
+    traces.save_npz(small_trace, manifest.cache_path("search"))  # self-consistent, but the wrong numbers
+    with pytest.raises(TraceError, match="checksum mismatch: content sha256 .* but dataset 'tiny-mixtral:search' pins"):
+        load_trace("tiny-mixtral", progress=False)
+
+
+def test_tampered_cache_file_is_an_error(private_datasets: Path) -> None:
+    manifest = pinned_manifest(private_datasets)
+    trace = load_trace("tiny-mixtral", progress=False)
+    path = manifest.cache_path("search")
+    counts = trace.counts.copy()
+    counts[0, 0, 0] += 1
+    meta = dict(trace.meta)
+    np.savez_compressed(path, counts=counts, meta=np.array(json.dumps(meta)))
+    with pytest.raises(TraceError, match="does not match the recorded"):
+        load_trace("tiny-mixtral", progress=False)
+
+
+def test_generator_version_mismatch(private_datasets: Path) -> None:
+    write_manifest(private_datasets, version="0-old")
+    with pytest.raises(TraceError, match="made by generator version 0-old"):
+        load_trace("tiny-mixtral", progress=False)
+
+
+def test_unpinned_split_warns_and_works(private_datasets: Path, capsys: pytest.CaptureFixture) -> None:
+    write_manifest(private_datasets)
+    trace = load_trace("tiny-mixtral:holdout", progress=False)
+    assert trace.sha256 in capsys.readouterr().err
+
+
+def test_unknown_names_and_splits(private_datasets: Path) -> None:
+    pinned_manifest(private_datasets)
+    with pytest.raises(TraceError, match="unknown dataset 'nope'; known: tiny-mixtral"):
+        load_trace("nope")
+    with pytest.raises(TraceError, match="has no split 'train'; splits: search, holdout"):
+        load_trace("tiny-mixtral:train")
+    with pytest.raises(TraceError, match="names split 'search' but split 'holdout'"):
+        load_trace("tiny-mixtral:search", "holdout")
+
+
+def test_unknown_name_lists_the_bundled_datasets() -> None:
+    with pytest.raises(TraceError) as exc:
+        load_trace("deepseek-v4")
+    assert "unknown dataset 'deepseek-v4'; known: " in str(exc.value)
+    for name in BUNDLED:
+        assert name in str(exc.value)
+
+
+def test_bad_manifest(private_datasets: Path) -> None:
+    (private_datasets / "broken.toml").write_text("name = 'x'\npreset = \n")
+    with pytest.raises(TraceError, match="broken.toml: invalid TOML"):
+        traces.manifests()
+    (private_datasets / "broken.toml").write_text("name = 'x'\npreset = 'mixtral-8x7b'\n")
+    with pytest.raises(TraceError, match="broken.toml: manifest lacks generator_version, model_seed, splits"):
+        traces.manifests()
+
+
+# ----------------------------------------------------------------------------------------------------
+# User datasets (imported traces)
+# ----------------------------------------------------------------------------------------------------
+def test_imported_dataset_is_found_by_name(small_trace: Trace, user_cache: Path) -> None:
+    traces.save_user_dataset(small_trace, "my-trace")
+    whole = load_trace("my-trace")
+    assert whole.sha256 == small_trace.sha256 and whole.meta["split"] == "all"
+    assert whole.meta["model"]["experts"] == 16
+    search, holdout = load_trace("my-trace:search"), load_trace("my-trace", "holdout")
+    assert search.steps + holdout.steps == small_trace.steps and search.steps % 100 == 0
+    assert np.array_equal(np.concatenate([search.counts, holdout.counts]), small_trace.counts)
+    assert search.meta["sha256"] == search.sha256 != whole.sha256
+    assert "my-trace" in [d.name for d in traces.list_datasets() if d.kind == "imported"]
+    with pytest.raises(TraceError, match="already exists"):
+        traces.save_user_dataset(small_trace, "my-trace")
+    traces.save_user_dataset(small_trace.slice_steps(0, 100), "my-trace", force=True)
+    assert load_trace("my-trace").steps == 100
+    with pytest.raises(TraceError, match="is a bundled dataset"):
+        traces.save_user_dataset(small_trace, "deepseek-v3")
+    with pytest.raises(TraceError, match="must be letters"):
+        traces.save_user_dataset(small_trace, "../escape")
+
+
+def test_imported_deepseek_shape_gets_its_routing_shape(user_cache: Path) -> None:
+    trace = Trace(np.ones((3, 58, 256), dtype=np.int64))
+    traces.save_user_dataset(trace, "real")
+    model = load_trace("real").meta["model"]
+    assert (model["top_k"], model["num_groups"]) == (8, 8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+def test_cli_import_list_stats_export(small_trace: Trace, tmp_path: Path, user_cache: Path, capsys: pytest.CaptureFixture) -> None:
+    source = trace_formats.write_adrs_json(small_trace, tmp_path / "expert-load.json")
+    assert run_cli("traces", "import", str(source), "--format", "adrs-json", "--name", "mine") == 0
+    assert "imported" in capsys.readouterr().out
+    assert run_cli("traces", "list") == 0
+    listing = capsys.readouterr().out
+    assert "mine" in listing and "deepseek-v3" in listing
+    assert run_cli("traces", "stats", "mine", "--replicas", "24", "--groups", "4", "--nodes", "2", "--gpus", "4") == 0
+    table = capsys.readouterr().out
+    assert "seed predictive balancedness_gpu" in table and "R=24" in table
+    out = tmp_path / "exported.json"
+    assert run_cli("traces", "export", "mine", str(out), "--format", "adrs-json") == 0
+    assert trace_formats.read_adrs_json(out).sha256 == small_trace.sha256
+    assert run_cli("traces", "stats", "mine", "--json", "--replicas", "24", "--groups", "4", "--nodes", "2", "--gpus", "4") == 0
+    assert math.isfinite(json.loads(capsys.readouterr().out)["stats"]["balancedness_gpu_predictive"])
+
+
+def test_cli_generate(private_datasets: Path, capsys: pytest.CaptureFixture) -> None:
+    manifest = pinned_manifest(private_datasets)
+    assert run_cli("traces", "generate", "tiny-mixtral") == 0
+    out = capsys.readouterr().out
+    for split in ("search", "holdout"):
+        assert manifest.splits[split]["sha256"] in out
+    with pytest.raises(TraceError, match="unknown bundled dataset"):
+        run_cli("traces", "generate", "nope")
+
+
+def test_cli_is_registered() -> None:
+    from evolve import cli
+
+    assert "evaluator.traces_cli" in cli.COMMAND_MODULES
