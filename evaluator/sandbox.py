@@ -123,6 +123,7 @@ class SandboxRun:
     call_ns: list[int] = field(default_factory=list)  # the worker's clock, per call
     wall_ns: list[int] = field(default_factory=list)  # the harness's clock, per round trip
     reference_ns: list[int] = field(default_factory=list)
+    warmup_ns: int = 0  # the reference's untimed first call (still balancer time, not harness overhead)
     stdout: str = ""
     stderr: str = ""
     total_s: float = 0.0
@@ -221,6 +222,7 @@ class Sandbox:
                     break
                 if kind == "ready":
                     result.reference_ns = [int(x) for x in header.get("reference_ns", [])]
+                    result.warmup_ns = int(header.get("warmup_ns", 0))
                 elif kind == "placement" and len(arrays) == 3:
                     result.placements.append((arrays[0], arrays[1], arrays[2]))
                     result.call_ns.append(int(header["elapsed_ns"]))

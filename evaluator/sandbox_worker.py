@@ -166,13 +166,14 @@ def worker_main(conn: Any, job: dict[str, Any]) -> None:
     # Reference balancer, timed on distinct copies of the first window before the candidate can touch anything.
     first = job["first_window"]
     ref_times: list[int] = []
+    warmup_ns = 0
     if job.get("reference_code") and job.get("reference_calls", 0) > 0:
         ref_ns: dict[str, Any] = {"__name__": "reference"}
         exec(compile(job["reference_code"], "<reference>", "exec"), ref_ns)
         ref_fn = ref_ns[job["entry"]]
         # One untimed call first: a fresh process pays page faults until malloc has grown its heap, and
         # timing that would flatter every candidate measured against the reference.
-        _timed_call(ref_fn, clock, torch.from_numpy(first.copy()).to(device), args, cuda)
+        warmup_ns = _timed_call(ref_fn, clock, torch.from_numpy(first.copy()).to(device), args, cuda)[1]
         for variant in _variants(first, int(job["reference_calls"])):
             weight = torch.from_numpy(variant).to(device)
             ref_times.append(_timed_call(ref_fn, clock, weight, args, cuda)[1])
@@ -195,7 +196,7 @@ def worker_main(conn: Any, job: dict[str, Any]) -> None:
     if not callable(fn):
         send(wire.encode({"type": "error", "error": f"the program defines no function {job['entry']}()"}))
         return
-    send(wire.encode({"type": "ready", "reference_ns": ref_times}))
+    send(wire.encode({"type": "ready", "reference_ns": ref_times, "warmup_ns": warmup_ns}))
 
     window = first
     index = 0
