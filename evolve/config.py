@@ -38,7 +38,7 @@ class CampaignConfig:
     """How long to search, how wide, and where the results go."""
 
     seed: int = field(default=0, metadata=_meta("campaign seed; with a deterministic proposer the run is reproducible"))
-    max_evaluations: int = field(default=100, metadata=_meta("children to evaluate (the seed not counted)", min=1))
+    max_evaluations: int = field(default=400, metadata=_meta("children to evaluate (the seed not counted)", min=1))
     max_minutes: float = field(default=3.0, metadata=_meta("wall-clock budget over all sessions; 0: none", min=0))
     max_cost: float = field(default=0.0, metadata=_meta("proposer dollars; 0: none", min=0))
     max_tokens: int = field(default=0, metadata=_meta("proposer tokens in + out; 0: none", min=0))
