@@ -1,14 +1,32 @@
 #!/usr/bin/env python3
-"""Run a search campaign with the defaults: the offline mutator on the bundled dataset, a few minutes.
+"""Run a search campaign with the defaults, then write its report: what `make run` does.
 
-Same as `eplb-evolve run` (any of its flags work here too, e.g. `--max-minutes 10` or
-`--proposer llm --model NAME`); the defaults live in `evolve/config.py`. At the end it prints where the
-archive, the best program and its lineage are, and how the best compares with the seed on the
-holdout split.
+Same as `eplb-evolve run` followed by `eplb-evolve report RUN` (any `run` flag works here too, e.g.
+`--max-minutes 10` or `--proposer llm --model NAME`; the defaults live in `evolve/config.py`). At the end
+it prints where the archive, the best program, its lineage and `report.html` are, and how the best
+compares with the seed on the holdout split.
 """
 import sys
+import time
 
 from evolve.cli import main
 
+
+def run_dir_of(argv: list[str]) -> tuple[list[str], str]:
+    """The run directory the campaign will use, naming one when the user did not."""
+    for flag in ("--out", "--resume"):
+        if flag in argv[:-1]:
+            return argv, argv[argv.index(flag) + 1]
+        given = next((a for a in argv if a.startswith(flag + "=")), None)
+        if given:
+            return argv, given.split("=", 1)[1]
+    out = f"results/{time.strftime('%Y%m%d-%H%M%S')}"
+    return [*argv, "--out", out], out
+
+
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    args, out = run_dir_of(sys.argv[1:])
+    status = main(["run", *args])
+    if status == 0 and "--print-config" not in args and "-h" not in args and "--help" not in args:
+        status = main(["report", out])
+    sys.exit(status)

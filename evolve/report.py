@@ -22,7 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
@@ -194,6 +194,9 @@ def pareto_figure(run: RunView, path: Path, balance_key: str, runtime_key: str,
             ax.annotate(ref.label, (ref.runtime_s * 1e3, ref.balance), fontsize=8, xytext=(4, 4 if n % 2 else -11),
                         textcoords="offset points")  # alternate above and below: neighbours rarely collide
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # "3, 4, 6, 10", not "3x10^0"
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel(f"runtime per call, ms (log scale; {runtime_key})")
     ax.set_ylabel(balance_key)
     ax.set_title("balance against runtime (up and left is better)")
