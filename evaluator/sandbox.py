@@ -126,7 +126,6 @@ class SandboxRun:
     warmup_ns: int = 0  # the reference's untimed first call (still balancer time, not harness overhead)
     stdout: str = ""
     stderr: str = ""
-    total_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -177,13 +176,11 @@ class Sandbox:
 
     def run(self, code: str, windows: list[np.ndarray], args: tuple[int, ...]) -> SandboxRun:
         """Call the candidate's entry function once per planning window, in order."""
-        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="eplb-sandbox-") as tmp:
             out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
             result = self._run_worker(code, windows, args, out_path, err_path)
             result.stdout = _read_capped(out_path, self.limits.keep_output_chars)
             result.stderr = _read_capped(err_path, self.limits.keep_output_chars)
-        result.total_s = time.perf_counter() - started
         return result
 
     def _run_worker(
