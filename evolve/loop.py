@@ -34,6 +34,7 @@ from evolve.selection import Member, Population, Settings, fitness
 from evolve.task import Objective, Result, Task
 
 RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
+FIRST_FAILURES = 4  # failed proposals that end a run whose proposer never gave a child
 
 
 def derive_seed(seed: int, index: int, purpose: str) -> int:
@@ -111,6 +112,7 @@ class Campaign:
         self.known: set[str] = set()  # programs applied so far
         self.recent_failures: dict[str, list[str]] = {}
         self.evaluations = self.valid = self.tokens = self.fail_streak = 0
+        self.usable = 0  # proposals that gave a child (evaluated, duplicate or rejected)
         self.cost = 0.0
         self.last_error = ""
         self.exhausted = False
@@ -195,7 +197,7 @@ class Campaign:
             return False
         if (c.max_cost and self.cost >= c.max_cost) or (c.max_tokens and self.tokens >= c.max_tokens):
             return False
-        if self.fail_streak >= c.max_failed_proposals:
+        if self.fail_streak >= self._fail_limit():
             return False
         if live and c.max_minutes and self.elapsed() >= c.max_minutes * 60:
             self._stop(f"time budget reached ({c.max_minutes:g} minutes)")
@@ -392,6 +394,7 @@ class Campaign:
         self.exhausted = self.exhausted or bool(step.detail.get("budget_exhausted"))
         if step.kind in ("seed", "evaluated") and result is not None and record is not None:
             self.fail_streak = 0
+            self.usable += step.kind == "evaluated"
             self.known.add(record.id)
             self.evaluations += step.kind == "evaluated"
             self.valid += result.correct and step.kind == "evaluated"
@@ -401,6 +404,7 @@ class Campaign:
                 if "timed out" in result.error.lower() or "timeout" in result.error.lower():
                     events.append(Event("evaluation_timeout", record.id, {"error": result.error}))
         else:
+            self.usable += step.kind != "failed"
             self.fail_streak += 1
             self.last_error = step.error
             self._note_failure(step.parent_id, step.error)
@@ -444,6 +448,12 @@ class Campaign:
             lines.append(error.strip().splitlines()[0] if error.strip() else "unknown error")
             del lines[:-RECENT_FAILURES]
 
+    def _fail_limit(self) -> int:
+        """Failed proposals in a row that end the run: fewer while the proposer has never given a child,
+        so an unreachable endpoint or a wrong model name stops the run in minutes, not at its budget."""
+        limit = self.config.campaign.max_failed_proposals
+        return limit if self.usable else min(limit, FIRST_FAILURES)
+
     def _why_stopped(self) -> str:
         c = self.config.campaign
         if self.evaluations >= c.max_evaluations:
@@ -454,7 +464,10 @@ class Campaign:
             return f"token budget reached ({self.tokens} of {c.max_tokens})"
         if self.exhausted:
             return "the proposer reported its budget exhausted"
-        if self.fail_streak >= c.max_failed_proposals:
+        if self.fail_streak >= self._fail_limit():
+            if not self.usable:
+                return (f"the proposer's first {self.fail_streak} proposals all failed (last: {self.last_error}); "
+                        "check the proposer (for an LLM: the base URL, the model name and the API key variable)")
             return (f"{self.fail_streak} proposals in a row gave nothing to evaluate (campaign.max_failed_proposals "
                     f"is {c.max_failed_proposals}; last: {self.last_error}); check the proposer")
         return "finished"

@@ -127,7 +127,8 @@ def test_resume_with_a_larger_budget_continues(tmp_path: Path):
         ({"max_cost": 0.55}, {"cost": 0.1}, "cost budget reached"),
         ({"max_tokens": 1000}, {}, "token budget reached"),
         ({}, {"exhaust_after": 5}, "the proposer reported its budget exhausted"),
-        ({"max_failed_proposals": 6}, {"fail": 1.0}, "proposals in a row gave nothing to evaluate (campaign.max_failed_proposals is 6"),
+        ({"max_failed_proposals": 6}, {"fail_after": 5}, "proposals in a row gave nothing to evaluate (campaign.max_failed_proposals is 6"),
+        ({}, {"fail": 1.0}, "proposals all failed (last: SEARCH block 1 does not match the parent)"),
         ({"max_minutes": 1e-4}, {}, "time budget reached"),
     ],
 )

@@ -93,6 +93,7 @@ class ToyProposer:
         self.cost = float(options.get("cost", 0.0))
         self.exhaust_after = int(options.get("exhaust_after", 0))
         self.user_error_after = int(options.get("user_error_after", 0))
+        self.fail_after = int(options.get("fail_after", 0))
         self.calls = 0
 
     def propose(self, request: ProposalRequest) -> Proposal:
@@ -104,7 +105,7 @@ class ToyProposer:
         meta = {"proposer": "toy", "model": "toy-1", "tokens_in": 100, "tokens_out": 20, "cost": self.cost,
                 "extra": {"budget_exhausted": bool(self.exhaust_after and self.calls >= self.exhaust_after)}}
         roll = rng.random()
-        if roll < self.fail:
+        if roll < self.fail or (self.fail_after and self.calls > self.fail_after):
             return Proposal(error="SEARCH block 1 does not match the parent", **meta)
         if roll < self.fail + self.broken:
             child, name = parent.replace("    return", "    raise ValueError('broken')\n    return", 1), "break"
