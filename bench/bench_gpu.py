@@ -44,7 +44,7 @@ except ImportError:  # a bare GPU image: give the generator a bar that does noth
     sys.modules["tqdm"] = types.ModuleType("tqdm")
     sys.modules["tqdm"].tqdm = _NoBar  # type: ignore[attr-defined]
 
-from evaluator import tracegen  # noqa: E402
+from evaluator.traces import generator  # noqa: E402
 from evaluator.task import EplbTask, EvalOptions  # noqa: E402
 from evaluator.traces import Trace  # noqa: E402
 
@@ -60,8 +60,8 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def generate(device: str, steps: int) -> tuple[Trace, float]:
-    params = tracegen.TraceParams(steps=steps)
-    return timed(lambda: tracegen.generate("deepseek-v3", params, device=device, progress=False))
+    params = generator.TraceParams(steps=steps)
+    return timed(lambda: generator.generate("deepseek-v3", params, device=device, progress=False))
 
 
 def throughput(task: EplbTask, code: str, evaluations: int) -> tuple[float, dict[str, float]]:
@@ -83,7 +83,7 @@ def call_time(task: EplbTask, code: str, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="", help="cpu, cuda, or empty for cpu plus cuda when available")
-    parser.add_argument("--steps", type=int, default=tracegen.TraceParams().steps, help="trace steps")
+    parser.add_argument("--steps", type=int, default=generator.TraceParams().steps, help="trace steps")
     parser.add_argument("--evaluations", type=int, default=10, help="timed evaluations per device")
     args = parser.parse_args()
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -106,7 +106,7 @@ def main() -> None:
         raw[device] = {"gen": gen_s, "rate": rate, "seed": seed_call, "snake": snake_call}
 
     base = raw["cpu"] if "cpu" in raw else raw[devices[0]]
-    shape = tracegen.PRESETS["deepseek-v3"]
+    shape = generator.PRESETS["deepseek-v3"]
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
     lines = [f"trace deepseek-v3 {shape.layers}x{shape.experts}x{args.steps} steps; {args.evaluations} timed "
              f"evaluations per device; torch {torch.__version__}; {gpu}",

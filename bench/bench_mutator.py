@@ -40,7 +40,7 @@ SEED = (REPO / "candidates" / "seed.py").read_text()
 def trace_path(steps: int) -> Path:
     path = REPO / ".cache" / f"bench_mutator_deepseek-v3_{steps}.npz"
     if not path.exists():
-        from evaluator.tracegen import TraceParams, generate
+        from evaluator.traces.generator import TraceParams, generate
 
         print(f"generating a {steps}-step DeepSeek-V3 trace (cached at {path}) ...", flush=True)
         save_npz(generate("deepseek-v3", TraceParams(steps=steps), progress=False), path)

@@ -17,14 +17,14 @@ import torch
 
 from evaluator import EVALUATOR_VERSION
 from evaluator.contract import validate_placements
-from evaluator.sandbox import Sandbox, SandboxLimits, SandboxRun
+from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
 from evolve.task import Objective, Result
+from evaluator.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("predictive", "in-sample")
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from evolve.config import load_object
+from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.task import Result, Task
 

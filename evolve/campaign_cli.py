@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 from evolve.archive import Archive, Event
 from evolve.backends import BackendContext, make_backend
-from evolve.config import Config, field_help, load_object, parse_value
+from evolve.config import Config, field_help, parse_value
+from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
 from evolve.task import Task

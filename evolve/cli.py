@@ -12,11 +12,11 @@ import sys
 from evolve.errors import UserError
 
 COMMAND_MODULES = [
-    "evaluator.traces_cli",
+    "evaluator.traces.cli",
     "evaluator.evaluate_cli",
     "evolve.patch_cli",
     "evolve.campaign_cli",
-    "evaluator.results_cli",
+    "evaluator.results.cli",
 ]
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import importlib
-import importlib.util
-import sys
 import tomllib
 import types
 import typing
@@ -22,6 +19,7 @@ from typing import Any
 
 import tomli_w
 
+from evolve.backends import BACKENDS
 from evolve.errors import UserError
 
 PROPOSER_KINDS = ("mutator", "llm", "replay")
@@ -159,8 +157,6 @@ class Config:
             )
         if kind == "replay" and not self.proposer.transcript:
             raise UserError("proposer.transcript is empty: give --transcript FILE (a transcript.jsonl of an earlier run)")
-        from evolve.backends import BACKENDS  # local import: backends are optional plug-ins
-
         backend = self.campaign.backend
         if backend not in BACKENDS and ":" not in backend:
             raise UserError(
@@ -326,30 +322,3 @@ def field_help() -> list[tuple[str, Any, str]]:
 
     walk(Config(), "")
     return rows
-
-
-def load_object(spec: str, what: str) -> Any:
-    """Resolve an import string from a config: `package.module:name` or `path/to/file.py:name`."""
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise UserError(f"{what}: '{spec}' is not an import string; write module:name or file.py:name")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name).resolve()
-            if not path.is_file():
-                raise UserError(f"{what}: file {module_name} does not exist; check the path in '{spec}'")
-            unique = f"_evolve_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-            module = sys.modules.get(unique)
-            if module is None:
-                loader_spec = importlib.util.spec_from_file_location(unique, path)
-                module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
-                sys.modules[unique] = module
-                loader_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"{what}: cannot import '{module_name}' ({exc}); check the import string '{spec}'") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise UserError(f"{what}: '{module_name}' has no '{attr}'; check the import string '{spec}'") from None

@@ -30,7 +30,7 @@ import ray
 import ray.exceptions as rex
 
 from evolve.backends import BackendContext
-from evolve.config import load_object
+from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.task import Result
 

@@ -14,26 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from evaluator import tracegen
+from evaluator.traces import generator
 from evaluator.traces import Trace
 
-TINY_SHAPE = tracegen.ModelShape("tiny", layers=4, experts=16, top_k=2, num_groups=4, topk_groups=2, tokens_per_step=256)
-SMALL_PARAMS = tracegen.TraceParams(steps=300, prototypes_per_domain=16, hidden_dim=16, sessions=8, session_prototypes=4)
+TINY_SHAPE = generator.ModelShape("tiny", layers=4, experts=16, top_k=2, num_groups=4, topk_groups=2, tokens_per_step=256)
+SMALL_PARAMS = generator.TraceParams(steps=300, prototypes_per_domain=16, hidden_dim=16, sessions=8, session_prototypes=4)
 
 
 @pytest.fixture(scope="session")
-def tiny_shape() -> tracegen.ModelShape:
+def tiny_shape() -> generator.ModelShape:
     return TINY_SHAPE
 
 
 @pytest.fixture(scope="session")
-def small_params() -> tracegen.TraceParams:
+def small_params() -> generator.TraceParams:
     return SMALL_PARAMS
 
 
 @pytest.fixture(scope="session")
 def _small_trace_once() -> Trace:
-    trace = tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
+    trace = generator.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
     trace.meta.update(name="small", split="search")
     return trace
 

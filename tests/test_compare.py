@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator import compare as cmp
+from evaluator.results import compare as cmp
 from evaluator.traces import save_npz
 from evolve.cli import main as cli_main
 from evolve.task import Result

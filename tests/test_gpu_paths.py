@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluator import tracegen
+from evaluator.traces import generator
 from evaluator.simulate import simulate
 from tests.evaluator_helpers import SEED_CODE, SMALL, skewed_trace, small_task
 
@@ -40,9 +40,9 @@ def test_simulation_on_cuda_matches_cpu():
 
 @pytest.mark.parametrize("preset", ["deepseek-v2-lite", "deepseek-v3"])  # plain top-k and group-limited routing
 def test_trace_generation_on_cuda_gives_the_same_trace(preset: str):
-    params = tracegen.TraceParams(steps=120)
-    cpu = tracegen.generate(preset, params, device="cpu", progress=False)
-    gpu = tracegen.generate(preset, params, device="cuda", progress=False)
+    params = generator.TraceParams(steps=120)
+    cpu = generator.generate(preset, params, device="cpu", progress=False)
+    gpu = generator.generate(preset, params, device="cuda", progress=False)
     assert gpu.sha256 == cpu.sha256  # integer routing: not merely close, the same counts
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evaluator import EVALUATOR_VERSION
-from evaluator import leaderboard as lb
+from evaluator.results import leaderboard as lb
 from evaluator.bounds import balancedness_ceilings, optimal_peak_per_replica
 from evaluator.simulate import simulate
 from evaluator.task import EplbTask, EvalOptions

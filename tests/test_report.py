@@ -104,7 +104,7 @@ def test_report_command_adds_leaderboard_rows(run_dir: Path, capsys) -> None:
 
 
 def test_report_without_its_dataset_still_draws_the_archive(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from evaluator import results_cli
+    from evaluator.results import cli as results_cli
     from evolve.errors import UserError
 
     def missing(meta):

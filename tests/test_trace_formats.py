@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator import trace_formats as tf
+from evaluator.traces import formats as tf
 from evaluator.traces import Trace, TraceError, load_trace, save_npz
 
 

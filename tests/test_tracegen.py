@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator import tracegen
+from evaluator.traces import generator
 from evaluator.traces import Trace, TraceError
 
-QUICK = tracegen.TraceParams(steps=30, prototypes_per_domain=16, sessions=6, route_every=10)
+QUICK = generator.TraceParams(steps=30, prototypes_per_domain=16, sessions=6, route_every=10)
 
 
-@pytest.mark.parametrize("name", sorted(tracegen.PRESETS))
+@pytest.mark.parametrize("name", sorted(generator.PRESETS))
 def test_preset_shapes_and_token_conservation(name: str) -> None:
-    shape = tracegen.PRESETS[name]
-    trace = tracegen.generate(name, QUICK, model_seed=3, traffic_seed=4, progress=False)
+    shape = generator.PRESETS[name]
+    trace = generator.generate(name, QUICK, model_seed=3, traffic_seed=4, progress=False)
     assert trace.counts.shape == (QUICK.steps, shape.layers, shape.experts)
     assert trace.counts.dtype == np.int64 and trace.counts.min() >= 0
     per_layer = trace.counts.sum(-1)  # every token picks exactly top_k experts in every layer
@@ -30,7 +30,7 @@ def test_preset_shapes_and_token_conservation(name: str) -> None:
 
 
 def test_published_model_shapes() -> None:
-    p = tracegen.PRESETS
+    p = generator.PRESETS
     assert (p["deepseek-v3"].layers, p["deepseek-v3"].experts, p["deepseek-v3"].top_k) == (58, 256, 8)
     assert (p["deepseek-v3"].num_groups, p["deepseek-v3"].topk_groups) == (8, 4)
     assert (p["qwen3-30b-a3b"].layers, p["qwen3-30b-a3b"].experts, p["qwen3-30b-a3b"].top_k) == (48, 128, 8)
@@ -41,10 +41,10 @@ def test_published_model_shapes() -> None:
 
 
 def test_group_limited_routing_matches_a_brute_force_reference() -> None:
-    shape = tracegen.PRESETS["deepseek-v3"]
+    shape = generator.PRESETS["deepseek-v3"]
     gen = torch.Generator().manual_seed(0)
     keys = torch.randperm(50 * 256, generator=gen).view(50, 256)
-    got = tracegen.top_experts(keys, shape)
+    got = generator.top_experts(keys, shape)
     for row, chosen in zip(keys, got):
         groups = row.view(8, 32)
         group_score = groups.topk(2).values.sum(-1)
@@ -56,10 +56,10 @@ def test_group_limited_routing_matches_a_brute_force_reference() -> None:
 
 
 def test_route_gives_distinct_experts_inside_the_allowed_groups() -> None:
-    shape = tracegen.PRESETS["deepseek-v3"]
-    params = tracegen.TraceParams(prototypes_per_domain=8)
-    model = tracegen.build_model(shape, params, model_seed=5)
-    chosen = tracegen.route(model, model.centre, torch.device("cpu"))
+    shape = generator.PRESETS["deepseek-v3"]
+    params = generator.TraceParams(prototypes_per_domain=8)
+    model = generator.build_model(shape, params, model_seed=5)
+    chosen = generator.route(model, model.centre, torch.device("cpu"))
     assert chosen.shape == (58, model.num_prototypes, 8)
     assert (chosen.sort(-1).values.diff(dim=-1) > 0).all()  # distinct
     groups_used = torch.stack([(chosen // 32 == g).any(-1) for g in range(8)], dim=-1).sum(-1)
@@ -67,7 +67,7 @@ def test_route_gives_distinct_experts_inside_the_allowed_groups() -> None:
 
 
 def test_hot_experts_and_hot_layers_exist() -> None:
-    trace = tracegen.generate("deepseek-v3", tracegen.TraceParams(steps=100), model_seed=11, traffic_seed=1, progress=False)
+    trace = generator.generate("deepseek-v3", generator.TraceParams(steps=100), model_seed=11, traffic_seed=1, progress=False)
     load = trace.counts.sum(0).astype(float)  # [L, E]
     peak = load.max(-1) / load.mean(-1)
     assert peak.max() > 8  # some expert is many times the mean
@@ -76,13 +76,13 @@ def test_hot_experts_and_hot_layers_exist() -> None:
 
 def test_same_seed_same_sha_and_different_seeds_differ(tiny_shape, small_params) -> None:
     TINY_SHAPE, SMALL_PARAMS = tiny_shape, small_params
-    a = tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
-    b = tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
+    a = generator.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
+    b = generator.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=2, progress=False)
     assert a.sha256 == b.sha256
-    assert tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=3, progress=False).sha256 != a.sha256
-    assert tracegen.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=2, traffic_seed=2, progress=False).sha256 != a.sha256
-    changed = tracegen.with_overrides(SMALL_PARAMS, bias_scale=SMALL_PARAMS.bias_scale * 2)
-    assert tracegen.generate(TINY_SHAPE, changed, model_seed=1, traffic_seed=2, progress=False).sha256 != a.sha256
+    assert generator.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=1, traffic_seed=3, progress=False).sha256 != a.sha256
+    assert generator.generate(TINY_SHAPE, SMALL_PARAMS, model_seed=2, traffic_seed=2, progress=False).sha256 != a.sha256
+    changed = generator.with_overrides(SMALL_PARAMS, bias_scale=SMALL_PARAMS.bias_scale * 2)
+    assert generator.generate(TINY_SHAPE, changed, model_seed=1, traffic_seed=2, progress=False).sha256 != a.sha256
 
 
 def test_small_trace_fixture_is_pinned(small_trace: Trace) -> None:
@@ -98,9 +98,9 @@ def test_determinism_across_thread_counts() -> None:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False).sha256
+        one = generator.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False).sha256
         torch.set_num_threads(max(2, threads))
-        many = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False).sha256
+        many = generator.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False).sha256
     finally:
         torch.set_num_threads(threads)
     assert one == many
@@ -108,8 +108,8 @@ def test_determinism_across_thread_counts() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_trace() -> None:
-    cpu = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False)
-    gpu = tracegen.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, device="cuda", progress=False)
+    cpu = generator.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, progress=False)
+    gpu = generator.generate("deepseek-v3", QUICK, model_seed=7, traffic_seed=8, device="cuda", progress=False)
     assert gpu.sha256 == cpu.sha256
 
 
@@ -117,23 +117,23 @@ def test_cuda_request_without_a_device_is_a_clear_error(monkeypatch: pytest.Monk
     TINY_SHAPE, SMALL_PARAMS = tiny_shape, small_params
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TraceError, match="no CUDA device"):
-        tracegen.generate(TINY_SHAPE, SMALL_PARAMS, device="cuda", progress=False)
+        generator.generate(TINY_SHAPE, SMALL_PARAMS, device="cuda", progress=False)
 
 
 def test_regime_shift_moves_the_mix() -> None:
-    params = tracegen.TraceParams(steps=400, regime_steps=0, shift_at=(200,), regime_sigma=2.0, mix_sigma=0.01)
-    mix = tracegen.domain_mixture(params, tracegen._rng(0, "t"))
+    params = generator.TraceParams(steps=400, regime_steps=0, shift_at=(200,), regime_sigma=2.0, mix_sigma=0.01)
+    mix = generator.domain_mixture(params, generator._rng(0, "t"))
     before, after = mix[150:199].mean(0), mix[201:250].mean(0)
     assert np.abs(before - after).sum() > 0.3
     assert np.abs(mix[10:59].mean(0) - before).sum() < 0.1
 
 
 def test_parameters_from_a_manifest_table() -> None:
-    params = tracegen.TraceParams.from_dict({"steps": 50, "shift_at": [10, 20]})
+    params = generator.TraceParams.from_dict({"steps": 50, "shift_at": [10, 20]})
     assert params.steps == 50 and params.shift_at == (10, 20)
     with pytest.raises(TraceError, match="unknown trace parameter 'stepz'; known: steps"):
-        tracegen.TraceParams.from_dict({"stepz": 5})
+        generator.TraceParams.from_dict({"stepz": 5})
     with pytest.raises(TraceError, match="domain_mix"):
-        tracegen.TraceParams(domain_mix=(1.0, 2.0))
+        generator.TraceParams(domain_mix=(1.0, 2.0))
     with pytest.raises(TraceError, match="unknown model preset 'gpt-moe'"):
-        tracegen.generate("gpt-moe", progress=False)
+        generator.generate("gpt-moe", progress=False)

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator import trace_formats, traces, traces_cli
-from evaluator.trace_stats import PUBLISHED, StatsConfig, compute_stats
+from evaluator import traces
+from evaluator.traces import cli as traces_cli
+from evaluator.traces import formats as trace_formats
+from evaluator.traces import registry
+from evaluator.traces.stats import PUBLISHED, StatsConfig, compute_stats
 from evaluator.traces import Trace, TraceError, load_trace
 
 BUNDLED = ("deepseek-v3", "deepseek-v3-shift", "qwen3-30b-a3b", "deepseek-v2-lite")
@@ -208,12 +211,12 @@ sha256 = "{holdout}"
 def private_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_cache: Path) -> Path:
     folder = tmp_path / "datasets"
     folder.mkdir()
-    monkeypatch.setattr(traces, "DATASETS_DIR", folder)
+    monkeypatch.setattr(registry, "DATASETS_DIR", folder)
     return folder
 
 
 def write_manifest(folder: Path, **fields: str) -> traces.Manifest:
-    from evaluator.tracegen import GENERATOR_VERSION
+    from evaluator.traces.generator import GENERATOR_VERSION
 
     values = {"version": GENERATOR_VERSION, "search": "", "holdout": ""} | fields
     path = folder / "tiny-mixtral.toml"
@@ -365,4 +368,4 @@ def test_cli_generate(private_datasets: Path, capsys: pytest.CaptureFixture) -> 
 def test_cli_is_registered() -> None:
     from evolve import cli
 
-    assert "evaluator.traces_cli" in cli.COMMAND_MODULES
+    assert "evaluator.traces.cli" in cli.COMMAND_MODULES

@@ -7,7 +7,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from evolve.config import Config, load_object
+from evolve.config import Config
+from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.proposers.base import Proposer
 

@@ -24,9 +24,9 @@ from typing import Callable
 import torch
 
 from evaluator.simulate import balancedness, bin_sums, identity_gpu_load, slot_loads
-from evaluator.traces import Trace, TraceError
+from evaluator.traces.trace import Trace, TraceError
+from evaluator.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_PATH = REPO_ROOT / "candidates" / "seed.py"
 
 # Published figures for real DeepSeek-R1/V3 serving load (FACTS section 3 and section 2).

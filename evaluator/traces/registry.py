@@ -1,147 +1,23 @@
-"""Expert-load traces: the `Trace` type, windows, the `.npz` storage format, and named datasets.
+"""Named datasets: bundled manifests, imported traces, and `load_trace` that finds either.
 
-A trace is integer token counts `[steps, layers, experts]` plus metadata. Its content checksum covers
-the counts and the shape, so a dataset name can promise the same numbers on every machine.
-
-Named datasets: a manifest in `datasets/NAME.toml` pins a simulated trace (generator preset, parameters,
-seeds, generator version, and the content sha256 of each split), so `load_trace("deepseek-v3")` means
-the same numbers everywhere. Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or
+A manifest in `datasets/NAME.toml` pins a simulated trace (generator preset, parameters, seeds,
+generator version, and the content sha256 of each split), so `load_trace("deepseek-v3")` means the same
+numbers everywhere. Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or
 `$EPLB_EVOLVE_CACHE`), made once per machine; imported real traces live there too, as user datasets.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from evaluator.paths import DATASETS_DIR, REPO_ROOT
+import evaluator.traces.formats as formats
+import evaluator.traces.generator as generator
+from evaluator.traces.trace import Trace, TraceError, load_npz, save_npz
 
-from evolve.errors import UserError
-
-
-class TraceError(UserError):
-    """A trace file or array that cannot be used; the message is one line naming file and problem."""
-
-
-@dataclass
-class Trace:
-    """Per-step expert load of one model: `counts[step, layer, expert]` tokens routed."""
-
-    counts: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        counts = np.asarray(self.counts)
-        if counts.ndim != 3:
-            raise TraceError(f"trace counts must be [steps, layers, experts], got shape {counts.shape}")
-        if counts.size and not np.issubdtype(counts.dtype, np.integer):
-            if not np.all(np.isfinite(counts)) or not np.all(counts == np.round(counts)):
-                raise TraceError("trace counts must be whole numbers")
-            counts = counts.astype(np.int64)
-        if counts.size and counts.min() < 0:
-            bad = np.argwhere(counts < 0)[0]
-            raise TraceError(f"trace counts must be non-negative: step {bad[0]}, layer {bad[1]}, expert {bad[2]}")
-        self.counts = counts.astype(np.int64, copy=False)
-
-    @property
-    def steps(self) -> int:
-        return int(self.counts.shape[0])
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.counts.shape[1])
-
-    @property
-    def num_experts(self) -> int:
-        return int(self.counts.shape[2])
-
-    @property
-    def sha256(self) -> str:
-        """Content checksum, computed once: the counts of a trace are never changed in place."""
-        cached = self.__dict__.get("_sha256")
-        if cached is None:
-            cached = self.__dict__["_sha256"] = content_sha256(self.counts)
-        return cached
-
-    def windows(self, steps: int = 100) -> torch.Tensor:
-        return windows(self, steps)
-
-    def slice_steps(self, start: int, stop: int | None = None) -> "Trace":
-        meta = dict(self.meta, parent_sha256=self.sha256, step_range=[start, stop if stop is not None else self.steps])
-        return Trace(self.counts[start:stop].copy(), meta)
-
-
-def content_sha256(counts: np.ndarray) -> str:
-    """Checksum of the counts independent of dtype width and memory layout."""
-    arr = np.ascontiguousarray(counts, dtype="<i8")
-    h = hashlib.sha256()
-    h.update(json.dumps(list(arr.shape)).encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def windows(trace: Trace, steps: int = 100) -> torch.Tensor:
-    """Sum consecutive steps into windows: `[num_windows, layers, experts]` float64.
-
-    A trailing partial window is dropped so every window carries the same amount of traffic.
-    """
-    if steps <= 0:
-        raise TraceError(f"window size must be a positive number of steps, got {steps}")
-    n = trace.steps // steps
-    if n == 0:
-        raise TraceError(f"trace has {trace.steps} steps, fewer than one window of {steps}")
-    counts = trace.counts[: n * steps].reshape(n, steps, trace.num_layers, trace.num_experts)
-    return torch.from_numpy(counts.sum(axis=1).astype(np.float64))
-
-
-def save_npz(trace: Trace, path: str | Path) -> Path:
-    """Write a compressed `.npz` holding `counts` and JSON metadata (never pickle)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(trace.meta, sha256=trace.sha256)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, counts=trace.counts, meta=np.array(json.dumps(meta, sort_keys=True)))
-    tmp.replace(path)
-    return path
-
-
-def load_npz(path: str | Path) -> Trace:
-    """Read a trace written by `save_npz` (or any `.npz` with a `counts` array)."""
-    path = Path(path)
-    if not path.exists():
-        raise TraceError(f"{path}: no such trace file; give a dataset name (see `eplb-evolve traces list`) or a path")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "counts" not in data.files:
-                raise TraceError(f"{path}: .npz has no 'counts' array (has: {', '.join(data.files) or 'nothing'})")
-            counts = data["counts"]
-            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    except TraceError:
-        raise
-    except Exception as exc:  # zip errors, truncated files, pickled objects
-        raise TraceError(f"{path}: not a readable .npz trace ({type(exc).__name__}: {exc})") from None
-    try:
-        trace = Trace(counts, meta)
-    except TraceError as exc:
-        raise TraceError(f"{path}: {exc}") from None
-    expected = meta.get("sha256")
-    if expected and expected != trace.sha256:
-        raise TraceError(f"{path}: content checksum {trace.sha256[:12]} does not match the recorded {expected[:12]}; the file is corrupt, regenerate or re-import it")
-    trace.meta.setdefault("source", str(path))
-    return trace
-
-
-# ----------------------------------------------------------------------------------------------------
-# Named datasets
-# ----------------------------------------------------------------------------------------------------
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATASETS_DIR = REPO_ROOT / "datasets"
 DEFAULT_DATASET = "deepseek-v3"
 SPLITS = ("search", "holdout")
 USER_SPLITS = ("all", "search", "holdout")  # imported traces: whole, first half, second half
@@ -266,9 +142,7 @@ def load_trace(spec: str, split: str | None = None, progress: bool = True, devic
     and `model` (layers, experts, top_k, num_groups).
     """
     if _looks_like_path(spec) and not (":" in spec and spec.split(":")[0] in manifests()):
-        from evaluator.trace_formats import read_trace
-
-        trace = read_trace(spec)
+        trace = formats.read_trace(spec)
         return _stamp(trace, name=Path(spec).stem, split=split or "all")
     name, _, inline = spec.partition(":")
     if inline and split and inline != split:
@@ -311,16 +185,14 @@ def dataset_trace(manifest: Manifest, split: str, progress: bool = True, device:
 
 def generate_split(manifest: Manifest, split: str, progress: bool = True, device: str = "cpu") -> Trace:
     """Run the generator for one split of a manifest (no cache, no checksum check)."""
-    from evaluator import tracegen
-
-    if manifest.generator_version != tracegen.GENERATOR_VERSION:
+    if manifest.generator_version != generator.GENERATOR_VERSION:
         raise TraceError(
             f"dataset '{manifest.name}' was made by generator version {manifest.generator_version}, "
-            f"this code has version {tracegen.GENERATOR_VERSION}; re-pin {manifest.path.name} or use an older checkout"
+            f"this code has version {generator.GENERATOR_VERSION}; re-pin {manifest.path.name} or use an older checkout"
         )
-    params = tracegen.TraceParams.from_dict(manifest.params)
+    params = generator.TraceParams.from_dict(manifest.params)
     seed = int(manifest.splits[split]["traffic_seed"])
-    trace = tracegen.generate(manifest.preset, params, manifest.model_seed, seed, device=device, progress=progress)
+    trace = generator.generate(manifest.preset, params, manifest.model_seed, seed, device=device, progress=progress)
     trace.meta.update(name=manifest.name, split=split, description=manifest.description)
     return trace
 
@@ -359,9 +231,7 @@ def _stamp(trace: Trace, name: str, split: str) -> Trace:
     model.setdefault("layers", trace.num_layers)
     model.setdefault("experts", trace.num_experts)
     if "top_k" not in model or "num_groups" not in model:
-        from evaluator.tracegen import PRESETS
-
-        twin = next((p for p in PRESETS.values() if (p.layers, p.experts) == (trace.num_layers, trace.num_experts)), None)
+        twin = next((p for p in generator.PRESETS.values() if (p.layers, p.experts) == (trace.num_layers, trace.num_experts)), None)
         if twin is not None:  # a known model shape: assume its routing
             model.setdefault("name", twin.name)
             model.setdefault("top_k", meta.get("top_k", twin.top_k))

@@ -2,7 +2,7 @@
 
 Each candidate gets a fresh process forked from a warm zygote (torch already imported), its own
 process group (killed whole on timeout), an address-space cap, an output cap, and an audit hook
-(see `sandbox_worker`). The harness streams planning windows one at a time and decodes replies
+(see `worker`). The harness streams planning windows one at a time and decodes replies
 without pickle. Scoring happens here, outside the worker, on windows the worker never received.
 """
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Iterator
 
 import numpy as np
 
-from evaluator import wire
-from evaluator.zygote import CONTROL_FD_ENV
+from evaluator.sandbox import wire
+from evaluator.sandbox.zygote import CONTROL_FD_ENV
+from evaluator.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Zygote:
-    """Client of the warm `evaluator.zygote` process: asks it to fork workers, learns their exit codes."""
+    """Client of the warm `evaluator.sandbox.zygote` process: asks it to fork workers, learns their exit codes."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -39,7 +39,7 @@ class _Zygote:
         env[CONTROL_FD_ENV] = str(theirs.fileno())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "evaluator.zygote"], pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "evaluator.sandbox.zygote"], pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL
         )
         theirs.close()
         self.sock = ours

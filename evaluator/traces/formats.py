@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 import torch
 
-from evaluator.traces import Trace, TraceError, load_npz, save_npz
+from evaluator.traces.trace import Trace, TraceError, load_npz, save_npz
 
 _WS = re.compile(r"[ \t\n\r]*")
 _CHUNK = 1 << 20

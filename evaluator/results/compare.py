@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.leaderboard import Program, load_dataset, splits_of
+from evaluator.results.leaderboard import Program, load_dataset, splits_of
 from evaluator.task import EplbTask, EvalOptions
 from evolve.errors import UserError
 from evolve.task import Result

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from evaluator import compare as cmp
-from evaluator import leaderboard as lb
+from evaluator.results import compare as cmp
+from evaluator.results import leaderboard as lb
 from evaluator.evaluate_cli import add_task_arguments, task_options
 from evaluator.task import EplbTask, EvalOptions
 from evolve.archive import Archive

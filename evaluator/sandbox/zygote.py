@@ -1,6 +1,6 @@
 """A warm process that forks one fresh sandbox worker per candidate.
 
-Started once per harness as `python -m evaluator.zygote` (torch imported once, here), it waits on a
+Started once per harness as `python -m evaluator.sandbox.zygote` (torch imported once, here), it waits on a
 control socket (a SOCK_SEQPACKET pair, so every message arrives whole) for a request, hands over the
 socket of a worker it forked in advance, forks the next one, and reports each exit status. Unlike
 multiprocessing's forkserver it never re-imports the harness's `__main__`, so any script may evaluate
@@ -56,7 +56,7 @@ def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
     """Fork a worker that waits for its job; return its pid and the harness's end of its socket."""
     from multiprocessing.connection import Connection
 
-    from evaluator.sandbox_worker import worker_main
+    from evaluator.sandbox.worker import worker_main
 
     harness_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     for end in (harness_end, worker_end):  # a placement is ~0.5 MB: move it in few context switches
@@ -114,7 +114,7 @@ def _warm_up() -> None:
 
 def serve(ctrl: socket.socket) -> None:
     """Keep one forked worker on standby, so a request is answered without waiting for a fork."""
-    import evaluator.sandbox_worker  # noqa: F401 - the warm part: torch and numpy load here, once
+    import evaluator.sandbox.worker  # noqa: F401 - the warm part: torch and numpy load here, once
 
     _warm_up()
     lock = threading.Lock()

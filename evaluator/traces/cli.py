@@ -1,7 +1,7 @@
 """`eplb-evolve traces ...`: list, generate, measure, import and export expert-load traces.
 
-Only parsing and printing live here; the work is in `traces`, `tracegen`, `trace_stats` and
-`trace_formats`.
+Only parsing and printing live here; the work is in `registry`, `generator`, `stats` and
+`formats`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from evaluator import traces
+from evaluator.traces import registry
+from evaluator.traces.trace import TraceError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +61,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = traces.list_datasets()
+    rows = registry.list_datasets()
     if not rows:
         print("no datasets (no manifests in datasets/ and nothing imported)")
         return 0
@@ -68,23 +69,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     for d in rows:
         splits = ",".join(s + ("*" if s in d.cached and d.kind == "bundled" else "") for s in d.splits)
         print(f"{d.name:<20} {d.kind:<9} {d.model:<17} {splits:<26} {d.description}")
-    print(f"cache: {traces.cache_dir()}")
+    print(f"cache: {registry.cache_dir()}")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    known = traces.manifests()
+    known = registry.manifests()
     if args.name not in known:
-        raise traces.TraceError(f"unknown bundled dataset '{args.name}'; known: {', '.join(known) or 'none'}")
+        raise TraceError(f"unknown bundled dataset '{args.name}'; known: {', '.join(known) or 'none'}")
     manifest = known[args.name]
     splits = [args.split] if args.split else list(manifest.splits)
     for split in splits:
         if split not in manifest.splits:
-            raise traces.TraceError(f"dataset '{manifest.name}' has no split '{split}'; splits: {', '.join(manifest.splits)}")
+            raise TraceError(f"dataset '{manifest.name}' has no split '{split}'; splits: {', '.join(manifest.splits)}")
         path = manifest.cache_path(split)
         if args.force and path.exists():
             path.unlink()
-        trace = traces.dataset_trace(manifest, split, progress=True, device=args.device)
+        trace = registry.dataset_trace(manifest, split, progress=True, device=args.device)
         print(f"{manifest.name}:{split}  {trace.steps}x{trace.num_layers}x{trace.num_experts}  sha256 {trace.sha256}  {path}")
     return 0
 
@@ -92,9 +93,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from evaluator.trace_stats import StatsConfig, compute_stats, format_stats
+    from evaluator.traces.stats import StatsConfig, compute_stats, format_stats
 
-    trace = traces.load_trace(args.name, args.split)
+    trace = registry.load_trace(args.name, args.split)
     config = StatsConfig.for_trace(trace)
     changes = {
         k: v
@@ -116,18 +117,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from evaluator.trace_formats import read_trace
+    from evaluator.traces.formats import read_trace
 
     trace = read_trace(args.file, args.format)
-    path = traces.save_user_dataset(trace, args.name, force=args.force)
+    path = registry.save_user_dataset(trace, args.name, force=args.force)
     print(f"imported {args.file} as '{args.name}': {trace.steps}x{trace.num_layers}x{trace.num_experts}, sha256 {trace.sha256}  {path}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from evaluator.trace_formats import write_trace
+    from evaluator.traces.formats import write_trace
 
-    trace = traces.load_trace(args.name, args.split)
+    trace = registry.load_trace(args.name, args.split)
     out = write_trace(trace, Path(args.out), args.format)
     print(f"wrote {trace.meta.get('name')}:{trace.meta.get('split')} ({trace.steps} steps) as {args.format} to {out}", file=sys.stderr)
     return 0

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluator.traces import Trace, TraceError
+from evaluator.traces.trace import Trace, TraceError
 
 GENERATOR_VERSION = "1"
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluator import wire
+from evaluator.sandbox import wire
 
 _BLOCKED_EVENTS = {
     "subprocess.Popen": "starting processes",
