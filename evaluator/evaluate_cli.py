@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evaluator.scoring import SCORERS
+from evaluator import presets
+from evaluator.scoring import SCORERS, get_scorer
 from evaluator.task import PROTOCOLS, EplbTask, EvalOptions
+from evaluator.traces.shape import describe
 from evolve.errors import UserError
 from evolve.task import Result
 
@@ -17,6 +19,7 @@ OPTION_FLAGS = {
     "split": "split",
     "protocol": "protocol",
     "window": "window",
+    "partial_window": "partial_window",
     "max_windows": "max_windows",
     "scorer": "scorer",
     "device": "device",
@@ -35,9 +38,12 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     d = EvalOptions()
     several = ", comma-separated" if lists else ""
     parser.add_argument("--dataset", help=f"dataset name{'s' if lists else ''} or trace file{several} (default {d.dataset})")
-    parser.add_argument("--split", help=f"dataset split{several} (default {split_default or d.split})")
+    parser.add_argument("--split", help=f"dataset split{several} (default {split_default or 'search for a bundled dataset, all for an imported trace or file'})")
     parser.add_argument("--protocol", choices=PROTOCOLS, help=f"default {d.protocol}")
     parser.add_argument("--window", type=int, help=f"steps per window (default {d.window})")
+    parser.add_argument("--partial-window", choices=["score", "drop"],
+                        help="a trailing window shorter than --window: score it (default for imported traces and "
+                             "files, as the published evaluators do) or drop it (default for bundled datasets)")
     parser.add_argument("--max-windows", type=int, help="use only the first N windows (default: all)")
     parser.add_argument("--scorer", choices=list(SCORERS), help=f"default {d.scorer}")
     parser.add_argument("--device", help=f"cpu or cuda (default {d.device})")
@@ -49,8 +55,70 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The EvalOptions fields the user set on the command line."""
-    return {field: getattr(args, flag) for flag, field in OPTION_FLAGS.items() if getattr(args, flag, None) is not None}
+    """The EvalOptions fields the user set on the command line, over those of `--preset` if given."""
+    given = {field: getattr(args, flag) for flag, field in OPTION_FLAGS.items() if getattr(args, flag, None) is not None}
+    return presets.with_preset(getattr(args, "preset", None), given)
+
+
+def task_settings(task: EplbTask, preset: str | None = None) -> dict[str, Any]:
+    """Every setting a score depends on, as used (defaults resolved), and where the group count came from."""
+    o, trace = task.options, task.trace
+    steps_scored = task.score_windows.size(0)
+    partial = trace.steps % o.window
+    settings: dict[str, Any] = {
+        "preset": preset or "none",
+        "dataset": str(trace.meta.get("name", o.dataset)),
+        "split": str(trace.meta.get("split", o.split or "all")),
+        "steps": trace.steps,
+        "shape": describe(task.model),
+        "layers": trace.num_layers,
+        "experts": trace.num_experts,
+        "top_k": task.model.get("top_k"),
+        "num_groups": task.num_groups,
+        "groups_from": "--groups" if o.num_groups else str(trace.meta.get("groups_from", "")),
+        "num_replicas": o.num_replicas,
+        "num_nodes": o.num_nodes,
+        "num_gpus": o.num_gpus,
+        "window": o.window,
+        "partial_window": task.partial_window,
+        "trailing_partial_steps": partial,
+        "protocol": o.protocol,
+        "scored_windows": steps_scored,
+        "max_windows": o.max_windows,
+        "scorer": o.scorer,
+        "scorer_formula": get_scorer(o.scorer).formula,
+        "timer": "the balancer call only, in the sandbox worker",
+    }
+    if preset:
+        p = presets.get_preset(preset)
+        if p.options.get("num_groups") == o.num_groups:
+            settings["groups_from"] = f"the {preset} preset (the published evaluator's constant)"
+        settings["overrides"] = sorted(k for k, v in p.options.items() if getattr(o, k) != v)
+        if p.shape and p.shape != (trace.num_layers, trace.num_experts):
+            settings["note"] = (f"the {preset} preset's configuration is for {p.shape[0]}x{p.shape[1]} traces; "
+                                f"this one is {trace.num_layers}x{trace.num_experts}")
+    return settings
+
+
+def format_settings(settings: dict[str, Any]) -> list[str]:
+    """The settings as table lines."""
+    s = settings
+    partial = (f"{s['partial_window']} (the last {s['trailing_partial_steps']} steps)" if s["trailing_partial_steps"]
+               else f"{s['partial_window']} (none: the steps fill whole windows)")
+    lines = [
+        f"preset    {s['preset']}" + (f" (overridden: {', '.join(s['overrides'])})" if s.get("overrides") else ""),
+        f"shape     {s['layers']} layers x {s['experts']} experts, top-{s['top_k'] if s['top_k'] is not None else '?'}, "
+        f"{s['num_groups']} expert groups (from {s['groups_from']})",
+        f"placement R={s['num_replicas']} slots, {s['num_nodes']} nodes, {s['num_gpus']} GPUs",
+        f"windows   {s['window']} steps over {s['steps']} steps; trailing partial window: {partial}; protocol "
+        f"{s['protocol']}; {s['scored_windows']} scored windows"
+        + (f" (first {s['max_windows']} windows only)" if s["max_windows"] else ""),
+        f"scorer    {s['scorer']}: {s['scorer_formula']}",
+        f"timer     {s['timer']}",
+    ]
+    if s.get("note"):
+        lines.append(f"note      {s['note']}")
+    return lines
 
 
 def read_program(path: str) -> str:
@@ -63,8 +131,9 @@ def read_program(path: str) -> str:
         raise UserError(f"{path}: cannot read the program ({exc})") from None
 
 
-def result_json(result: Result) -> dict[str, Any]:
+def result_json(result: Result, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "settings": settings or {},
         "correct": result.correct,
         "error": result.error,
         "metrics": result.metrics,
@@ -77,12 +146,13 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
-def format_table(program: str, result: Result) -> str:
+def format_table(program: str, result: Result, settings: dict[str, Any] | None = None) -> str:
     d = result.dataset
     lines = [
         f"program   {program}",
         f"dataset   {d.get('name')} ({d.get('split')}, sha256 {d.get('sha256', '')[:12]}), evaluator {result.evaluator_version}",
     ]
+    lines += format_settings(settings) if settings else []
     if not result.correct:
         lines.append(f"INCORRECT {result.error}")
         return "\n".join(lines)
@@ -108,11 +178,12 @@ def format_table(program: str, result: Result) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     code = read_program(args.program)
     task = EplbTask(EvalOptions.from_dict(task_options(args)))
+    settings = task_settings(task, args.preset)
     result = task.evaluate(code)
     if args.json:
-        print(json.dumps(result_json(result), indent=2))
+        print(json.dumps(result_json(result, settings), indent=2))
     else:
-        print(format_table(args.program, result))
+        print(format_table(args.program, result, settings))
     return 0 if result.correct else 1
 
 
@@ -120,5 +191,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="score one balancer program")
     parser.add_argument("program", help="a .py file defining rebalance_experts")
     add_task_arguments(parser)
+    parser.add_argument("--preset", choices=list(presets.PRESETS),
+                        help="reproduce a published evaluator's protocol: "
+                             + "; ".join(f"{p.name} = {p.description}" for p in presets.PRESETS.values())
+                             + " (flags given beside it win)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run_evaluate)

@@ -26,6 +26,7 @@ from evolve.task import Objective, Result
 from evaluator.paths import REPO_ROOT
 
 PROTOCOLS = ("predictive", "in-sample")
+PARTIAL_WINDOW = ("", "score", "drop")  # "": the dataset's default (`traces.DEFAULT_PARTIAL`)
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,19 @@ class EvalOptions:
     """Everything that changes an EPLB score. Defaults are the standard published configuration."""
 
     dataset: str = "deepseek-v3"  # a dataset name (`eplb-evolve traces list`) or a trace file
-    split: str = "search"  # `search` while searching, `holdout` for final reports
+    # "": the dataset's default: `search` for a bundled dataset (`holdout` is for final reports), `all` for an
+    # imported trace or a trace file (the whole trace, as the published evaluators score it)
+    split: str = ""
     protocol: str = "predictive"  # plan on window i, score on i+1; or `in-sample`: score on i
     window: int = 100  # steps per window
+    # a trailing window shorter than `window`: `score` it (as the published loader does) or `drop` it;
+    # "": the dataset's default (score for imported traces and files, drop for bundled datasets)
+    partial_window: str = ""
     max_windows: int = 0  # 0: every window of the trace
     scorer: str = "native"
     device: str = "cpu"  # where the balancer runs and the simulation happens
     num_replicas: int = 288
-    num_groups: int = 0  # 0: from the trace's model shape (1 when it has none)
+    num_groups: int = 0  # 0: from the trace's model shape (`evaluator.traces.shape`; an error when unknown)
     num_nodes: int = 4
     num_gpus: int = 32
     timeout_s: float = 60.0
@@ -69,6 +75,8 @@ class EvalOptions:
         if self.protocol not in PROTOCOLS:
             raise UserError(f"task option 'protocol' must be one of {', '.join(PROTOCOLS)}, got '{self.protocol}'")
         get_scorer(self.scorer)
+        if self.partial_window not in PARTIAL_WINDOW:
+            raise UserError(f"task option 'partial_window' must be score or drop, got '{self.partial_window}'")
         if self.window <= 0:
             raise UserError(f"task option 'window' must be a positive number of steps, got {self.window}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -88,7 +96,7 @@ def load_task_trace(options: EvalOptions) -> traces.Trace:
     loader = getattr(traces, "load_trace", None)
     if loader is None:
         raise UserError(f"'{options.dataset}' is not a trace file; give a path to a .npz trace")
-    return loader(options.dataset, options.split)
+    return loader(options.dataset, options.split or None)
 
 
 class EplbTask:
@@ -104,7 +112,9 @@ class EplbTask:
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
         torch.set_num_threads(1)
         self.trace = trace if trace is not None else load_task_trace(self.options)
-        windows = self.trace.windows(self.options.window)
+        self.model = traces.resolve_model(self.trace, self.options.num_groups or None)
+        self.partial_window = self.options.partial_window or traces.DEFAULT_PARTIAL[traces.trace_origin(self.trace)]
+        windows = self.trace.windows(self.options.window, partial=self.partial_window == "score")
         if self.options.max_windows:
             windows = windows[: self.options.max_windows]
         predictive = self.options.protocol == "predictive"
@@ -113,12 +123,17 @@ class EplbTask:
                 f"the predictive protocol needs at least 2 windows; the trace has {windows.size(0)} of "
                 f"{self.options.window} steps (use a smaller --window or --protocol in-sample)"
             )
+        if self.model["num_groups"] is None:
+            raise UserError(
+                f"{self.trace.meta.get('name', self.options.dataset)}: the trace records no expert groups for its "
+                f"{self.trace.num_layers}x{self.trace.num_experts} shape; pass --groups N (1 for no group-limited routing)"
+            )
         num_experts = self.trace.num_experts
         if self.options.num_replicas < num_experts:
             raise UserError(f"num_replicas ({self.options.num_replicas}) is below the number of experts ({num_experts})")
         self.plan_windows = [w.numpy().astype(np.int64) for w in (windows[:-1] if predictive else windows)]
         self.score_windows = windows[1:] if predictive else windows
-        self.num_groups = self.options.num_groups or int(self.trace.meta.get("num_groups") or 1)
+        self.num_groups = int(self.model["num_groups"])
         reference_path = REPO_ROOT / self.options.reference
         self.sandbox = Sandbox(
             SandboxLimits(
@@ -140,6 +155,9 @@ class EplbTask:
 
     def with_options(self, **changes: Any) -> "EplbTask":
         """The same task with some options changed (for example `split="holdout"`)."""
+        if changes.get("split") == "holdout" and self.trace.meta.get("split") == "all":
+            raise UserError("the task scores the whole trace (split all), so nothing of it is held out; "
+                            "search on --split search to keep the holdout half unseen")
         return EplbTask(dataclasses.replace(self.options, **changes))
 
     @property

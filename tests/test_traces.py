@@ -340,11 +340,17 @@ def test_imported_deepseek_shape_gets_its_routing_shape(user_cache: Path) -> Non
 # ----------------------------------------------------------------------------------------------------
 def test_cli_import_list_stats_export(small_trace: Trace, tmp_path: Path, user_cache: Path, capsys: pytest.CaptureFixture) -> None:
     source = trace_formats.write_adrs_json(small_trace, tmp_path / "expert-load.json")
-    assert run_cli("traces", "import", str(source), "--format", "adrs-json", "--name", "mine") == 0
-    assert "imported" in capsys.readouterr().out
+    # the ADRS schema stores no expert groups, and 4x16 is not the published 58x256 shape: ask, never guess
+    with pytest.raises(TraceError, match="records no expert groups .* pass --groups N"):
+        run_cli("traces", "import", str(source), "--format", "adrs-json", "--name", "mine")
+    assert run_cli("traces", "import", str(source), "--format", "adrs-json", "--name", "mine", "--groups", "4") == 0
+    assert "shape 4x16 g4 k? (groups from --groups)" in capsys.readouterr().out
     assert run_cli("traces", "list") == 0
     listing = capsys.readouterr().out
     assert "mine" in listing and "deepseek-v3" in listing
+    mine = next(line for line in listing.splitlines() if line.startswith("mine "))
+    assert mine.split()[1:6] == ["imported", "-", "4x16", "g4", "k?"] and "all,search,holdout" in mine and " score " in mine
+    assert load_trace("mine").meta["model"]["num_groups"] == 4
     assert run_cli("traces", "stats", "mine", "--replicas", "24", "--groups", "4", "--nodes", "2", "--gpus", "4") == 0
     table = capsys.readouterr().out
     assert "seed predictive balancedness_gpu" in table and "R=24" in table

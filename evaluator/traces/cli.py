@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="trace file (or TensorRT-LLM statistics folder)")
     p.add_argument("--format", default=None, help="adrs-json, sglang, trtllm, npz or csv (default: from the name)")
     p.add_argument("--name", required=True, help="dataset name to store it under")
+    p.add_argument("--groups", type=int, default=None, metavar="N",
+                   help="expert groups of the model (default: what the file states, else 8 for the published "
+                        "58x256 shape; required otherwise, 1 for a model without group-limited routing)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
     p.set_defaults(func=cmd_import)
 
@@ -65,10 +68,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no datasets (no manifests in datasets/ and nothing imported)")
         return 0
-    print(f"{'name':<20} {'kind':<9} {'model':<17} {'splits (cached*)':<26} description")
+    print(f"{'name':<20} {'kind':<9} {'model':<17} {'shape':<13} {'splits (default first, cached*)':<32} "
+          f"{'partial window':<15} description")
     for d in rows:
         splits = ",".join(s + ("*" if s in d.cached and d.kind == "bundled" else "") for s in d.splits)
-        print(f"{d.name:<20} {d.kind:<9} {d.model:<17} {splits:<26} {d.description}")
+        print(f"{d.name:<20} {d.kind:<9} {d.model or '-':<17} {d.shape or '?':<13} {splits:<32} "
+              f"{d.partial_window:<15} {d.description}")
+    print("shape: layers x experts, g = expert groups, k = experts per token ('?' = not recorded); "
+          "partial window: whether a trailing window shorter than the window size is scored by default")
     print(f"cache: {registry.cache_dir()}")
     return 0
 
@@ -119,9 +126,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from evaluator.traces.formats import read_trace
 
+    from evaluator.traces.shape import describe
+
     trace = read_trace(args.file, args.format)
-    path = registry.save_user_dataset(trace, args.name, force=args.force)
-    print(f"imported {args.file} as '{args.name}': {trace.steps}x{trace.num_layers}x{trace.num_experts}, sha256 {trace.sha256}  {path}")
+    path = registry.save_user_dataset(trace, args.name, force=args.force, groups=args.groups)
+    model = trace.meta["model"]
+    print(f"imported {args.file} as '{args.name}': {trace.steps} steps, shape {describe(model)} "
+          f"(groups from {trace.meta['groups_from']}), sha256 {trace.sha256}  {path}")
     return 0
 
 

@@ -16,11 +16,20 @@ from typing import Any
 from evaluator.paths import DATASETS_DIR, REPO_ROOT
 import evaluator.traces.formats as formats
 import evaluator.traces.generator as generator
-from evaluator.traces.trace import Trace, TraceError, load_npz, save_npz
+from evaluator.traces.shape import describe, require_groups, resolve_model
+from evaluator.traces.trace import Trace, TraceError, load_npz, read_npz_meta, save_npz
 
 DEFAULT_DATASET = "deepseek-v3"
 SPLITS = ("search", "holdout")
 USER_SPLITS = ("all", "search", "holdout")  # imported traces: whole, first half, second half
+# What a dataset is scored on when no split is named: a bundled dataset's search split (its holdout is kept
+# for final reports); an imported trace or a trace file whole, as the published evaluators read it.
+DEFAULT_SPLIT = {"bundled": "search", "imported": "all", "file": "all"}
+# Whether a trailing window shorter than the window size is scored when the options do not say. Imported
+# traces and files: scored, as the published loader does. Bundled datasets: dropped, so every window carries
+# the same traffic; their 1,200 steps make whole windows at the default 100-step window, so this matters
+# only with a window size that does not divide 1,200.
+DEFAULT_PARTIAL = {"bundled": "drop", "imported": "score", "file": "score"}
 
 
 def cache_dir() -> Path:
@@ -108,10 +117,13 @@ def user_datasets() -> list[str]:
 class DatasetInfo:
     name: str
     kind: str  # "bundled" or "imported"
-    splits: tuple[str, ...]
+    splits: tuple[str, ...]  # the default split first
     description: str
     model: str
     cached: tuple[str, ...]  # splits already on this machine
+    shape: str = ""  # layers x experts, groups, top-k: `58x256 g8 k8`
+    default_split: str = ""
+    partial_window: str = ""  # the default for a trailing partial window: score or drop
 
 
 def list_datasets() -> list[DatasetInfo]:
@@ -119,9 +131,19 @@ def list_datasets() -> list[DatasetInfo]:
     out = []
     for m in sorted(manifests().values(), key=lambda m: (m.name != DEFAULT_DATASET, m.name)):
         cached = tuple(s for s in m.splits if m.cache_path(s).exists())
-        out.append(DatasetInfo(m.name, "bundled", tuple(m.splits), m.description, m.preset, cached))
+        default = DEFAULT_SPLIT["bundled"]
+        splits = tuple(sorted(m.splits, key=lambda s: s != default))
+        preset = generator.PRESETS.get(m.preset)
+        shape = describe(preset.as_meta()) if preset is not None else ""
+        out.append(DatasetInfo(m.name, "bundled", splits, m.description, m.preset, cached, shape, default,
+                               DEFAULT_PARTIAL["bundled"]))
     for name in user_datasets():
-        out.append(DatasetInfo(name, "imported", USER_SPLITS, "imported trace", "", USER_SPLITS))
+        meta = read_npz_meta(user_dataset_path(name))
+        model = meta.get("model") or {}
+        steps = meta.get("steps")
+        description = f"imported {meta.get('format', 'trace')}" + (f", {steps} steps" if steps else "")
+        out.append(DatasetInfo(name, "imported", USER_SPLITS, description, str(model.get("name", "")), USER_SPLITS,
+                               describe(model) if model else "?", DEFAULT_SPLIT["imported"], DEFAULT_PARTIAL["imported"]))
     return out
 
 
@@ -138,21 +160,25 @@ def load_trace(spec: str, split: str | None = None, progress: bool = True, devic
     """A trace by dataset name, `NAME:split`, or file path (any importable format).
 
     Bundled datasets default to the `search` split and are generated into the cache on first use;
-    imported datasets default to `all`. The returned metadata always has `name`, `split`, `sha256`,
-    and `model` (layers, experts, top_k, num_groups).
+    imported datasets and files default to `all` (see `DEFAULT_SPLIT`). The returned metadata always has
+    `name`, `split`, `sha256`, `origin` (bundled, imported or file) and `model` (layers, experts, top_k,
+    num_groups; num_groups is None when nothing states it, see `evaluator.traces.shape`).
     """
     if _looks_like_path(spec) and not (":" in spec and spec.split(":")[0] in manifests()):
         trace = formats.read_trace(spec)
-        return _stamp(trace, name=Path(spec).stem, split=split or "all")
+        if split not in (None, "", "all", "file"):
+            raise TraceError(f"a trace file is scored whole: it has no split '{split}' (import it to get search and holdout halves)")
+        return _stamp(trace, name=Path(spec).stem, split="all", origin="file")
     name, _, inline = spec.partition(":")
     if inline and split and inline != split:
         raise TraceError(f"dataset '{spec}' names split '{inline}' but split '{split}' was also asked for")
     split = inline or split
     bundled = manifests()
     if name in bundled:
-        return _stamp(dataset_trace(bundled[name], split or "search", progress, device), name=name, split=split or "search")
+        split = split or DEFAULT_SPLIT["bundled"]
+        return _stamp(dataset_trace(bundled[name], split, progress, device), name=name, split=split, origin="bundled")
     if name in user_datasets():
-        return _user_trace(name, split or "all")
+        return _user_trace(name, split or DEFAULT_SPLIT["imported"])
     raise TraceError(f"unknown dataset '{name}'; known: {_known_names()} (or give a path to a trace file)")
 
 
@@ -207,11 +233,16 @@ def _user_trace(name: str, split: str) -> Trace:
         if trace.steps >= 200:
             cut = (trace.steps // 200) * 100
         trace = trace.slice_steps(0, cut) if split == "search" else trace.slice_steps(cut)
-    return _stamp(trace, name=name, split=split)
+    return _stamp(trace, name=name, split=split, origin="imported")
 
 
-def save_user_dataset(trace: Trace, name: str, force: bool = False) -> Path:
-    """Store an imported trace in the cache so `load_trace(name)` finds it."""
+def save_user_dataset(trace: Trace, name: str, force: bool = False, groups: int | None = None) -> Path:
+    """Store an imported trace in the cache so `load_trace(name)` finds it.
+
+    The model shape is recorded with it (`evaluator.traces.shape`): `groups` (the user's `--groups`) wins,
+    then what the file states, then the published configuration for 58x256; with none of these the import
+    is refused, since a silently assumed group count would change every hierarchical balancer's score.
+    """
     if not name or not all(c.isalnum() or c in "-_." for c in name):
         raise TraceError(f"dataset name '{name}' must be letters, digits, '-', '_' or '.'")
     if name in manifests():
@@ -219,26 +250,22 @@ def save_user_dataset(trace: Trace, name: str, force: bool = False) -> Path:
     path = user_dataset_path(name)
     if path.exists() and not force:
         raise TraceError(f"dataset '{name}' already exists ({path}); pass --force to replace it")
-    _stamp(trace, name=name, split="all")
+    resolve_model(trace, groups)
+    require_groups(trace, str(trace.meta.get("format", "trace")))
+    _stamp(trace, name=name, split="all", origin="imported")
+    trace.meta["steps"] = trace.steps
     return save_npz(trace, path)
 
 
-def _stamp(trace: Trace, name: str, split: str) -> Trace:
-    """Fill in the metadata every consumer relies on (name, split, sha256, model shape)."""
+def _stamp(trace: Trace, name: str, split: str, origin: str) -> Trace:
+    """Fill in the metadata every consumer relies on (name, split, sha256, origin, model shape)."""
     meta = trace.meta
-    meta["name"], meta["split"], meta["sha256"] = name, split, trace.sha256
-    model = dict(meta.get("model") or {})
-    model.setdefault("layers", trace.num_layers)
-    model.setdefault("experts", trace.num_experts)
-    if "top_k" not in model or "num_groups" not in model:
-        twin = next((p for p in generator.PRESETS.values() if (p.layers, p.experts) == (trace.num_layers, trace.num_experts)), None)
-        if twin is not None:  # a known model shape: assume its routing
-            model.setdefault("name", twin.name)
-            model.setdefault("top_k", meta.get("top_k", twin.top_k))
-            model.setdefault("num_groups", meta.get("num_groups", twin.num_groups))
-        model.setdefault("top_k", meta.get("top_k"))
-        model.setdefault("num_groups", meta.get("num_groups", 1))
-    meta["model"] = model
-    meta.setdefault("num_groups", model["num_groups"])
-    meta.setdefault("top_k", model["top_k"])
+    meta["name"], meta["split"], meta["sha256"], meta["origin"] = name, split, trace.sha256, origin
+    resolve_model(trace)
     return trace
+
+
+def trace_origin(trace: Trace) -> str:
+    """bundled, imported or file (a trace loaded straight from a path)."""
+    origin = str(trace.meta.get("origin", "file"))
+    return origin if origin in DEFAULT_PARTIAL else "file"

@@ -62,8 +62,8 @@ class Trace:
             cached = self.__dict__["_sha256"] = content_sha256(self.counts)
         return cached
 
-    def windows(self, steps: int = 100) -> torch.Tensor:
-        return windows(self, steps)
+    def windows(self, steps: int = 100, partial: bool = False) -> torch.Tensor:
+        return windows(self, steps, partial)
 
     def slice_steps(self, start: int, stop: int | None = None) -> "Trace":
         meta = dict(self.meta, parent_sha256=self.sha256, step_range=[start, stop if stop is not None else self.steps])
@@ -79,18 +79,23 @@ def content_sha256(counts: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def windows(trace: Trace, steps: int = 100) -> torch.Tensor:
+def windows(trace: Trace, steps: int = 100, partial: bool = False) -> torch.Tensor:
     """Sum consecutive steps into windows: `[num_windows, layers, experts]` float64.
 
-    A trailing partial window is dropped so every window carries the same amount of traffic.
+    A trailing window shorter than `steps` is kept when `partial` (as the published ADRS / OpenEvolve
+    loader does: it sums whatever steps remain), else dropped so every window carries the same traffic.
     """
     if steps <= 0:
         raise TraceError(f"window size must be a positive number of steps, got {steps}")
     n = trace.steps // steps
-    if n == 0:
+    rest = trace.steps - n * steps if partial else 0
+    if n == 0 and not rest:
         raise TraceError(f"trace has {trace.steps} steps, fewer than one window of {steps}")
     counts = trace.counts[: n * steps].reshape(n, steps, trace.num_layers, trace.num_experts)
-    return torch.from_numpy(counts.sum(axis=1).astype(np.float64))
+    sums = counts.sum(axis=1)
+    if rest:
+        sums = np.concatenate([sums, trace.counts[n * steps:].sum(axis=0, keepdims=True)])
+    return torch.from_numpy(sums.astype(np.float64))
 
 
 def save_npz(trace: Trace, path: str | Path) -> Path:
@@ -103,6 +108,16 @@ def save_npz(trace: Trace, path: str | Path) -> Path:
         np.savez_compressed(fh, counts=trace.counts, meta=np.array(json.dumps(meta, sort_keys=True)))
     tmp.replace(path)
     return path
+
+
+def read_npz_meta(path: str | Path) -> dict[str, Any]:
+    """Only the JSON metadata of a `.npz` trace (the counts are not read); {} when it has none or is unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    except Exception:  # listing datasets must not fail on one bad file; loading it names the problem
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_npz(path: str | Path) -> Trace:
