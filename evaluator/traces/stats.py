@@ -1,7 +1,7 @@
 """Calibration statistics of a trace: how unbalanced it is, and how the seed balancer fares on it.
 
 Why: simulated traces are only worth searching on if they behave like real serving load, so these are
-the figures published for real traces (FACTS section 3), measured the same way:
+the figures published for real traces (sources in datasets/CALIBRATION.md), measured the same way:
 
 - imbalance ratio (max - mean) / mean of per-rank and per-slot load, per layer, averaged over layers
   and windows; without EPLB (experts dealt contiguously onto GPUs, one slot each) and with the seed
@@ -29,14 +29,14 @@ from evaluator.paths import REPO_ROOT
 
 SEED_PATH = REPO_ROOT / "candidates" / "seed.py"
 
-# Published figures for real DeepSeek-R1/V3 serving load (FACTS section 3 and section 2).
+# Published figures for real DeepSeek-R1/V3 serving load; datasets/CALIBRATION.md says where each comes from.
 PUBLISHED = {
-    "rank_imbalance_no_eplb": 1.564,
-    "slot_imbalance_no_eplb": 10.95,
-    "rank_imbalance_seed": 0.109,
-    "balancedness_gpu_predictive": 0.66,
-    "balancedness_expert_predictive": 0.311,
-    "load_repeat": 0.8,  # "over 80% of token-to-expert assignments repeat"
+    "rank_imbalance_no_eplb": 1.564,  # TensorRT-LLM, DeepSeek-R1 at 32-way expert parallelism
+    "slot_imbalance_no_eplb": 10.95,  # the same source
+    "rank_imbalance_seed": 0.109,  # the same source, with EPLB at 288 slots
+    "balancedness_gpu_predictive": 0.66,  # ADRS MoE load-balancing case study: DeepSeek's EPLB on the real trace
+    "balancedness_expert_predictive": 0.2988,  # the ADRS repository's own DeepSeek baseline (improvement.txt)
+    "load_repeat": 0.8,  # "over 80% of token-to-expert assignments repeat" (no primary source found)
 }
 
 
