@@ -1,6 +1,7 @@
 """Lower bounds and the leaderboard: ceilings no placement beats, rows for every scorer, stamped outputs."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from evaluator.task import EplbTask, EvalOptions
 from evaluator.traces import save_npz
 from evolve.cli import main as cli_main
 from evolve.errors import UserError
+from evolve.task import Result
 from tests.evaluator_helpers import REPO, SMALL, skewed_trace
 
 BROKEN = "def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n    raise RuntimeError('nope')\n"
@@ -107,6 +109,11 @@ def test_board_has_every_candidate_the_oracle_and_the_ceiling(board: pd.DataFram
     seed_ms = candidates.loc[candidates["entry"] == "seed", "runtime_ms"].iloc[0]
     timed = board[board["kind"] != "ceiling"]
     assert np.allclose(timed["speed_vs_seed"], seed_ms / timed["runtime_ms"])
+    # timing is repeated by default and its spread shown beside each runtime
+    timed_rows = board[board["kind"] != "ceiling"]
+    assert set(timed_rows["repeats"]) == {lb.DEFAULT_REPEATS} and lb.DEFAULT_REPEATS >= 3
+    assert (timed_rows["runtime_spread_ms"] >= 0).all() and np.isnan(ceiling["runtime_spread_ms"])
+    assert "spread ms" in lb.format_board(board, "adrs-leaderboard")
     # stamps: a file is one split; the checksum is the trace's
     assert set(board["split"]) == {lb.FILE_SPLIT}
     assert set(board["sha256"]) == {skewed_trace(steps=500).sha256}
@@ -152,3 +159,15 @@ def test_discover_and_option_errors_are_one_line(tmp_path: Path, capsys) -> None
     assert err.startswith("error: ") and "\n" not in err
     with pytest.raises(UserError, match="--oracle"):
         lb.build(lb.BoardSpec(lb.discover(["seed"]), ["x.npz"], ["holdout"], {}, oracle="greedy_snake"))
+
+
+def test_repeats_keep_the_median_run_and_measure_the_spread() -> None:
+    def run(mean_ms: float, median_ms: float) -> Result:
+        return Result(True, metrics={"runtime_mean_s": mean_ms / 1e3, "runtime_median_s": median_ms / 1e3})
+
+    runs = [run(5.0, 4.0), run(3.0, 2.5), run(9.0, 6.0)]
+    assert lb.median_run(runs) is runs[0]  # the median mean time: its speed terms are the median ones
+    assert lb.runtime_spread_ms(runs) == pytest.approx(3.5)
+    assert math.isnan(lb.runtime_spread_ms(runs[:1]))
+    broken = Result(False, error="nope")
+    assert lb.median_run(runs + [broken]) is broken

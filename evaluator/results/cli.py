@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="the candidate to also plan in-sample as the oracle row: a name, best (default: the best "
                             "by native score) or none")
     board.add_argument("--no-ceiling", action="store_true", help="leave out the lower-bound ceiling row")
-    board.add_argument("--repeats", type=int, default=1, metavar="N",
-                       help="evaluate every candidate N times, interleaved, and keep the median-runtime run (default 1)")
+    board.add_argument("--repeats", type=int, default=lb.DEFAULT_REPEATS, metavar="N",
+                       help="evaluate every candidate N times, interleaved, keep the median-runtime run and print the "
+                            f"spread of the runtimes (default {lb.DEFAULT_REPEATS})")
     board.add_argument("--out", default=str(LEADERBOARD_DIR), metavar="DIR",
                        help=f"where leaderboard.csv and leaderboard.md go (default {LEADERBOARD_DIR})")
     board.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")

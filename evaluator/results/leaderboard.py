@@ -1,8 +1,9 @@
 """The leaderboard: candidate balancers on named datasets and splits, under every scorer at once.
 
 One evaluation yields every scorer's value (they all read the same metrics), so each (candidate, dataset,
-split) is evaluated once per repeat, all candidates of a dataset one after another in the same session
-and the same warm sandbox, so their runtimes are comparable. Two reference rows frame the candidates:
+split) is evaluated once per repeat (3 by default: timing moves between identical runs), all candidates
+of a dataset one after another in the same session and the same warm sandbox, so their runtimes are
+comparable. Two reference rows frame the candidates:
   * `oracle`: the chosen balancer planned on the very window it is scored on (the predictive ceiling of
     that balancer: what perfect foresight of the next window would give it), scored on the same windows;
   * `ceiling`: the lower bounds of `evaluator.bounds` turned into balancedness upper bounds: no balancer
@@ -38,9 +39,12 @@ COLUMNS = (
     ["dataset", "split", "entry", "kind"]
     + SCORER_NAMES
     + METRIC_COLUMNS
-    + ["runtime_ms", "runtime_p10_ms", "runtime_p90_ms", "speed_vs_seed", "windows", "correct", "error"]
-    + ["protocol", "sha256", "evaluator"]
+    + ["runtime_ms", "runtime_spread_ms", "repeats", "runtime_p10_ms", "runtime_p90_ms", "speed_vs_seed", "windows"]
+    + ["correct", "error", "protocol", "sha256", "evaluator"]
 )
+# Timing repeats per program: runtimes on a shared machine move by several percent between identical runs
+# (enough to move the adrs-leaderboard speed term by points), so the board keeps the median of at least 3.
+DEFAULT_REPEATS = 3
 # the leaderboard's best possible adrs-leaderboard speed term: 5 * min(0.002 / t, 2) <= 10
 ADRS_LEADERBOARD_SPEED_MAX = 10.0
 
@@ -110,7 +114,10 @@ def oracle_task(task: EplbTask) -> EplbTask:
 
 
 def median_run(results: list[Result]) -> Result:
-    """Of repeated evaluations of one program, the one with the median mean runtime (first failure wins)."""
+    """Of repeated evaluations of one program, the one with the median mean runtime (first failure wins).
+
+    The speed terms of the published scorers fall as the mean runtime grows, so this run also carries the
+    median of each scorer over the repeats."""
     for r in results:
         if not r.correct:
             return r
@@ -118,10 +125,18 @@ def median_run(results: list[Result]) -> Result:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def result_row(entry: str, kind: str, result: Result, task: EplbTask) -> dict[str, Any]:
-    """One leaderboard row from an evaluation."""
+def runtime_spread_ms(results: list[Result]) -> float:
+    """Largest minus smallest median time per call over the repeats (NaN with fewer than 2 correct runs)."""
+    times = [r.metrics["runtime_median_s"] for r in results if r.correct]
+    return (max(times) - min(times)) * 1e3 if len(times) >= 2 else math.nan
+
+
+def result_row(entry: str, kind: str, result: Result, task: EplbTask, repeats: list[Result] | None = None) -> dict[str, Any]:
+    """One leaderboard row from an evaluation (`repeats`: every repeat of it, for the runtime spread)."""
     row = _base_row(entry, kind, task)
     row.update(correct=result.correct, error=result.error)
+    runs = repeats or [result]
+    row.update(repeats=len(runs), runtime_spread_ms=runtime_spread_ms(runs))
     if result.correct:
         m = result.metrics
         row.update({name: result.scores.get(name, math.nan) for name in SCORER_NAMES})
@@ -181,7 +196,7 @@ class BoardSpec:
     options: dict[str, Any]  # EvalOptions fields other than dataset and split
     oracle: str = "best"  # a program name, "best" (the best candidate by native score) or "none"
     ceiling: bool = True
-    repeats: int = 1
+    repeats: int = DEFAULT_REPEATS
     scorer: str = "native"  # sort order
 
 
@@ -211,13 +226,14 @@ def board_for_task(task: EplbTask, spec: BoardSpec, say: Callable[[str], None]) 
             runs[p.name].append(task.evaluate(p.code))
             say(f"{label} {p.name} (repeat {repeat + 1}/{spec.repeats}) {time.perf_counter() - started:.1f}s")
     results = {name: median_run(rs) for name, rs in runs.items()}
-    rows = [result_row(name, "candidate", r, task) for name, r in results.items()]
+    rows = [result_row(name, "candidate", r, task, runs[name]) for name, r in results.items()]
     chosen = _oracle_choice(spec.oracle, results)
     if chosen:
         code = next(p.code for p in spec.programs if p.name == chosen)
         oracle = oracle_task(task)
-        result = median_run([oracle.evaluate(code) for _ in range(spec.repeats)])
-        rows.append({**result_row(f"oracle ({chosen})", "oracle", result, task), "protocol": oracle.options.protocol})
+        repeats = [oracle.evaluate(code) for _ in range(spec.repeats)]
+        result = median_run(repeats)
+        rows.append({**result_row(f"oracle ({chosen})", "oracle", result, task, repeats), "protocol": oracle.options.protocol})
         say(f"{label} oracle ({chosen})")
     if spec.ceiling:
         rows.append(ceiling_row(task))
@@ -275,6 +291,7 @@ DISPLAY = [
     ("adrs-leaderboard", "adrs-leaderboard", "{:.2f}"),
     ("balancedness_expert", "bal_expert", "{:.4f}"),
     ("runtime_ms", "ms/call", "{:.2f}"),
+    ("runtime_spread_ms", "spread ms", "{:.2f}"),
     ("speed_vs_seed", "x seed speed", "{:.2f}"),
     ("windows", "windows", "{:.0f}"),
 ]
@@ -320,6 +337,9 @@ NOTES = [
     "* = the chosen scorer (rows sorted by it). native = balancedness_gpu; runtime covers the balancer call only,",
     "  measured in the same session and sandbox for every row; 'x seed speed' = the seed row's median time / this row's",
     "  (without a seed row: the seed timed for a few calls in the same worker).",
+    "Every program is evaluated several times, interleaved (--repeats); a row shows the run with the median mean time",
+    "  per call (so its speed-dependent scores are the median over repeats); ms/call = that run's median per call;",
+    "  spread ms = largest minus smallest median per call over the repeats.",
     "oracle = that balancer planned on the window it is scored on (its predictive ceiling), same scored windows.",
     "ceiling = sum of mean GPU load / sum of per-layer lower bounds max(total/G, T*): no placement scores higher;",
     "  its adrs-leaderboard value adds the best speed term (10); adrs-openevolve has no upper bound.",
