@@ -14,8 +14,10 @@ import torch
 from evaluator.contract import validate_placement
 from evaluator.scoring import SCORERS, score_all
 from evaluator.simulate import simulate
+from evaluator.task import EplbTask, EvalOptions
 from evolve.cli import main as cli_main
-from tests.evaluator_helpers import REPO, SEED_CODE, skewed_trace, small_task
+from evolve.errors import UserError
+from tests.evaluator_helpers import REPO, SEED_CODE, SMALL, skewed_trace, small_task
 
 README_WEIGHT = [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86], [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]]
 README_PHY2LOG = [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1], [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]]
@@ -181,6 +183,42 @@ def test_cli_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert key in out
     assert set(out["scores"]) == set(SCORERS)
     assert out["dataset"]["sha256"] == task.trace.sha256
+    settings = out["settings"]
+    assert (settings["layers"], settings["experts"], settings["num_groups"], settings["groups_from"]) == (4, 16, 4, "--groups")
+    assert (settings["split"], settings["partial_window"], settings["scored_windows"]) == ("all", "score", 3)
+
+
+def test_imported_trace_is_scored_whole_with_its_partial_window(user_cache: Path) -> None:
+    from evaluator import traces
+
+    traces.save_user_dataset(skewed_trace(steps=450), "mine")  # its metadata states 4 groups
+    options = {k: v for k, v in SMALL.items() if k != "num_groups"}
+    task = EplbTask(EvalOptions(**options, dataset="mine", reference_calls=0))
+    assert task.trace.meta["split"] == "all" and task.trace.steps == 450
+    assert task.num_groups == 4 and task.partial_window == "score"
+    assert task.score_windows.size(0) == 4  # windows 1..4, the last holding 50 steps
+    assert task.score_windows[-1].sum() < 0.7 * task.score_windows[0].sum()
+    dropped = EplbTask(EvalOptions(**options, dataset="mine", partial_window="drop", reference_calls=0))
+    assert dropped.score_windows.size(0) == 3
+    assert torch.equal(dropped.score_windows, task.score_windows[:3])
+    with pytest.raises(UserError, match="nothing of it is held out"):
+        task.with_options(split="holdout")
+    with pytest.raises(UserError, match="'partial_window' must be score or drop"):
+        EvalOptions.from_dict({"partial_window": "keep"})
+
+
+def test_a_trace_with_no_recorded_groups_asks_for_them(tmp_path: Path, user_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evaluator.traces.formats import write_adrs_json
+    from evaluator.traces import Trace
+
+    path = write_adrs_json(Trace(skewed_trace().counts), tmp_path / "load.json")
+    argv = ["evaluate", str(REPO / "candidates" / "seed.py"), "--dataset", str(path), "--replicas", "24",
+            "--nodes", "2", "--gpus", "8"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "records no expert groups" in err and "--groups N" in err and len(err.splitlines()) == 1
+    assert cli_main(argv + ["--groups", "4"]) == 0
+    assert "4 expert groups (from --groups)" in capsys.readouterr().out
 
 
 def test_cli_evaluate_missing_program_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

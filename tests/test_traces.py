@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from evaluator import traces
 from evaluator.traces import cli as traces_cli
@@ -331,8 +332,46 @@ def test_imported_dataset_is_found_by_name(small_trace: Trace, user_cache: Path)
 def test_imported_deepseek_shape_gets_its_routing_shape(user_cache: Path) -> None:
     trace = Trace(np.ones((3, 58, 256), dtype=np.int64))
     traces.save_user_dataset(trace, "real")
-    model = load_trace("real").meta["model"]
+    loaded = load_trace("real")
+    model = loaded.meta["model"]
     assert (model["top_k"], model["num_groups"]) == (8, 8)
+    assert "published configuration for 58x256" in loaded.meta["groups_from"]
+
+
+def test_import_groups_come_from_the_user_then_the_file_then_the_published_shape(user_cache: Path, tmp_path: Path) -> None:
+    counts = np.ones((3, 4, 16), dtype=np.int64)
+    # an SGLang dump states no groups: 4x16 is ambiguous, so the import asks
+    torch.save({"logical_count": torch.from_numpy(counts)}, tmp_path / "dump.pt")
+    with pytest.raises(TraceError, match="the sglang format records no expert groups .* pass --groups N"):
+        traces.save_user_dataset(trace_formats.read_trace(tmp_path / "dump.pt"), "dump")
+    traces.save_user_dataset(trace_formats.read_trace(tmp_path / "dump.pt"), "dump", groups=2)
+    assert load_trace("dump").meta["model"]["num_groups"] == 2 and load_trace("dump").meta["groups_from"] == "--groups"
+    with pytest.raises(TraceError, match="3 expert groups do not divide 16 experts"):
+        traces.save_user_dataset(Trace(counts), "bad", groups=3)
+    # our own .npz states its groups, and --groups overrides them
+    stated = Trace(counts, {"model": {"num_groups": 4, "top_k": 2}})
+    traces.save_user_dataset(stated, "stated")
+    assert (load_trace("stated").meta["model"]["num_groups"], load_trace("stated").meta["model"]["top_k"]) == (4, 2)
+    traces.save_user_dataset(Trace(counts, {"model": {"num_groups": 4}}), "stated", force=True, groups=1)
+    assert load_trace("stated").meta["model"]["num_groups"] == 1
+    # a file read straight from its path keeps "unknown" rather than guessing (an evaluation then asks)
+    path = trace_formats.write_adrs_json(Trace(counts), tmp_path / "expert-load.json")
+    assert load_trace(str(path)).meta["model"]["num_groups"] is None
+    with pytest.raises(TraceError, match="scored whole: it has no split 'search'"):
+        load_trace(str(path), "search")
+
+
+def test_windows_keep_or_drop_a_trailing_partial_window() -> None:
+    counts = np.arange(250 * 2 * 3, dtype=np.int64).reshape(250, 2, 3)
+    trace = Trace(counts)
+    dropped, kept = trace.windows(100), trace.windows(100, partial=True)
+    assert dropped.shape == (2, 2, 3) and kept.shape == (3, 2, 3)
+    assert torch.equal(kept[:2], dropped)
+    assert kept[2].tolist() == counts[200:].sum(axis=0).tolist()
+    assert trace.windows(50, partial=True).shape[0] == 5  # no remainder: nothing extra
+    assert Trace(counts[:40]).windows(100, partial=True).shape[0] == 1
+    with pytest.raises(TraceError, match="fewer than one window"):
+        Trace(counts[:40]).windows(100)
 
 
 # ----------------------------------------------------------------------------------------------------
