@@ -171,3 +171,16 @@ def test_repeats_keep_the_median_run_and_measure_the_spread() -> None:
     assert math.isnan(lb.runtime_spread_ms(runs[:1]))
     broken = Result(False, error="nope")
     assert lb.median_run(runs + [broken]) is broken
+
+
+def test_boards_default_to_holdout_for_bundled_data_and_the_whole_of_an_import(user_cache: Path, tmp_path: Path) -> None:
+    from evaluator import traces
+
+    traces.save_user_dataset(skewed_trace(), "mine")
+    assert lb.splits_of("deepseek-v3", []) == ["holdout"]  # data the search never saw
+    assert lb.splits_of("mine", []) == ["all"]  # the whole trace, as the published evaluators score it
+    assert lb.splits_of("mine:search", []) == [""]  # the split the name gives
+    assert lb.splits_of("deepseek-v3", ["search"]) == ["search"]
+    board = lb.build(lb.BoardSpec(lb.discover(["seed"]), ["mine"], [], {**SMALL, "reference_calls": 0}, oracle="none",
+                                  ceiling=False, repeats=1))
+    assert list(board["split"]) == ["all"] and list(board["windows"]) == [3]

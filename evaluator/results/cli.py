@@ -24,7 +24,9 @@ from evaluator.task import EplbTask, EvalOptions
 from evolve.archive import Archive
 from evolve.errors import UserError
 
-DEFAULT_SPLIT = "holdout"  # comparisons and leaderboards are final numbers: scored on data the search never saw
+# comparisons and leaderboards are final numbers: a bundled dataset's holdout split (data the search never saw),
+# an imported trace whole (`leaderboard.REPORT_SPLIT`)
+DEFAULT_SPLIT = "holdout for a bundled dataset, all for an imported trace"
 LEADERBOARD_DIR = Path("results") / "leaderboard"
 
 
@@ -87,8 +89,9 @@ def _task_flags(parser: argparse.ArgumentParser) -> None:
 def _lists(args: argparse.Namespace) -> tuple[list[str], list[str], dict[str, Any]]:
     options = task_options(args)
     datasets = _split_list(options.pop("dataset", EvalOptions().dataset))
-    splits = _split_list(options.pop("split", DEFAULT_SPLIT))
-    if not datasets or not splits:
+    given = options.pop("split", None)
+    splits = _split_list(given) if given is not None else []  # none: each dataset's default
+    if not datasets or (given is not None and not splits):
         raise UserError("--dataset and --split need at least one name each")
     EvalOptions.from_dict(options)  # a bad option fails before any work
     return datasets, splits, options

@@ -27,6 +27,7 @@ from evaluator import EVALUATOR_VERSION
 from evaluator.bounds import balancedness_ceilings
 from evaluator.scoring import SCORERS
 from evaluator.task import REPO_ROOT, EplbTask, EvalOptions, load_task_trace
+from evaluator import traces
 from evaluator.traces import Trace
 from evolve.errors import UserError
 from evolve.task import Result
@@ -90,10 +91,23 @@ def _read(path: Path) -> Program:
         raise UserError(f"{path}: cannot read the program ({exc})") from None
 
 
+# The split a board scores when none is named: final numbers, so a bundled dataset's holdout split (traffic
+# the search never saw); an imported trace whole, as the published evaluators score it.
+REPORT_SPLIT = {"bundled": "holdout", "imported": "all"}
+
+
 def splits_of(dataset: str, splits: list[str]) -> list[str]:
-    """The splits to score a dataset on: a trace file has none of its own, so it is scored once."""
+    """The splits to score a dataset on (`splits` empty: its default, `REPORT_SPLIT`).
+
+    A trace file has none of its own, so it is scored once; `NAME:split` names its own."""
     path = Path(dataset)
-    return [FILE_SPLIT] if path.suffix == ".npz" and path.is_file() else splits
+    if path.suffix == ".npz" and path.is_file():
+        return [FILE_SPLIT]
+    if splits:
+        return splits
+    if ":" in dataset or path.suffix:
+        return [""]  # the split inside the name, or a trace file scored whole
+    return [REPORT_SPLIT["bundled" if dataset in traces.manifests() else "imported"]]
 
 
 def load_dataset(options: EvalOptions) -> Trace:
