@@ -27,8 +27,8 @@ USER_SPLITS = ("all", "search", "holdout")  # imported traces: whole, first half
 DEFAULT_SPLIT = {"bundled": "search", "imported": "all", "file": "all"}
 # Whether a trailing window shorter than the window size is scored when the options do not say. Imported
 # traces and files: scored, as the published loader does. Bundled datasets: dropped, so every window carries
-# the same traffic; their 1,200 steps make whole windows at the default 100-step window, so this matters
-# only with a window size that does not divide 1,200.
+# the same traffic; their 1,200 (or 600) steps make whole windows at the default 100-step window, so this
+# matters only with a window size that does not divide their length.
 DEFAULT_PARTIAL = {"bundled": "drop", "imported": "score", "file": "score"}
 
 
