@@ -48,7 +48,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     parser.add_argument("--scorer", choices=list(SCORERS), help=f"default {d.scorer}")
     parser.add_argument("--device", help=f"cpu or cuda (default {d.device})")
     parser.add_argument("--replicas", type=int, help=f"physical slots R (default {d.num_replicas})")
-    parser.add_argument("--groups", type=int, help="expert groups (default: the model's)")
+    parser.add_argument("--groups", type=int, help="expert groups (default: those recorded with the trace; "
+                        "required when it records none)")
     parser.add_argument("--nodes", type=int, help=f"default {d.num_nodes}")
     parser.add_argument("--gpus", type=int, help=f"default {d.num_gpus}")
     parser.add_argument("--timeout", type=float, help=f"seconds per evaluation (default {d.timeout_s:g})")
