@@ -48,7 +48,8 @@ def test_run_resume_and_open_a_toy_campaign(tmp_path):
     summary = run_campaign(config, holdout=False)
     assert summary.evaluations == 12
     frames = open_archive(summary.run_dir)
-    assert (frames.steps["kind"] == "evaluated").sum() == 12 and set(frames.programs["id"]) >= {summary.best_id, summary.seed_id}
+    assert (frames.steps["kind"] == "evaluated").sum() == 12
+    assert set(frames.programs["id"]) >= {summary.best_id, summary.seed_id}
     assert "size" in frames.programs.columns and "score_score" in frames.programs.columns
     best_row = frames.programs.set_index("id").loc[summary.best_id]
     assert best_row["score"] == pytest.approx(summary.best_score)
