@@ -6,9 +6,9 @@ Constants written `NAME = number  # range [lo, hi]` are what the offline mutator
 
 
 # EVOLVE-BLOCK-START coefficients
-C1 = 1.0  # range [0, 2]
-C3 = 0.0  # range [-1, 1]
-C5 = 0.0  # range [-0.1, 0.1]
+C1 = 1.0  # range [0.8, 1.2]
+C3 = 0.0  # range [-0.4, 0.4]
+C5 = 0.0  # range [-0.04, 0.04]
 
 
 def polynomial(x: float) -> float:
