@@ -1,5 +1,4 @@
 """Where the evaluator finds what ships with the checkout: one definition, imported everywhere."""
-from pathlib import Path
+from evolve.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = REPO_ROOT / "datasets"

@@ -20,6 +20,7 @@ from evolve.config import Config, field_help, parse_value
 from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
+from evolve.paths import REPO_ROOT
 from evolve.task import Task
 
 RESULTS = Path("results")
@@ -27,7 +28,6 @@ ARCHIVE = "archive.sqlite"
 # Settings a resumed run may change: budgets and resources. Anything else would change the lineage.
 RESUMABLE = {"max_evaluations", "max_minutes", "max_cost", "max_tokens", "max_failed_proposals", "workers",
              "proposers", "backend", "ray_address", "progress"}
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -201,7 +201,7 @@ def make_task(factory: str, options: dict[str, Any]) -> Task:
 
 
 def _read_seed(path_text: str) -> str:
-    for path in (Path(path_text), PROJECT_ROOT / path_text):
+    for path in (Path(path_text), REPO_ROOT / path_text):
         if path.is_file():
             return path.read_text()
     raise UserError(f"campaign.seed_program {path_text} does not exist; give a program with --set campaign.seed_program=PATH")

@@ -33,11 +33,11 @@ from evolve.backends import BackendContext
 from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.task import Result
+from evolve.paths import REPO_ROOT
 
 REQUEUES = 1  # a lost evaluation runs again this many times before it is recorded as a failure
 READY_TIMEOUT_S = 180.0  # how long the actors may take to be placed and build their task
 MAX_RESPAWNS = 5  # replacement actors that may fail in a row before the backend gives up
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a remote cluster does not need from a checkout (Ray uploads the rest as the job's working dir).
 SHIP_EXCLUDES = [".git", ".venv", "results", ".cache", ".pytest_cache", ".hypothesis", "build", "dist",
                  "**/__pycache__", "*.egg-info", "*.npz"]

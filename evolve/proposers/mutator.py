@@ -2,7 +2,7 @@
 
 It edits the parent's EVOLVE blocks with one operator from a small catalogue, writes the edit as a patch
 in the harness's format (`evolve.patch.make_patch`) and applies it through the same engine an LLM's reply
-goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (documented in the README):
+goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (documented in docs/campaigns.md):
 
 - `replace`: swap one block for another implementation of the same step from the catalogue
   (the task supplies it: for EPLB, `evaluator.mutations`);
@@ -41,7 +41,7 @@ class BlockImpl:
 
     label: str  # the EVOLVE block it fills
     key: str  # short id used in patch names, e.g. "ldm+swap"
-    summary: str  # one sentence for patch descriptions and the README
+    summary: str  # one sentence for patch descriptions and the docs
     body: str  # the block body, ending with a newline
     params: tuple[str, ...] = field(default=())  # names of the tunable constants it defines
 
