@@ -22,6 +22,7 @@ from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
+from evolve.secrets import scrub_result
 from evolve.task import Objective, Result
 from evaluator.paths import REPO_ROOT
 
@@ -182,6 +183,11 @@ class EplbTask:
         )
 
     def evaluate(self, program_text: str) -> Result:
+        """Score a program. Every text of the result is scrubbed of the harness's secrets (defence in
+        depth: the worker never holds them, but whatever a program prints or raises is untrusted)."""
+        return scrub_result(self._evaluate(program_text))
+
+    def _evaluate(self, program_text: str) -> Result:
         # checked here, where evaluation happens: a CPU-only head may drive GPU workers (e.g. on Ray)
         if self.options.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("task option 'device' is cuda but torch sees no CUDA device here; use --device cpu")

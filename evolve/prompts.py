@@ -9,6 +9,9 @@ replayed by prompt hash.
 Size: the prompt aims to stay under `max_chars` characters. Inspirations go first (the last one first),
 then older failure lines, then the parent's feedback is shortened. The parent's code, the problem
 statement and the format rules are never cut: without them no patch can apply.
+
+Every message is scrubbed of the environment's secrets (`evolve.secrets`) before it is returned, so no
+text a program printed or a model wrote carries one to an endpoint.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import random
 from typing import Any
 
 from evolve.proposers.base import ProgramView, ProposalRequest
+from evolve.secrets import scrub
 
 Message = dict[str, str]
 
@@ -203,7 +207,7 @@ def build_messages(request: ProposalRequest, max_chars: int = DEFAULT_MAX_CHARS)
         if size() <= max_chars:
             break
         feedback_lines = keep
-    return [{"role": "system", "content": system}, {"role": "user", "content": user_text()}]
+    return [{"role": "system", "content": scrub(system)}, {"role": "user", "content": scrub(user_text())}]
 
 
 def patch_retry_message(feedback: str, attempts_left: int) -> str:
@@ -211,7 +215,7 @@ def patch_retry_message(feedback: str, attempts_left: int) -> str:
     tries = "one more try" if attempts_left == 1 else f"{attempts_left} more tries"
     return (
         "Your patch could not be applied:\n\n"
-        f"{feedback.strip()}\n\n"
+        f"{scrub(feedback.strip())}\n\n"
         f"Send a corrected patch in the same format ({tries}). Copy every SEARCH part exactly from the "
         "current program shown earlier, not from your previous answer."
     )
