@@ -9,6 +9,7 @@ from typing import Any
 from evaluator.scoring import SCORERS
 from evaluator.task import PROTOCOLS, EplbTask, EvalOptions
 from evolve.errors import UserError
+from evolve.loading import read_text_file
 from evolve.task import Result
 
 # command-line flag -> EvalOptions field; defaults stay in EvalOptions
@@ -57,10 +58,7 @@ def read_program(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such program file")
-    try:
-        return p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the program ({exc})") from None
+    return read_text_file(p, "program")
 
 
 def result_json(result: Result) -> dict[str, Any]:

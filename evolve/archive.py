@@ -135,19 +135,87 @@ _STEP_COLS = [f for f in Step.__dataclass_fields__]
 _PROGRAM_TEXT = ("patch_name", "patch_description", "patch_diff", "proposer", "model")
 
 
+def damaged(path: Path, exc: Exception) -> UserError:
+    """The one line for an archive SQLite cannot read: a garbled file or a corrupted page."""
+    return UserError(f"{path} is not a readable archive ({exc}): restore the file from a copy (`sqlite3 {path} "
+                     ".recover` may salvage its programs) or start a new run with --out")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+@contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if _is_damage(exc):
+            raise damaged(path, exc) from None
+        raise
+
+
+class _GuardedCursor(sqlite3.Cursor):
+    """A cursor whose reads turn a corrupted page, met at any row, into `damaged`'s one line."""
+
+    path: Path
+
+    def execute(self, *args: Any) -> "_GuardedCursor":
+        with _guard(self.path):
+            return super().execute(*args)
+
+    def executemany(self, *args: Any) -> "_GuardedCursor":
+        with _guard(self.path):
+            return super().executemany(*args)
+
+    def fetchone(self) -> Any:
+        with _guard(self.path):
+            return super().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with _guard(self.path):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _guard(self.path):
+            return super().__next__()
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """`execute` and friends through `_GuardedCursor`, so every query of the archive is guarded."""
+
+    path: Path
+
+    def _cursor(self) -> _GuardedCursor:
+        cursor = self.cursor(_GuardedCursor)
+        cursor.path = self.path
+        return cursor
+
+    def execute(self, *args: Any) -> _GuardedCursor:  # type: ignore[override]
+        return self._cursor().execute(*args)
+
+    def executemany(self, *args: Any) -> _GuardedCursor:  # type: ignore[override]
+        return self._cursor().executemany(*args)
+
+    def executescript(self, script: str) -> Any:  # type: ignore[override]
+        with _guard(self.path):
+            return super().executescript(script)
+
+
 class Archive:
     """Reads and writes one archive file. Single writer: the campaign loop's thread."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, factory=_GuardedConnection)
+            self.conn.path = self.path
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path} is not a readable archive ({exc}); point at a run's archive.sqlite") from None
+            raise damaged(self.path, exc) from None
 
     # ---- schema ------------------------------------------------------------------------------------
     @property

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 from evolve.archive import Archive, Event
 from evolve.backends import BackendContext, make_backend
 from evolve.config import Config, field_help, parse_value
-from evolve.loading import load_object
+from evolve.loading import load_object, read_text_file
 from evolve.errors import UserError
 from evolve import resume
 from evolve.secrets import scrub_data
@@ -198,7 +198,7 @@ def make_task(factory: str, options: dict[str, Any]) -> Task:
 def _read_seed(path_text: str) -> str:
     for path in (Path(path_text), PROJECT_ROOT / path_text):
         if path.is_file():
-            return path.read_text()
+            return read_text_file(path, "campaign.seed_program")
     raise UserError(f"campaign.seed_program {path_text} does not exist; give a program with --set campaign.seed_program=PATH")
 
 
