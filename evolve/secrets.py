@@ -124,7 +124,8 @@ class Scrubber:
         # longest first, so a secret that contains another is removed whole
         ordered = sorted(by_value.items(), key=lambda item: -len(item[0]))
         self.names = [name for _, name in ordered]
-        self._each = [re.compile("|".join(folded_patterns(value))) for value, _ in ordered]
+        self._values = [value for value, _ in ordered]
+        self._each: dict[int, re.Pattern[str]] = {}  # compiled when a match must be named (rare)
         self._folded = re.compile("|".join(p for value, _ in ordered for p in folded_patterns(value))) if ordered else None
         self._literals = [(form, i) for i, (value, _) in enumerate(ordered) for form in _base64_forms(value)]
         self._caseless: re.Pattern[str] | None = None  # for the rare text whose lowercase changes length
@@ -136,7 +137,15 @@ class Scrubber:
         return f"[secret {self.names[index]} removed]"
 
     def _which(self, folded: str) -> int:
-        return next((i for i, pattern in enumerate(self._each) if pattern.fullmatch(folded)), 0)
+        """Which secret a match of the combined pattern is."""
+        if len(self._values) == 1:
+            return 0
+        for i, value in enumerate(self._values):
+            if i not in self._each:
+                self._each[i] = re.compile("|".join(folded_patterns(value)))
+            if self._each[i].fullmatch(folded):
+                return i
+        return 0
 
     def scrub(self, text: str) -> str:
         """`text` without any secret; unchanged (the same object) when it holds none."""
