@@ -30,6 +30,7 @@ FREE_KEYS = frozenset({
     "campaign.max_evaluations", "campaign.max_minutes", "campaign.max_cost", "campaign.max_tokens",
     "campaign.max_failed_proposals", "campaign.workers", "campaign.proposers", "campaign.backend",
     "campaign.ray_address", "campaign.progress", "campaign.out",
+    "campaign.seed_program",  # read only to start a run: a resumed run's seed is in its archive
     "proposer.llm.base_url", "proposer.llm.api_key_env", "proposer.llm.base_url_env", "proposer.llm.timeout_s",
     "proposer.llm.max_retries", "proposer.llm.max_cost", "proposer.llm.max_tokens_total",
     "proposer.llm.backoff_base_s", "proposer.llm.backoff_max_s",

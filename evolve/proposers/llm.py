@@ -277,7 +277,7 @@ def converse(
             left = max_attempts - attempt
             if left:
                 messages = messages + [
-                    {"role": "assistant", "content": reply.text},
+                    {"role": "assistant", "content": scrub(reply.text)},
                     {"role": "user", "content": patch_retry_message(exc.feedback(), left)},
                 ]
             continue
