@@ -211,7 +211,8 @@ def _resume_changes(run_dir: Path, config: Config, task: Task, allow: Sequence[s
     finally:
         archive.close()
     stamp = task.stamp()
-    changes = resume.config_changes(stored_config, scrub_data(config.to_dict())) if stored_config else []
+    older = resume.stamp_is_older(stored_stamp, stamp)
+    changes = resume.config_changes(stored_config, scrub_data(config.to_dict()), older) if stored_config else []
     changes += resume.stamp_changes(stored_stamp, stamp)
     resume.check_allow_keys(allow, [*resume.flatten(config.to_dict()), *resume.flatten(stamp, "task")])
     return resume.refuse_unless_allowed(changes, allow, run_dir)

@@ -9,7 +9,8 @@ Two comparisons, both against what the run recorded:
 - the task's stamp (`Task.stamp()`) then and now. The task declares in its stamp everything that makes
   two scores comparable (evaluator version, data and its checksum, scorer, and the options that alter
   scores), so `evolve/` needs no knowledge of the task's options: a task option left out of the stamp
-  (a timeout, a thread count) may change on resume.
+  (a timeout, a thread count) may change on resume. A run whose stamp predates some of the keys the task
+  stamps now has every task option compared as configured instead.
 
 A refused change is one `UserError` line naming every key with both values. `--allow-config-change KEY`
 (repeatable; a prefix such as `task.dataset` covers the keys under it) lets it through, and the run
@@ -49,6 +50,8 @@ class Change:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "(not set)"
     text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -70,16 +73,23 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def config_changes(stored: dict[str, Any], effective: dict[str, Any]) -> list[Change]:
-    """Changed keys between two config dicts, except free ones and task options (the stamp judges those)."""
+def config_changes(stored: dict[str, Any], effective: dict[str, Any], task_options: bool = False) -> list[Change]:
+    """Changed keys between two config dicts, except free ones and, unless `task_options`, the task's
+    options (the task's stamp judges those)."""
     old, new = flatten(_plain(stored)), flatten(_plain(effective))
     changes = []
     for key in sorted(set(old) | set(new)):
-        if key in FREE_KEYS or key.startswith("task.options"):
+        if key in FREE_KEYS or (key.startswith("task.options.") and not task_options):
             continue
         if old.get(key) != new.get(key):
             changes.append(Change(key, old.get(key), new.get(key)))
     return changes
+
+
+def stamp_is_older(stored: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """True when the run's stamp lacks keys the task stamps now (written by an older version): its task
+    options are then compared as configured, every one of them, since the stamp cannot say which matter."""
+    return not stored or bool(set(flatten(_plain(current))) - set(flatten(_plain(stored))))
 
 
 def stamp_changes(stored: dict[str, Any] | None, current: dict[str, Any]) -> list[Change]:

@@ -121,3 +121,15 @@ def test_eplb_options_that_alter_scores_are_refused_and_run_options_are_not(tmp_
     assert cli_main(["run", "--resume", str(run_dir), "--set", "task.options.timeout_s=30", "--set",
                      "task.options.threads=1", "--max-evaluations", "2"]) == 0
     assert evaluated(run_dir) == 2
+
+
+def test_a_run_stamped_by_an_older_version_compares_every_task_option(tmp_path: Path, capsys):
+    run_dir = start(tmp_path)
+    archive = Archive(run_dir / "archive.sqlite")
+    stamp = archive.meta("task_stamp")
+    del stamp["scorer"]  # as if written before the task stamped its scorer
+    archive.set_meta(task_stamp=stamp)
+    archive.close()
+    err = refused(["run", "--resume", str(run_dir), "--set", "task.options.delay=0.001"], capsys)
+    assert "task.options.delay was (not set), now 0.001" in err
+    assert cli_main(["run", "--resume", str(run_dir), "--max-evaluations", "5"]) == 0  # no change: resumes
