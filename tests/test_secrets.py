@@ -104,9 +104,13 @@ def test_secret_looking_names():
 def test_registered_secret_with_an_ordinary_name(monkeypatch):
     monkeypatch.setenv("LLM_ENDPOINT_CODE", "abcdefgh12345678")
     secrets.refresh()
-    assert "abcdefgh12345678" in secrets.scrub("abcdefgh12345678")  # the name does not look secret
-    secrets.add_secret("LLM_ENDPOINT_CODE", "abcdefgh12345678")
-    assert secrets.scrub("x abcdefgh12345678") == "x [secret LLM_ENDPOINT_CODE removed]"
+    try:
+        assert "abcdefgh12345678" in secrets.scrub("abcdefgh12345678")  # the name does not look secret
+        secrets.add_secret("LLM_ENDPOINT_CODE", "abcdefgh12345678")
+        assert secrets.scrub("x abcdefgh12345678") == "x [secret LLM_ENDPOINT_CODE removed]"
+    finally:
+        monkeypatch.undo()
+        secrets.refresh()
 
 
 def test_scrub_data_keeps_the_shape(scrubber: Scrubber):
@@ -225,3 +229,25 @@ def test_a_raised_key_never_reaches_the_archive_show_or_the_next_prompt(tmp_path
     lineage = _cli(["show", str(run_dir), "--lineage", child[:12]], tmp_path)
     assert lineage.returncode == 0, lineage.stderr
     _assert_no_key(shown.stdout + lineage.stdout + lineage.stderr, "show")
+    report = _cli(["report", str(run_dir), "--no-evaluate"], tmp_path)
+    assert report.returncode == 0, report.stderr
+    pages = [(run_dir / "report" / name).read_text() for name in ("report.html", "summary.json")]
+    _assert_no_key("".join(pages) + report.stdout + report.stderr, "the report")
+
+
+def test_a_transcript_record_is_scrubbed(tmp_path: Path, monkeypatch):
+    from evolve.proposers.llm import Transcript
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    secrets.refresh()
+    try:
+        transcript = Transcript(tmp_path / "transcript.jsonl")
+        transcript.write({"kind": "call", "reply": f"the key backwards: {KEY[::-1]}", "messages": [
+            {"role": "user", "content": base64.b64encode(KEY.encode()).decode()}]})
+        text = (tmp_path / "transcript.jsonl").read_text()
+        record = json.loads(text)
+        assert record["reply"] == f"the key backwards: {MARKER}" and MARKER in record["messages"][0]["content"]
+        _assert_no_key(text, "the transcript")
+    finally:
+        monkeypatch.undo()
+        secrets.refresh()
