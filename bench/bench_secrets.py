@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evolve.secrets import Scrubber  # noqa: E402
+from evolve.scrub import Scrubber  # noqa: E402
 
 SECRETS = {
     "OPENAI_API_KEY": "sk-proj-Q7vLm2Xw9Rt4Kp8Zs1Nd6Hf3Jb5Gc0Ya" * 2,

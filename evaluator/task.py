@@ -22,7 +22,7 @@ from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
-from evolve.secrets import scrub_result
+from evolve.scrub import scrub_result
 from evolve.task import Objective, Result
 from evaluator.paths import REPO_ROOT
 

@@ -6,7 +6,7 @@ rebuilds the search state exactly, which is how `--resume` works. Each step is w
 transaction, so a crash loses at most work that was still in flight. The schema carries a version
 (`PRAGMA user_version`) and migrations, so an older archive opens and upgrades in place.
 
-Every text but a program's code is scrubbed of the environment's secrets (`evolve.secrets`) when it is
+Every text but a program's code is scrubbed of the environment's secrets (`evolve.scrub`) when it is
 written and again when it is read, so neither a leak nor an archive written elsewhere shows one.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evolve.errors import UserError
-from evolve.secrets import scrub, scrub_data, scrub_result
+from evolve.scrub import scrub, scrub_data, scrub_result
 from evolve.task import Result
 
 SCHEMA_VERSION = 2

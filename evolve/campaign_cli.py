@@ -19,9 +19,9 @@ from evolve.backends import BackendContext, make_backend
 from evolve.config import Config, field_help, parse_value
 from evolve.loading import load_object, read_text_file
 from evolve.errors import UserError
-from evolve import resume
-from evolve.secrets import scrub_data
 from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
+from evolve import resume
+from evolve.scrub import scrub_data
 from evolve.task import Task
 
 RESULTS = Path("results")

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from evolve.errors import UserError
-from evolve.secrets import scrub
+from evolve.scrub import scrub
 
 COMMAND_MODULES = [
     "evaluator.traces.cli",

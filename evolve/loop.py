@@ -29,8 +29,8 @@ from evolve.archive import Archive, Event, ProgramRecord, Step, program_id
 from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
-from evolve.secrets import scrub, scrub_data, scrub_result
 from evolve.proposers.base import ProgramView, Proposal, ProposalRequest, Proposer
+from evolve.scrub import scrub, scrub_data, scrub_result
 from evolve.selection import Member, Population, Settings, fitness
 from evolve.task import Objective, Result, Task
 

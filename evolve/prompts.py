@@ -13,7 +13,7 @@ than `PARENT_MAX_CHARS` (a program padded to megabytes) is shown in part, with a
 whole, then as much of the start and end of the frozen code as fits; a patch still applies to the whole
 program, and only the blocks may change anyway.
 
-Every message is scrubbed of the environment's secrets (`evolve.secrets`) before it is returned, so no
+Every message is scrubbed of the environment's secrets (`evolve.scrub`) before it is returned, so no
 text a program printed or a model wrote carries one to an endpoint.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import random
 from typing import Any
 
 from evolve.proposers.base import ProgramView, ProposalRequest
-from evolve.secrets import scrub
+from evolve.scrub import scrub
 
 Message = dict[str, str]
 

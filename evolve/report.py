@@ -25,9 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from evolve.secrets import scrub, scrub_data  # noqa: E402
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
+from evolve.scrub import scrub, scrub_data  # noqa: E402
 from evolve.task import Result  # noqa: E402
 
 ARCHIVE_NAME = "archive.sqlite"

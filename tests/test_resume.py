@@ -6,7 +6,6 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-import pytest
 import tomli_w
 
 from evolve.archive import Archive

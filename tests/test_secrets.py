@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from evolve import secrets
-from evolve.secrets import Scrubber, environment_secrets, looks_secret
+from evolve import scrub as secrets
+from evolve.scrub import Scrubber, environment_secrets, looks_secret
 from evaluator.traces import save_npz
 from tests.evaluator_helpers import SEED_CODE, SMALL, skewed_trace
 

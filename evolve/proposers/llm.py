@@ -16,7 +16,7 @@ returns a Proposal with `extra["budget_exhausted"] = True`. The loop checks `pro
 `budget_left()`) before asking for more.
 
 The API key is read from the environment variable named in the config and is never written anywhere:
-it is registered with `evolve.secrets`, which scrubs it (and every other secret of the environment, in
+it is registered with `evolve.scrub`, which scrubs it (and every other secret of the environment, in
 simple disguises too) out of every error text, log line and transcript record.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, Callable
 from evolve.errors import UserError
 from evolve.prompts import DEFAULT_MAX_CHARS, Message, build_messages, patch_retry_message, prompt_hash
 from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.secrets import add_secret, scrub, scrub_data
+from evolve.scrub import add_secret, scrub, scrub_data
 
 log = logging.getLogger(__name__)
 
