@@ -1,8 +1,8 @@
 """Secrets of the harness's environment, scrubbed out of every text a program or a model could carry out.
 
-Candidate programs run without the harness's environment, but a text that comes back from one (an error,
-printed output, feedback) or from a model reply is still scrubbed before it is stored, shown or sent
-on: that is defence in depth against a sandbox that leaks. The secrets are the values (at least
+The sandbox is the barrier that keeps secrets from candidate programs; still, every text that comes
+back from one (an error, printed output, feedback) or from a model reply is scrubbed before it is
+stored, shown or sent on: defence in depth against a sandbox that leaks. The secrets are the values (at least
 `MIN_LENGTH` characters) of environment variables whose names look secret (`*KEY*`, `*TOKEN*`,
 `*SECRET*`, `*PASSWORD*`, `*PASSWD*`, `*CREDENTIAL*`, `*AUTH*`, and a few well-known names), plus any
 value registered with `add_secret` (the LLM proposer registers its API key variable, whatever its name).
@@ -13,9 +13,9 @@ or in part), as hexadecimal (optionally `\\x`/`0x`-prefixed or separated), and a
 base64 at each of the three byte alignments it can have inside a longer encoded text. Each occurrence
 becomes `[secret NAME removed]`.
 
-The patterns are compiled once per set of secrets into one regular expression, so scrubbing a text
-costs one regex scan. The set is read from `os.environ` on first use; call `refresh()` after changing
-the environment in-process.
+The patterns are compiled once per set of secrets into one regular expression over a lowercased copy
+of the text (plus substring tests for the base64 forms), so scrubbing a text costs one scan. The set is
+read from `os.environ` on first use; call `refresh()` after changing the environment in-process.
 """
 from __future__ import annotations
 
