@@ -10,8 +10,9 @@ value registered with `add_secret` (the LLM proposer registers its API key varia
 A value is also caught in simple disguises: in any letter case, reversed, with up to four separator
 characters between its characters (spaces, dashes, a Python list of its letters), URL-encoded (fully
 or in part), as hexadecimal (optionally `\\x`/`0x`-prefixed or separated), and as standard or URL-safe
-base64 at each of the three byte alignments it can have inside a longer encoded text. Each occurrence
-becomes `[secret NAME removed]`.
+base64 at each of the three byte alignments it can have inside a longer encoded text; and any piece of
+`FRAGMENT` (16) characters or more of a value of 20 or more, in any case (a program printing half a
+key). Each occurrence becomes `[secret NAME removed]`.
 
 The patterns are compiled once per set of secrets into one regular expression over a lowercased copy
 of the text (plus substring tests for the base64 forms), so scrubbing a text costs one scan. The set is
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from evolve.task import Result
 
 MIN_LENGTH = 8  # shorter values ("EMPTY", "none", "1") are not secrets and would mangle ordinary text
+FRAGMENT = 16  # a piece of a value this long is removed too (values of 20 characters and more)
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
 WELL_KNOWN = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY",
               "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GOOGLE_API_KEY", "GEMINI_API_KEY",
@@ -109,11 +111,30 @@ def folded_patterns(value: str) -> list[str]:
     return [*_spelled(low), *_spelled(low[::-1]), _hex(value)]
 
 
+def _anchors(low: str) -> list[tuple[str, int]]:
+    """(piece, offset) of the value's aligned pieces of FRAGMENT // 2 characters. Any run of FRAGMENT
+    characters of the value holds one whole, so finding these (plain substring searches, fast) finds
+    every long enough piece of the value."""
+    if len(low) < FRAGMENT + 4:  # shorter values are caught whole or not at all
+        return []
+    step = FRAGMENT // 2
+    return [(low[at:at + step], at) for at in range(0, len(low) - step + 1, step)]
+
+
+def _fold(text: str) -> str:
+    """`text` in lower case, one character for one (so positions carry over to the original)."""
+    lower = text.lower()
+    if len(lower) == len(text):
+        return lower
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)  # e.g. "İ" lowers to two characters
+
+
 class Scrubber:
     """Replaces the given secrets (name -> value), and their disguises, with `[secret NAME removed]`.
 
     Letter case is handled by scanning a lowercased copy of the text (same length, so positions carry
-    over); base64 forms are case-sensitive literals, found with a substring test."""
+    over); base64 forms are case-sensitive literals, found with a substring test; pieces of a value are
+    found through its aligned anchors (`_anchors`), also with substring tests."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
         by_value: dict[str, str] = {}
@@ -128,7 +149,8 @@ class Scrubber:
         self._each: dict[int, re.Pattern[str]] = {}  # compiled when a match must be named (rare)
         self._folded = re.compile("|".join(p for value, _ in ordered for p in folded_patterns(value))) if ordered else None
         self._literals = [(form, i) for i, (value, _) in enumerate(ordered) for form in _base64_forms(value)]
-        self._caseless: re.Pattern[str] | None = None  # for the rare text whose lowercase changes length
+        self._anchors = [(piece, at, i) for i, (value, _) in enumerate(ordered) for piece, at in _anchors(value.lower())]
+        self._folded_values = [value.lower() for value in self._values]
 
     def __bool__(self) -> bool:
         return self._folded is not None
@@ -154,22 +176,44 @@ class Scrubber:
         for form, index in self._literals:
             if form in text:
                 text = text.replace(form, self._marker(index))
-        lower = text.lower()
-        if len(lower) != len(text):
-            return self._scrub_caseless(text)
+        lower = _fold(text)
         pieces, last = [], 0
         for match in self._folded.finditer(lower):
             pieces += [text[last:match.start()], self._marker(self._which(match.group()))]
             last = match.end()
-        if not pieces:
-            return text
-        pieces.append(text[last:])
-        return "".join(pieces)
+        if pieces:
+            pieces.append(text[last:])
+            text = "".join(pieces)
+            lower = _fold(text)
+        return self._scrub_pieces(text, lower)
 
-    def _scrub_caseless(self, text: str) -> str:
-        if self._caseless is None:
-            self._caseless = re.compile(self._folded.pattern, re.IGNORECASE)  # type: ignore[union-attr]
-        return self._caseless.sub(lambda m: self._marker(self._which(m.group().lower())), text)
+    def _scrub_pieces(self, text: str, lower: str) -> str:
+        """Remove runs of at least FRAGMENT characters of a value (a program that prints half a key)."""
+        spans: list[tuple[int, int, int]] = []
+        for piece, at, index in self._anchors:
+            start = lower.find(piece)
+            while start >= 0:
+                value = self._folded_values[index]
+                left = 0  # grow the match to the left and right as far as the text follows the value
+                while left < at and start - left > 0 and lower[start - left - 1] == value[at - left - 1]:
+                    left += 1
+                right, end = at + len(piece), start + len(piece)
+                while right < len(value) and end < len(lower) and lower[end] == value[right]:
+                    right, end = right + 1, end + 1
+                if end - (start - left) >= FRAGMENT:
+                    spans.append((start - left, end, index))
+                start = lower.find(piece, start + 1)
+        if not spans:
+            return text
+        out, last = [], 0
+        for begin, end, index in sorted(spans):
+            if begin < last:  # overlaps the span removed before: remove up to its end too
+                last = max(last, end)
+                continue
+            out += [text[last:begin], self._marker(index)]
+            last = end
+        out.append(text[last:])
+        return "".join(out)
 
     def scrub_data(self, data: Any) -> Any:
         """A copy of JSON-like data (dicts, lists, tuples, strings) with every string scrubbed."""

@@ -49,6 +49,9 @@ DISGUISES = {
     "escaped hex": "".join(f"\\x{b:02x}" for b in KEY.encode()),
     "url-encoded": urllib.parse.quote(f"key={KEY}&x=1", safe="="),
     "fully percent-encoded": "".join(f"%{b:02X}" for b in KEY.encode()),
+    "its first 16 characters": KEY[:16],
+    "a piece from its middle, upper case": KEY[9:30].upper(),
+    "a piece after a character whose lower case is two": "İ" + KEY[-18:],
 }
 
 
@@ -75,6 +78,12 @@ def test_ordinary_text_is_unchanged(scrubber: Scrubber):
     image = base64.b64encode(bytes(range(256)) * 40).decode()
     for text in (SEED_CODE, traceback, feedback, metrics, image, "ß İstanbul ǅ", ""):
         assert scrubber.scrub(text) is text
+
+
+def test_pieces_shorter_than_a_fragment_stay(scrubber: Scrubber):
+    text = f"{KEY[:15]} and {KEY[20:35]}"
+    assert scrubber.scrub(text) == text
+    assert scrubber.scrub(KEY[:20] + KEY[10:30]) == MARKER + MARKER  # two overlapping copies of pieces
 
 
 def test_an_empty_environment_scrubs_nothing():
