@@ -185,7 +185,7 @@ class Scrubber:
             pieces.append(text[last:])
             text = "".join(pieces)
             lower = _fold(text)
-        return self._scrub_pieces(text, lower)
+        return self._scrub_pieces(text, lower) if len(text) >= FRAGMENT else text
 
     def _scrub_pieces(self, text: str, lower: str) -> str:
         """Remove runs of at least FRAGMENT characters of a value (a program that prints half a key)."""
