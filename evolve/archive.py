@@ -489,8 +489,9 @@ class Archive:
 
 
 def _program_values(record: ProgramRecord) -> dict[str, Any]:
-    values = {k: scrub(v) if k in _PROGRAM_TEXT else getattr(record, k)
-              for k in _PROGRAM_COLS for v in [getattr(record, k)]}
+    values = {k: getattr(record, k) for k in _PROGRAM_COLS}
+    for key in _PROGRAM_TEXT:
+        values[key] = scrub(values[key])
     values["inspirations"] = json.dumps(record.inspirations)
     values["created_at"] = record.created_at or time.time()
     return values
