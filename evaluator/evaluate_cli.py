@@ -11,6 +11,7 @@ from evaluator.scoring import SCORERS, get_scorer
 from evaluator.task import PROTOCOLS, EplbTask, EvalOptions
 from evaluator.traces.shape import describe
 from evolve.errors import UserError
+from evolve.loading import read_text_file
 from evolve.task import Result
 
 # command-line flag -> EvalOptions field; defaults stay in EvalOptions
@@ -126,10 +127,7 @@ def read_program(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such program file")
-    try:
-        return p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the program ({exc})") from None
+    return read_text_file(p, "program")
 
 
 def result_json(result: Result, settings: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -22,11 +22,15 @@ from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
+from evolve.scrub import scrub_result
 from evolve.task import Objective, Result
 from evaluator.paths import REPO_ROOT
 
 PROTOCOLS = ("predictive", "in-sample")
 PARTIAL_WINDOW = ("", "score", "drop")  # "": the dataset's default (`traces.DEFAULT_PARTIAL`)
+# Options that change how an evaluation runs but not its scores; every other option is in the stamp, so a
+# resumed campaign refuses to change it (see evolve.resume).
+RUN_OPTIONS = frozenset({"timeout_s", "memory_mb", "threads", "device", "reference_calls"})
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,12 @@ class EplbTask:
         return (o.num_replicas, self.num_groups, o.num_nodes, o.num_gpus)
 
     def stamp(self) -> dict[str, Any]:
+        """What makes two scores comparable: the result stamp plus every option that alters scores."""
+        options = {f.name: getattr(self.options, f.name) for f in fields(self.options) if f.name not in RUN_OPTIONS}
+        return {**self._result_stamp(), "options": options}
+
+    def _result_stamp(self) -> dict[str, Any]:
+        """The stamp each `Result` carries."""
         return {
             "evaluator_version": EVALUATOR_VERSION,
             "dataset": {
@@ -200,11 +210,16 @@ class EplbTask:
         )
 
     def evaluate(self, program_text: str) -> Result:
+        """Score a program. Every text of the result is scrubbed of the harness's secrets (defence in
+        depth: the worker never holds them, but whatever a program prints or raises is untrusted)."""
+        return scrub_result(self._evaluate(program_text))
+
+    def _evaluate(self, program_text: str) -> Result:
         # checked here, where evaluation happens: a CPU-only head may drive GPU workers (e.g. on Ray)
         if self.options.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("task option 'device' is cuda but torch sees no CUDA device here; use --device cpu")
         started = time.perf_counter()
-        stamp = self.stamp()
+        stamp = self._result_stamp()
         run = self.sandbox.run(program_text, self.plan_windows, self.args)
         streams = {"stdout": run.stdout, "stderr": run.stderr}
         if not run.ok:

@@ -12,7 +12,7 @@ import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from evolve import campaign_cli
 from evolve.archive import Archive
@@ -65,21 +65,18 @@ def run_campaign(config: ConfigLike = None, overrides: Mapping[str, Any] | None 
 
 
 def resume_campaign(run_dir: str | Path, overrides: Mapping[str, Any] | None = None,
-                    holdout: bool = True) -> Summary:
-    """Continue a run where it stopped, with its own config; `overrides` may change budgets and resources
-    only (for example {"campaign.max_evaluations": 800}), since anything else would change the lineage."""
-    sets: list[str] = []
-    for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        if section != "campaign" or name not in campaign_cli.RESUMABLE:
-            raise UserError(f"{key} cannot change on resume (it would change the lineage); "
-                            f"resumable: {', '.join(sorted('campaign.' + k for k in campaign_cli.RESUMABLE))}")
-        sets.append(f"{key}={_toml_value(value)}")
+                    holdout: bool = True, allow_config_changes: Sequence[str] = ()) -> Summary:
+    """Continue a run where it stopped, with its own config. `overrides` may raise budgets and change
+    resources freely (for example {"campaign.max_evaluations": 800}); a change that alters scores or the
+    lineage is refused unless its key (or a prefix of it) is in `allow_config_changes`, as with
+    `--allow-config-change` (see evolve.resume)."""
+    sets = [f"{key}={_toml_value(value)}" for key, value in (overrides or {}).items()]
     parser = argparse.ArgumentParser(prog="resume_campaign")
     campaign_cli.register(parser.add_subparsers())
     args = parser.parse_args(["run", "--resume", str(run_dir), *(part for s in sets for part in ("--set", s))])
     config, path, _ = campaign_cli.build_config(args)
-    return campaign_cli.run_campaign(config, path, resuming=True, holdout=holdout)
+    return campaign_cli.run_campaign(config, path, resuming=True, holdout=holdout,
+                                     allow_changes=tuple(allow_config_changes))
 
 
 def _toml_value(value: Any) -> str:

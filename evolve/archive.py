@@ -5,6 +5,9 @@ evaluated once. `steps` is the ordered log of proposal outcomes (index 0 is the 
 rebuilds the search state exactly, which is how `--resume` works. Each step is written in one
 transaction, so a crash loses at most work that was still in flight. The schema carries a version
 (`PRAGMA user_version`) and migrations, so an older archive opens and upgrades in place.
+
+Every text but a program's code is scrubbed of the environment's secrets (`evolve.scrub`) when it is
+written and again when it is read, so neither a leak nor an archive written elsewhere shows one.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evolve.errors import UserError
+from evolve.scrub import scrub, scrub_data, scrub_result
 from evolve.task import Result
 
 SCHEMA_VERSION = 2
@@ -126,6 +130,76 @@ class Event:
 
 _PROGRAM_COLS = [f for f in ProgramRecord.__dataclass_fields__]
 _STEP_COLS = [f for f in Step.__dataclass_fields__]
+# Texts a proposer wrote, scrubbed of secrets on the way in and out. The code is left alone: it is the
+# program's identity (its id is the sha256 of the code), and it never holds what a program printed.
+_PROGRAM_TEXT = ("patch_name", "patch_description", "patch_diff", "proposer", "model")
+
+
+def damaged(path: Path, exc: Exception) -> UserError:
+    """The one line for an archive SQLite cannot read: a garbled file or a corrupted page."""
+    return UserError(f"{path} is not a readable archive ({exc}): restore the file from a copy (`sqlite3 {path} "
+                     ".recover` may salvage its programs) or start a new run with --out")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+@contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if _is_damage(exc):
+            raise damaged(path, exc) from None
+        raise
+
+
+class _GuardedCursor(sqlite3.Cursor):
+    """A cursor whose reads turn a corrupted page, met at any row, into `damaged`'s one line."""
+
+    path: Path
+
+    def execute(self, *args: Any) -> "_GuardedCursor":
+        with _guard(self.path):
+            return super().execute(*args)
+
+    def executemany(self, *args: Any) -> "_GuardedCursor":
+        with _guard(self.path):
+            return super().executemany(*args)
+
+    def fetchone(self) -> Any:
+        with _guard(self.path):
+            return super().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with _guard(self.path):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _guard(self.path):
+            return super().__next__()
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """`execute` and friends through `_GuardedCursor`, so every query of the archive is guarded."""
+
+    path: Path
+
+    def _cursor(self) -> _GuardedCursor:
+        cursor = self.cursor(_GuardedCursor)
+        cursor.path = self.path
+        return cursor
+
+    def execute(self, *args: Any) -> _GuardedCursor:  # type: ignore[override]
+        return self._cursor().execute(*args)
+
+    def executemany(self, *args: Any) -> _GuardedCursor:  # type: ignore[override]
+        return self._cursor().executemany(*args)
+
+    def executescript(self, script: str) -> Any:  # type: ignore[override]
+        with _guard(self.path):
+            return super().executescript(script)
 
 
 class Archive:
@@ -134,13 +208,14 @@ class Archive:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, factory=_GuardedConnection)
+            self.conn.path = self.path
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path} is not a readable archive ({exc}); point at a run's archive.sqlite") from None
+            raise damaged(self.path, exc) from None
 
     # ---- schema ------------------------------------------------------------------------------------
     @property
@@ -177,7 +252,7 @@ class Archive:
 
     @staticmethod
     def _put_meta(c: sqlite3.Connection, values: dict[str, Any]) -> None:
-        c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
+        c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(scrub_data(v))) for k, v in values.items()])
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -191,6 +266,7 @@ class Archive:
 
     def _insert_program(self, c: sqlite3.Connection, record: ProgramRecord, result: Result) -> None:
         values = _program_values(record)
+        result = scrub_result(result)
         c.execute(f"INSERT OR IGNORE INTO programs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                   list(values.values()))
         dataset = result.dataset or {}
@@ -219,18 +295,20 @@ class Archive:
             raise UserError(f"no program {pid[:12]} in {self.path}; list programs with `eplb-evolve show RUN`")
         data = {k: row[k] for k in _PROGRAM_COLS}
         data["inspirations"] = json.loads(data["inspirations"])
+        for key in _PROGRAM_TEXT:
+            data[key] = scrub(data[key])
         return ProgramRecord(**data)
 
     def result(self, pid: str) -> Result | None:
         row = self.conn.execute("SELECT * FROM results WHERE program_id = ?", (pid,)).fetchone()
         if row is None:
             return None
-        return Result(
+        return scrub_result(Result(
             correct=bool(row["correct"]), error=row["error"], metrics=json.loads(row["metrics"]),
             scores=json.loads(row["scores"]), per_window=json.loads(row["per_window"]), feedback=row["feedback"],
             evaluator_version=row["evaluator_version"], dataset=json.loads(row["dataset"]), scorer=row["scorer"],
             stdout=row["stdout"], stderr=row["stderr"],
-        )
+        ))
 
     def resolve(self, prefix: str) -> str:
         """A full program id from a unique prefix (as printed by `show`)."""
@@ -265,7 +343,8 @@ class Archive:
                 c.execute(f"UPDATE programs SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
                           [*values.values(), lineage.id])
             row = {k: getattr(step, k) for k in _STEP_COLS}
-            row["detail"] = json.dumps(step.detail)
+            row["error"] = scrub(step.error)
+            row["detail"] = json.dumps(scrub_data(step.detail))
             c.execute(f"INSERT INTO steps ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
             for event in events:
                 self._insert_event(c, step.idx, event)
@@ -281,7 +360,8 @@ class Archive:
 
     def steps(self) -> list[Step]:
         rows = self.conn.execute("SELECT * FROM steps ORDER BY idx").fetchall()
-        return [Step(**{**{k: r[k] for k in _STEP_COLS}, "detail": json.loads(r["detail"])}) for r in rows]
+        return [Step(**{**{k: r[k] for k in _STEP_COLS}, "error": scrub(r["error"]),
+                        "detail": scrub_data(json.loads(r["detail"]))}) for r in rows]
 
     def add_event(self, event: Event, idx: int | None = None) -> None:
         with self._tx() as c:
@@ -290,12 +370,12 @@ class Archive:
     @staticmethod
     def _insert_event(c: sqlite3.Connection, idx: int | None, event: Event) -> None:
         c.execute("INSERT INTO events (idx, kind, program_id, detail, created_at) VALUES (?, ?, ?, ?, ?)",
-                  (idx, event.kind, event.program_id, json.dumps(event.detail), time.time()))
+                  (idx, event.kind, event.program_id, json.dumps(scrub_data(event.detail)), time.time()))
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
         rows = self.conn.execute(query, (kind,) if kind else ()).fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+        return [{**dict(r), "detail": scrub_data(json.loads(r["detail"]))} for r in rows]
 
     # ---- versions of the best program ------------------------------------------------------------
     def versions(self) -> list[dict[str, Any]]:
@@ -410,6 +490,8 @@ class Archive:
 
 def _program_values(record: ProgramRecord) -> dict[str, Any]:
     values = {k: getattr(record, k) for k in _PROGRAM_COLS}
+    for key in _PROGRAM_TEXT:
+        values[key] = scrub(values[key])
     values["inspirations"] = json.dumps(record.inspirations)
     values["created_at"] = record.created_at or time.time()
     return values

@@ -12,22 +12,21 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from evolve.archive import Archive, Event
 from evolve.backends import BackendContext, make_backend
 from evolve.config import Config, field_help, parse_value
-from evolve.loading import load_object
+from evolve.loading import load_object, read_text_file
 from evolve.errors import UserError
 from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
+from evolve import resume
 from evolve.paths import REPO_ROOT
+from evolve.scrub import scrub_data
 from evolve.task import Task
 
 RESULTS = Path("results")
 ARCHIVE = "archive.sqlite"
-# Settings a resumed run may change: budgets and resources. Anything else would change the lineage.
-RESUMABLE = {"max_evaluations", "max_minutes", "max_cost", "max_tokens", "max_failed_proposals", "workers",
-             "proposers", "backend", "ray_address", "progress"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, metavar="S")
     run.add_argument("--out", metavar="DIR", help="run directory (default: results/<date-time>)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    run.add_argument("--allow-config-change", action="append", default=[], metavar="KEY",
+                     help="on --resume: accept a change to KEY that alters scores or the lineage; recorded (repeatable)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="set any config field, e.g. --set campaign.islands=4 (repeatable)")
     run.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
@@ -92,7 +93,6 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
         config = Config.from_file(saved) if saved.is_file() else _archived_config(run_dir)
     else:
         config = Config.from_file(args.config) if args.config else Config()
-    before = config.to_dict()
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -101,10 +101,12 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     for key, value in _flag_settings(args, config):
         config.set(key, value, source=f"--{key.rsplit('.', 1)[-1].replace('_', '-')}")
     config.check()
+    allow = getattr(args, "allow_config_change", None) or []
     if args.resume:
-        config.campaign.out = str(run_dir)
-        _check_resume_changes(before, config.to_dict())
+        config.campaign.out = str(run_dir)  # what else changed is checked against the run's record on start
         return config, run_dir, True
+    if allow:
+        raise UserError("--allow-config-change only applies to --resume; drop it for a new run")
     run_dir = Path(config.campaign.out) if config.campaign.out else _new_run_dir()
     if (run_dir / ARCHIVE).exists():
         raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
@@ -122,16 +124,6 @@ def _archived_config(run_dir: Path) -> Config:
     if data is None:
         raise UserError(f"{run_dir} has neither config.toml nor a stored config; start a new run with --out")
     return Config.from_dict(data, source=f"{run_dir / ARCHIVE}")
-
-
-def _check_resume_changes(before: dict[str, Any], after: dict[str, Any]) -> None:
-    for section, values in after.items():
-        for key, value in values.items():
-            if section == "campaign" and key in RESUMABLE | {"out"}:
-                continue
-            if before.get(section, {}).get(key) != value:
-                raise UserError(f"{section}.{key} cannot change on --resume (it would change the lineage); "
-                                f"start a new run with --out instead")
 
 
 def _new_run_dir() -> Path:
@@ -152,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config.to_toml(), end="")
         return 0
     try:
-        summary = run_campaign(config, run_dir, resuming)
+        summary = run_campaign(config, run_dir, resuming, allow_changes=getattr(args, "allow_config_change", None) or [])
     except KeyboardInterrupt:
         print(f"interrupted; finished work is saved; continue with: eplb-evolve run --resume {run_dir}", file=sys.stderr)
         return 130
@@ -161,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = True) -> Summary:
+def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = True,
+                 allow_changes: Sequence[str] = ()) -> Summary:
     """Build task, proposer and backend, open (or create) the archive, and run the campaign.
 
     Everything that can fail on a user mistake is built before the archive exists, so a failed start
@@ -172,6 +165,7 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
         _read_seed(config.campaign.seed_program)
     task = make_task(config.task.factory, config.task.options)
     resolve_objectives(config.campaign.objectives, task.objectives())
+    changes = _resume_changes(run_dir, config, task, allow_changes) if resuming else []
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_locked(run_dir))
@@ -184,6 +178,7 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
         stack.callback(archive.close)
         seed_code = None if archive.steps() else _read_seed(config.campaign.seed_program)
         _stamp_run(archive, config, task, resuming)
+        resume.record(archive, changes, allow_changes)
         (run_dir / "config.toml").write_text(config.to_toml())
         archive.export_versions(run_dir)  # files a crash may have left unwritten
         with contextlib.closing(ProgressBar(config.campaign.progress)) as bar:
@@ -203,19 +198,31 @@ def make_task(factory: str, options: dict[str, Any]) -> Task:
 def _read_seed(path_text: str) -> str:
     for path in (Path(path_text), REPO_ROOT / path_text):
         if path.is_file():
-            return path.read_text()
+            return read_text_file(path, "campaign.seed_program")
     raise UserError(f"campaign.seed_program {path_text} does not exist; give a program with --set campaign.seed_program=PATH")
 
 
+def _resume_changes(run_dir: Path, config: Config, task: Task, allow: Sequence[str]) -> list[resume.Change]:
+    """What differs from the run's own record (its config and its task's stamp); refuses any change not
+    allowed by --allow-config-change, in one line naming each key."""
+    archive = Archive(run_dir / ARCHIVE)
+    try:
+        stored_config, stored_stamp = archive.meta("config"), archive.meta("task_stamp")
+    finally:
+        archive.close()
+    stamp = task.stamp()
+    older = resume.stamp_is_older(stored_stamp, stamp)
+    changes = resume.config_changes(stored_config, scrub_data(config.to_dict()), older) if stored_config else []
+    changes += resume.stamp_changes(stored_stamp, stamp)
+    resume.check_allow_keys(allow, [*resume.flatten(config.to_dict()), *resume.flatten(stamp, "task")])
+    return resume.refuse_unless_allowed(changes, allow, run_dir)
+
+
 def _stamp_run(archive: Archive, config: Config, task: Task, resuming: bool) -> None:
-    """Record what the run is; on resume, refuse a task whose scores would not be comparable."""
+    """Record what the run is (on resume, the changes were checked by `_resume_changes`)."""
     stamp = task.stamp()
     if resuming:
-        old = archive.meta("task_stamp")
-        if old is not None and _plain(old) != _plain(stamp):
-            raise UserError(f"the task now reports {_plain(stamp)} but the run was scored with {_plain(old)}; "
-                            "scores would not be comparable: start a new run")
-        archive.set_meta(config=config.to_dict())
+        archive.set_meta(config=config.to_dict(), task_stamp=_plain(stamp))
         archive.add_event(Event("run_started", detail={"resume": True}))
         return
     archive.set_meta(config=config.to_dict(), seed=config.campaign.seed, task=task.name, task_stamp=_plain(stamp),
@@ -337,6 +344,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("\n".join(lineage_lines(archive, pid)))
             return 0
         print(f"run {run_dir}: {len(archive.steps())} steps, {len(versions)} best versions")
+        for line in resume.recorded_lines(archive):
+            print(line)
         for v in versions:
             print(f"  v{v['version']:03d} {v['program_id'][:12]} score {v['score']:.6g} step {v['idx']:>5}  {v['path']}")
         if versions:

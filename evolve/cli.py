@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from evolve.errors import UserError
+from evolve.scrub import scrub
 
 COMMAND_MODULES = [
     "evaluator.traces.cli",
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is saved", file=sys.stderr)

@@ -21,6 +21,7 @@ import tomli_w
 
 from evolve.backends import BACKENDS
 from evolve.errors import UserError
+from evolve.loading import read_text_file
 
 PROPOSER_KINDS = ("mutator", "llm", "replay")
 SELECTION_STRATEGIES = ("rank", "uniform", "greedy")
@@ -116,10 +117,10 @@ class Config:
     @classmethod
     def from_file(cls, path: str | Path) -> "Config":
         path = Path(path)
+        if not path.exists():
+            raise UserError(f"config file {path} does not exist; check the --config path")
         try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"config file {path} does not exist; check the --config path") from None
+            data = tomllib.loads(read_text_file(path, "config file"))
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"config file {path} is not valid TOML: {exc}; fix that line") from None
         return cls.from_dict(data, source=str(path))

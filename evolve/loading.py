@@ -40,3 +40,19 @@ def load_object(spec: str, what: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise UserError(f"{what}: '{module_name}' has no '{attr}'; check the import string '{spec}'") from None
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    """A file a user gave (config, program) as UTF-8 text, or a one-line `UserError` naming it and the fix."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8") from None

@@ -30,6 +30,7 @@ from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
 from evolve.proposers.base import ProgramView, Proposal, ProposalRequest, Proposer
+from evolve.scrub import scrub, scrub_data, scrub_result
 from evolve.selection import Member, Population, Settings, fitness
 from evolve.task import Objective, Result, Task
 
@@ -257,8 +258,8 @@ class Campaign:
         except UserError:
             raise  # the user must act (a transcript that does not match, a bad setting): end the run with it
         except Exception as exc:  # a proposer bug must not end the campaign: it counts as a failed proposal
-            return Proposal(error=f"proposer raised {type(exc).__name__}: {exc}", proposer=self.proposer.name)
-        return proposal if isinstance(proposal, Proposal) else Proposal(error="proposer returned no Proposal")
+            return _scrubbed(Proposal(error=f"proposer raised {type(exc).__name__}: {exc}", proposer=self.proposer.name))
+        return _scrubbed(proposal) if isinstance(proposal, Proposal) else Proposal(error="proposer returned no Proposal")
 
     def _loop(self) -> None:
         c = self.config.campaign
@@ -332,11 +333,11 @@ class Campaign:
     def _result_of(self, future: Future) -> Result:
         """The evaluation's Result; an exception from the task is a task bug, which ends the run cleanly."""
         try:
-            return future.result()
+            return scrub_result(future.result())
         except Exception as exc:
             self._stop("the task failed")
             raise UserError(
-                f"the task's evaluate raised {type(exc).__name__}: {exc} (a bug in the task, not in the program); "
+                f"the task's evaluate raised {type(exc).__name__}: {scrub(str(exc))} (a bug in the task, not in the program); "
                 f"fix it and continue with --resume {self.run_dir}"
             ) from exc
 
@@ -471,6 +472,14 @@ class Campaign:
             return (f"{self.fail_streak} proposals in a row gave nothing to evaluate (campaign.max_failed_proposals "
                     f"is {c.max_failed_proposals}; last: {self.last_error}); check the proposer")
         return "finished"
+
+
+def _scrubbed(proposal: Proposal) -> Proposal:
+    """A proposal with its texts scrubbed of secrets; the child's code is left alone (it is its identity)."""
+    for name in ("patch_text", "name", "description", "diff", "error"):
+        setattr(proposal, name, scrub(getattr(proposal, name)))
+    proposal.extra = scrub_data(proposal.extra)
+    return proposal
 
 
 class ProgressBar:

@@ -7,23 +7,34 @@ on one kind of edit; the same request always gives the same messages, which is w
 replayed by prompt hash.
 
 Size: the prompt aims to stay under `max_chars` characters. Inspirations go first (the last one first),
-then older failure lines, then the parent's feedback is shortened. The parent's code, the problem
-statement and the format rules are never cut: without them no patch can apply.
+then older failure lines, then the parent's feedback is shortened. The problem statement and the format
+rules are never cut, nor is a parent of ordinary size: without them no patch can apply. A parent longer
+than `PARENT_MAX_CHARS` (a program padded to megabytes) is shown in part, with a note: its EVOLVE blocks
+whole, then as much of the start and end of the frozen code as fits; a patch still applies to the whole
+program, and only the blocks may change anyway.
+
+Every message is scrubbed of the environment's secrets (`evolve.scrub`) before it is returned, so no
+text a program printed or a model wrote carries one to an endpoint.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
 from typing import Any
 
 from evolve.proposers.base import ProgramView, ProposalRequest
+from evolve.scrub import scrub
 
 Message = dict[str, str]
 
 DEFAULT_MAX_CHARS = 48_000
 MAX_METRICS = 16  # metrics shown per program; the rest are noise to a model
 MAX_FAILURES = 5
+PARENT_MAX_CHARS = 32_000  # a longer parent is shown in part (see `shown_code`)
+FEEDBACK_MAX_CHARS = 16_000  # feedback beyond this is cut, however few lines it has
+MARKER_MAX_CHARS = 200
 
 FORMAT_RULES = """\
 Answer with one patch in exactly this format:
@@ -121,16 +132,75 @@ def _fence(code: str) -> str:
     return f"{fence}python\n{code.rstrip()}\n{fence}"
 
 
+def _is_marker(line: str) -> bool:
+    return "EVOLVE-BLOCK-" in line and line.lstrip().startswith("#")
+
+
+@functools.lru_cache(maxsize=16)  # a prompt is measured several times while it is fitted to its size
+def shown_code(code: str, limit: int = PARENT_MAX_CHARS) -> tuple[str, int]:
+    """`code` as a prompt shows it, and how many of its lines were left out (0: shown whole).
+
+    Within `limit` characters: the EVOLVE blocks and their markers first (markers always), then lines from
+    the start and the end of the program in equal shares. Each run of left-out lines becomes one note."""
+    if len(code) <= limit:
+        return code, 0
+    lines = code.splitlines(keepends=True)
+    keep = [False] * len(lines)
+    inside, block = False, []
+    for i, line in enumerate(lines):
+        if _is_marker(line):
+            keep[i] = True
+            inside = "EVOLVE-BLOCK-START" in line
+        elif inside:
+            block.append(i)
+    used = sum(min(len(lines[i]), MARKER_MAX_CHARS) for i in range(len(lines)) if keep[i])
+    if used + sum(len(lines[i]) for i in block) <= limit * 3 // 4:  # the editable code fits: show it whole
+        for i in block:
+            keep[i] = True
+        used += sum(len(lines[i]) for i in block)
+    share = max(0, limit - used) // 2
+    for order in (range(len(lines)), range(len(lines) - 1, -1, -1)):
+        spent = 0
+        for i in order:
+            if keep[i]:
+                continue
+            if spent + len(lines[i]) > share:
+                break
+            keep[i] = True
+            spent += len(lines[i])
+    out: list[str] = []
+    cut = run = chars = 0
+    for i, line in enumerate(lines + [""]):
+        if i < len(lines) and not keep[i]:
+            run, chars = run + 1, chars + len(line)
+            continue
+        if run:
+            out.append(f"# [... {run} lines ({chars} characters) of the program are not shown here; they stay in "
+                       "the program as they are ...]\n")
+            cut += run
+            run = chars = 0
+        if i < len(lines):
+            out.append(line if not _is_marker(line) else line[:MARKER_MAX_CHARS].rstrip("\n") + "\n")
+    return "".join(out), cut
+
+
 def _parent_section(view: ProgramView, feedback_lines: int | None) -> str:
     feedback = view.feedback.strip()
     if feedback and feedback_lines is not None:
         lines = feedback.splitlines()
         if len(lines) > feedback_lines:
             feedback = "\n".join(lines[:feedback_lines] + [f"... ({len(lines) - feedback_lines} more lines)"])
+    if len(feedback) > FEEDBACK_MAX_CHARS:
+        feedback = feedback[:FEEDBACK_MAX_CHARS] + f" ... ({len(feedback) - FEEDBACK_MAX_CHARS} more characters)"
     out = [f"# Current program (parent {view.id[:12] or 'seed'})", f"Metrics: {format_metrics(view)}"]
     if feedback:
         out.append(f"Evaluator feedback:\n{feedback}")
-    out.append(_fence(view.code))
+    code, cut = shown_code(view.code)
+    if cut:
+        total = view.code.count("\n") + (not view.code.endswith("\n"))
+        out.append(f"The program is long ({len(view.code)} characters): {total - cut} of its {total} lines are shown, "
+                   "its EVOLVE blocks first, then its start and end. Copy SEARCH text only from the lines shown.")
+    out.append(_fence(code))
     return "\n\n".join(out)
 
 
@@ -151,6 +221,7 @@ def _inspiration_section(views: list[ProgramView]) -> str:
     return "\n\n".join(out)
 
 
+@functools.lru_cache(maxsize=16)
 def _blocks_line(code: str) -> str:
     try:
         from evolve.patch import evolve_blocks
@@ -203,7 +274,7 @@ def build_messages(request: ProposalRequest, max_chars: int = DEFAULT_MAX_CHARS)
         if size() <= max_chars:
             break
         feedback_lines = keep
-    return [{"role": "system", "content": system}, {"role": "user", "content": user_text()}]
+    return [{"role": "system", "content": scrub(system)}, {"role": "user", "content": scrub(user_text())}]
 
 
 def patch_retry_message(feedback: str, attempts_left: int) -> str:
@@ -211,7 +282,7 @@ def patch_retry_message(feedback: str, attempts_left: int) -> str:
     tries = "one more try" if attempts_left == 1 else f"{attempts_left} more tries"
     return (
         "Your patch could not be applied:\n\n"
-        f"{feedback.strip()}\n\n"
+        f"{scrub(feedback.strip())}\n\n"
         f"Send a corrected patch in the same format ({tries}). Copy every SEARCH part exactly from the "
         "current program shown earlier, not from your previous answer."
     )

@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
+from evolve.scrub import scrub, scrub_data  # noqa: E402
 from evolve.task import Result  # noqa: E402
 
 ARCHIVE_NAME = "archive.sqlite"
@@ -390,10 +391,10 @@ def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: 
         "lineage of the best program": lineage_figure(run, out / "lineage.png"),
     }
     figures = {name: path for name, path in candidates.items() if path is not None}
-    page = render_html(run, figures, leaderboard, leaderboard_note)
+    page = scrub(render_html(run, figures, leaderboard, leaderboard_note))  # the page shows code too
     html_path = out / "report.html"
     tmp = html_path.with_name("report.html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(html_path)
-    (out / "summary.json").write_text(json.dumps(dict(summary_rows(run)), indent=2))
+    (out / "summary.json").write_text(json.dumps(scrub_data(dict(summary_rows(run))), indent=2))
     return ReportFiles(html_path, figures)

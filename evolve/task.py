@@ -89,7 +89,9 @@ class Task(Protocol):
         ...
 
     def stamp(self) -> dict[str, Any]:
-        """Evaluator version, dataset id and checksum, scorer: what makes two scores comparable."""
+        """Evaluator version, dataset id and checksum, scorer, and any option that alters scores (under an
+        `options` table): what makes two scores comparable. A resumed campaign refuses a change to any of
+        it unless the user allows it; an option left out (a timeout) may change freely."""
         ...
 
     def evaluate(self, program_text: str) -> Result:

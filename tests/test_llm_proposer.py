@@ -411,6 +411,6 @@ def test_api_key_is_never_written(server, tmp_path, caplog):
     assert "rejected the API key" in rejected.error and KEY_ENV in rejected.error
     assert KEY not in rejected.error and KEY not in ok.error
     text = (tmp_path / "transcript.jsonl").read_text()
-    assert KEY not in text and "***" in text
+    assert KEY not in text and f"[secret {KEY_ENV} removed]" in text
     assert KEY not in caplog.text
     assert KEY not in repr(proposer.config)

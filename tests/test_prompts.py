@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evolve.patch import evolve_blocks
 from evolve.prompts import (
     FORMAT_RULES,
     build_messages,
     patch_retry_message,
     prompt_hash,
+    shown_code,
     total_chars,
 )
 from evolve.proposers.base import ProgramView, ProposalRequest
@@ -98,3 +100,28 @@ def test_retry_message_carries_the_engine_feedback():
     message = patch_retry_message("block 1: SEARCH text not found\n--- detail", attempts_left=2)
     assert "SEARCH text not found" in message and "--- detail" in message and "2 more tries" in message
     assert "one more try" in patch_retry_message("x", 1)
+
+
+def test_a_parent_of_megabytes_is_shown_in_part_with_a_note():
+    padding = "".join(f"PAD_{i} = {i}  # frozen filler\n" for i in range(120_000))
+    tail = "def frozen_tail():\n    return 'the last line'\n"
+    code = SEED.replace("# EVOLVE-BLOCK-END\n", "# EVOLVE-BLOCK-END\n" + padding, 1) + tail
+    assert len(code) > 3_000_000
+    req = request(inspirations=0, parent=ProgramView("p", code, {}, None, "x" * 100_000))
+    text = build_messages(req)[1]["content"]
+    assert len(text) < 60_000
+    shown, cut = shown_code(code)
+    assert cut > 100_000 and shown in text
+    for block in evolve_blocks(code):  # every editable block is shown whole, with its markers
+        assert block.body in text and f"# EVOLVE-BLOCK-START {block.label}" in text
+    assert SEED.splitlines()[0] in text and "return 'the last line'" in text  # head and tail of the program
+    assert "PAD_0 = 0" in text and "PAD_60000 = 60000" not in text
+    assert f"# [... {cut} lines (" in text  # one run of cut lines, one note that counts them
+    assert "of the program are not shown here" in text and "Copy SEARCH text only from the lines shown" in text
+    roomy = build_messages(req, max_chars=200_000)[1]["content"]
+    assert "x" * 16_000 in roomy and "x" * 16_001 not in roomy and "(84000 more characters)" in roomy  # one long line
+
+
+def test_an_ordinary_parent_is_shown_whole():
+    shown, cut = shown_code(SEED)
+    assert shown == SEED and cut == 0

@@ -16,7 +16,8 @@ returns a Proposal with `extra["budget_exhausted"] = True`. The loop checks `pro
 `budget_left()`) before asking for more.
 
 The API key is read from the environment variable named in the config and is never written anywhere:
-it is masked out of every error text, log line and transcript record.
+it is registered with `evolve.scrub`, which scrubs it (and every other secret of the environment, in
+simple disguises too) out of every error text, log line and transcript record.
 """
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ from typing import Any, Callable
 from evolve.errors import UserError
 from evolve.prompts import DEFAULT_MAX_CHARS, Message, build_messages, patch_retry_message, prompt_hash
 from evolve.proposers.base import Proposal, ProposalRequest
+from evolve.scrub import add_secret, scrub, scrub_data
 
 log = logging.getLogger(__name__)
 
 TRANSCRIPT_VERSION = 1
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is treated as this (a broken header must not hang a run)
-MIN_SECRET_LEN = 8  # shorter "keys" (e.g. "EMPTY" for local servers) are not secrets and would mangle text
 RETRIABLE_STATUS = {408, 409, 425, 429}
 
 
@@ -135,18 +136,6 @@ class LLMConfig:
 # secrets, budget, transcript
 
 
-class Secrets:
-    """Masks the API key out of any text before it is stored or shown."""
-
-    def __init__(self, *values: str | None) -> None:
-        self.values = [v for v in values if v and len(v) >= MIN_SECRET_LEN]
-
-    def mask(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
-
-
 class Budget:
     """Dollars and tokens spent across all proposals, thread-safe. A limit of 0 means none."""
 
@@ -187,9 +176,8 @@ class Budget:
 class Transcript:
     """Append-only JSON lines, one record per HTTP call plus one per finished proposal; thread-safe."""
 
-    def __init__(self, path: str | Path | None, secrets: Secrets) -> None:
+    def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
-        self.secrets = secrets
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +186,7 @@ class Transcript:
         if self.path is None:
             return
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record}
-        line = self.secrets.mask(json.dumps(record, ensure_ascii=False, sort_keys=False))
+        line = json.dumps(scrub_data(record), ensure_ascii=False, sort_keys=False)
         with self._lock, open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
@@ -289,7 +277,7 @@ def converse(
             left = max_attempts - attempt
             if left:
                 messages = messages + [
-                    {"role": "assistant", "content": reply.text},
+                    {"role": "assistant", "content": scrub(reply.text)},
                     {"role": "user", "content": patch_retry_message(exc.feedback(), left)},
                 ]
             continue
@@ -372,9 +360,9 @@ class LLMProposer:
         self._sleep = sleep
         self.api_key = os.environ.get(self.config.api_key_env) or ""
         self.base_url = self.config.base_url or os.environ.get(self.config.base_url_env) or ""
-        self.secrets = Secrets(self.api_key)
+        add_secret(self.config.api_key_env, self.api_key)
         self.budget = Budget(self.config.max_cost, self.config.max_tokens_total)
-        self.transcript = Transcript(transcript or self.config.transcript or None, self.secrets)
+        self.transcript = Transcript(transcript or self.config.transcript or None)
         self._client = client
         self._client_lock = threading.Lock()
         self._adapt_lock = threading.Lock()
@@ -429,10 +417,10 @@ class LLMProposer:
             proposal = converse(request, messages, send, 1 + max(0, self.config.max_patch_retries), self.name)
         except Exception as exc:  # never let a proposer bug end the campaign; say what happened
             proposal = Proposal(proposer=self.name, model=model.name,
-                                error=self.secrets.mask(f"LLM proposer failed: {type(exc).__name__}: {exc}"))
+                                error=scrub(f"LLM proposer failed: {type(exc).__name__}: {exc}"))
         proposal.model = proposal.model or model.name
-        proposal.error = self.secrets.mask(proposal.error)
-        proposal.patch_text = self.secrets.mask(proposal.patch_text)
+        proposal.error = scrub(proposal.error)
+        proposal.patch_text = scrub(proposal.patch_text)
         proposal.extra.setdefault("budget_exhausted", False)
         if self.budget.exhausted:
             proposal.extra["budget_exhausted"] = True
@@ -545,7 +533,7 @@ class LLMProposer:
                 return Reply(text=text, model=model.name, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost)
             except _CallFault as fault:
                 latency = time.monotonic() - started
-                error = self.secrets.mask(str(fault))
+                error = scrub(str(fault))
                 usage = fault.usage
                 if usage:
                     t_in, t_out = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
