@@ -196,12 +196,10 @@ class TableQuery:
             if value == "" or key not in cls.__dataclass_fields__:
                 continue
             kind = cls.__dataclass_fields__[key].type
+            if key == "sort" and value not in SORTS:
+                raise QueryError(f"cannot sort by '{value[:40]}'; choose one of {', '.join(SORTS)}")
             try:
-                if key == "sort":
-                    if value not in SORTS:
-                        raise QueryError(f"cannot sort by '{value}'; choose one of {', '.join(SORTS)}")
-                    query.sort = value
-                elif key in ("descending", "correct"):
+                if key in ("descending", "correct"):
                     setattr(query, key, value.lower() in ("1", "true", "yes"))
                 elif "float" in str(kind):
                     setattr(query, key, float(value))
