@@ -226,7 +226,8 @@ def serve(runs: list[RunSource], host: str, port: int, open_browser: bool = Fals
     if open_browser:
         import webbrowser
 
-        webbrowser.open(server.url)
+        if not webbrowser.open(server.url):
+            print(f"no browser could be started here; open {server.url} yourself", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

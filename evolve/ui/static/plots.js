@@ -27,7 +27,8 @@ function logTicks(lo, hi) {
 //        logx, width, height, onClick, title}
 function chart(spec) {
   const W = spec.width || 760, H = spec.height || 360;
-  const M = {l: 70, r: 16, t: spec.title ? 26 : 10, b: 44};
+  const named = spec.series.filter(se => se.name).length;
+  const M = {l: 70, r: named ? 150 : 16, t: spec.title ? 26 : 10, b: 44};  // the legend sits in the right margin
   const all = spec.series.flatMap(se => se.points).filter(p => p[0] !== null && p[1] !== null &&
     (!spec.logx || p[0] > 0));
   const svg = s("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", width: W, height: H});
@@ -41,6 +42,8 @@ function chart(spec) {
   if (x0 === x1) { x0 -= spec.logx ? x0 / 2 : 1; x1 += spec.logx ? x1 : 1; }
   if (y0 === y1) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
   const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
+  if (spec.logx) { const f = Math.pow(x1 / x0, 0.03); x0 /= f; x1 *= f; }
+  else { const px = (x1 - x0) * 0.02; x0 -= px; x1 += px; }
   const fx = spec.logx
     ? v => M.l + (Math.log10(v) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0)) * (W - M.l - M.r)
     : v => M.l + (v - x0) / (x1 - x0) * (W - M.l - M.r);
@@ -89,8 +92,8 @@ function chart(spec) {
     }
     svg.appendChild(g);
     if (se.name) {
-      legend.appendChild(s("rect", {x: W - M.r - 150, y: ly - 8, width: 10, height: 10, fill: se.color}));
-      legend.appendChild(s("text", {x: W - M.r - 136, y: ly + 1, class: "tick"}, se.name));
+      legend.appendChild(s("rect", {x: W - M.r + 12, y: ly - 8, width: 10, height: 10, fill: se.color}));
+      legend.appendChild(s("text", {x: W - M.r + 26, y: ly + 1, class: "tick"}, String(se.name).slice(0, 22)));
       ly += 15;
     }
   }

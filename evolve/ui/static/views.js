@@ -147,7 +147,8 @@ function diffView(d, mode) {
   if (d.identical) return h("p", {class: "note"}, "identical code");
   const stats = h("p", {class: "note"}, `+${d.added} −${d.removed} lines`);
   if (mode === "split") {
-    const table = h("table", {class: "diff split"});
+    const table = h("table", {class: "diff split"},
+      h("colgroup", {}, h("col", {class: "ln"}), h("col"), h("col", {class: "ln"}), h("col")));
     for (const hunk of d.hunks) {
       const a0 = hunk[0].a_start, b0 = hunk[0].b_start;
       table.appendChild(h("tr", {class: "hunk"}, h("td", {colspan: 4}, `@@ -${a0} +${b0} @@`)));
@@ -302,8 +303,8 @@ async function drawWindows(run, p, box, app) {
   }
   const draw = () => {
     const k = sel.value;
-    const series = [{label: "this program", rows, color: "#2ca02c"}, ...others.map((o, i) =>
-      ({label: o.label, rows: o.rows, color: ["#1f77b4", "#d62728"][i]}))];
+    const series = [...others.map((o, i) => ({label: o.label, rows: o.rows, color: ["#1f77b4", "#d62728"][i]})),
+      {label: "this program", rows, color: "#2ca02c"}];  // drawn last: on top where the lines coincide
     clear(plot).appendChild(chart({
       xlabel: "window", ylabel: k, height: 280,
       series: series.map(se => ({name: se.label, color: se.color, mode: "line", markers: true, size: 2.5,
@@ -375,8 +376,17 @@ function treeView(run, params, app) {
     return pos;
   }
 
+  // a busy campaign changes the archive every poll: redraw the tree at most every few seconds
+  let lastDraw = 0, pending = null, gone = false;
   async function refresh() {
+    const wait = lastDraw + 5000 - Date.now();
+    if (cy && wait > 0) {
+      if (!pending) pending = setTimeout(() => { pending = null; refresh().catch(app.showError); }, wait);
+      return;
+    }
+    lastDraw = Date.now();
     const t = await api(`run/${run}/tree?limit=${limit}`);
+    if (gone) return;
     const onPath = new Set(t.best_path);
     const byId = new Map(t.nodes.map(n => [n.id, n]));
     const pos = layout(t.nodes);
@@ -432,7 +442,7 @@ function treeView(run, params, app) {
     });
   }
   fit.addEventListener("click", () => cy && cy.fit(undefined, 30));
-  return {el, refresh, destroy: () => { if (cy) cy.destroy(); window.eplbTree = null; }};
+  return {el, refresh, destroy: () => { gone = true; clearTimeout(pending); if (cy) cy.destroy(); window.eplbTree = null; }};
 }
 
 // ---- islands over time ----------------------------------------------------------------------------------------
