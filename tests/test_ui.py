@@ -270,6 +270,22 @@ def test_scrub_masks_credentials_and_keeps_prose() -> None:
         "def balance(weight): return weight.sum() # a tokenizer-free prose line"
 
 
+def test_transcript_index_reads_records_as_the_file_grows(tmp_path: Path) -> None:
+    from evolve.ui.transcripts import TranscriptIndex
+
+    path = tmp_path / "transcript.jsonl"
+    write_transcript(tmp_path, "a" * 64)
+    index = TranscriptIndex(path)
+    assert index.conversation("a" * 64)["calls"][0]["model"] == "m"
+    assert index.conversation("b" * 64) is None
+    with open(path, "a") as fh:  # the half-written line is finished, then another proposal follows
+        fh.write('ten"}\n' + json.dumps({"kind": "call", "request_key": "r2", "attempt": 1, "reply": "second",
+                                          "messages": []}) + "\n")
+        fh.write(json.dumps({"kind": "proposal", "request_key": "r2", "child_sha256": "b" * 64}) + "\n")
+    assert [c["reply"] for c in index.conversation("b" * 64)["calls"]] == ["second"]
+    assert len(index.conversation("a" * 64)["calls"]) == 1
+
+
 # ---- the server ---------------------------------------------------------------------------------------------
 def test_server_is_read_only_and_sends_its_policy(server, finished_run: Path) -> None:
     base = server.url

@@ -373,38 +373,36 @@ def diff(old: str, new: str, context: int = 3) -> dict[str, Any]:
 def tree(conn: sqlite3.Connection, limit: int = 1500) -> dict[str, Any]:
     """Programs as nodes with parent edges; past `limit` nodes, the best path, the top and the newest
     programs with all their ancestors (the rest are counted per node as hidden children)."""
-    # two narrow scans joined here: each can read a covering index, where a join would visit every row
+    # two narrow scans joined here: each reads a covering index, where a join would visit every row
     outcome = {pid: (correct, score) for pid, correct, score in
                conn.execute("SELECT program_id, correct, score FROM results")}
-    rows = [{"n": n, "id": pid, "parent_id": parent, "island": island, "generation": generation,
-             "correct": outcome.get(pid, (0, None))[0], "score": outcome.get(pid, (0, None))[1]}
-            for n, pid, parent, island, generation in
-            conn.execute("SELECT rowid, id, parent_id, island, generation FROM programs")]
-    nodes = {r["id"]: r for r in rows}
+    info = {pid: (n, parent, island, generation) for n, pid, parent, island, generation in
+            conn.execute("SELECT rowid, id, parent_id, island, generation FROM programs")}
+    parents = {pid: row[1] for pid, row in info.items()}
     best_row = conn.execute("SELECT program_id FROM versions ORDER BY version DESC LIMIT 1").fetchone()
     best = best_row[0] if best_row else None
-    best_path = _chain(nodes, best) if best else []
-    keep: dict[str, None] = dict.fromkeys(best_path)
-    if len(nodes) <= limit:
-        keep = dict.fromkeys(nodes)
+    best_path = _chain(parents, best) if best else []
+    if len(info) <= limit:
+        keep = dict.fromkeys(info)
     else:
-        scored = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
-        newest = sorted(rows, key=lambda r: -r["n"])
-        for a, b in zip(scored + [None] * len(rows), newest):
+        keep = dict.fromkeys(best_path)
+        scored = sorted((pid for pid, (_, score) in outcome.items() if score is not None and pid in info),
+                        key=lambda pid: -outcome[pid][1])
+        newest = sorted(info, key=lambda pid: -info[pid][0])
+        for a, b in zip(scored + [None] * len(newest), newest):
             for pick in (a, b):
-                if pick is not None and len(keep) < limit:
-                    keep.update(dict.fromkeys(_chain(nodes, pick["id"])))
+                if pick is not None and pick not in keep and len(keep) < limit:
+                    keep.update(dict.fromkeys(_chain(parents, pick)))
             if len(keep) >= limit:
                 break
     children: dict[str, int] = {}
-    for r in rows:
-        if r["parent_id"]:
-            children[r["parent_id"]] = children.get(r["parent_id"], 0) + 1
+    for parent in parents.values():
+        if parent:
+            children[parent] = children.get(parent, 0) + 1
     shown: dict[str, int] = {}
     for pid in keep:
-        parent = nodes[pid]["parent_id"]
-        if parent in keep:
-            shown[parent] = shown.get(parent, 0) + 1
+        if parents[pid] in keep:
+            shown[parents[pid]] = shown.get(parents[pid], 0) + 1
     migrated: dict[str, list[int]] = {}
     for island, pid in conn.execute("SELECT island, program_id FROM members WHERE via = 'migration'"):
         migrated.setdefault(pid, []).append(island)
@@ -416,31 +414,34 @@ def tree(conn: sqlite3.Connection, limit: int = 1500) -> dict[str, Any]:
                                   chunk).fetchall())
     out = []
     for pid in keep:
-        r = nodes[pid]
-        out.append({"id": pid, "parent": r["parent_id"] if r["parent_id"] in keep else None, "n": r["n"],
-                    "island": r["island"], "generation": r["generation"], "name": names.get(pid, ""),
-                    "correct": bool(r["correct"]), "score": _finite(r["score"]),
-                    "hidden": children.get(pid, 0) - shown.get(pid, 0), "migrated_to": migrated.get(pid, [])})
+        n, parent, island, generation = info[pid]
+        correct, score = outcome.get(pid, (0, None))
+        out.append({"id": pid, "parent": parent if parent in keep else None, "n": n, "island": island,
+                    "generation": generation, "name": names.get(pid, ""), "correct": bool(correct),
+                    "score": _finite(score), "hidden": children.get(pid, 0) - shown.get(pid, 0),
+                    "migrated_to": migrated.get(pid, [])})
     out.sort(key=lambda node: node["n"])
-    return {"nodes": out, "total": len(nodes), "best": best, "best_path": best_path,
-            "truncated": len(nodes) - len(out)}
+    return {"nodes": out, "total": len(info), "best": best, "best_path": best_path,
+            "truncated": len(info) - len(out)}
 
 
-def _chain(nodes: dict[str, dict[str, Any]], pid: str) -> list[str]:
+def _chain(parents: dict[str, str | None], pid: str) -> list[str]:
+    """Root first, down to `pid`."""
     chain, seen, current = [], set(), pid
-    while current and current in nodes and current not in seen:
+    while current and current in parents and current not in seen:
         seen.add(current)
         chain.append(current)
-        current = nodes[current]["parent_id"]
+        current = parents[current]
     return list(reversed(chain))
 
 
 # ---- figures' data ------------------------------------------------------------------------------------------
 def islands_over_time(conn: sqlite3.Connection, max_points: int = 4000) -> dict[str, Any]:
     """Per island: correct programs' scores by step (sampled past `max_points`) and the best so far."""
-    rows = conn.execute("SELECT s.idx, s.island, s.program_id, r.score FROM steps s JOIN results r"
-                        " ON r.program_id = s.program_id WHERE s.kind IN ('seed', 'evaluated') AND r.correct = 1"
-                        " AND r.score IS NOT NULL ORDER BY s.idx").fetchall()
+    scores = dict(conn.execute("SELECT program_id, score FROM results WHERE correct = 1 AND score IS NOT NULL"))
+    rows = [(idx, island, pid, scores[pid]) for idx, island, pid in
+            conn.execute("SELECT idx, island, program_id FROM steps WHERE kind IN ('seed', 'evaluated') ORDER BY idx")
+            if pid in scores]
     stride = max(1, math.ceil(len(rows) / max_points))
     islands: dict[int, dict[str, list]] = {}
     best: dict[int, float] = {}
@@ -491,11 +492,10 @@ def pareto(conn: sqlite3.Connection, source: RunSource, runtime_key: str, balanc
 def best_curve(conn: sqlite3.Connection) -> list[list[Any]]:
     """Best score so far against evaluations (seed = 0), for comparing runs."""
     curve, evaluations = [], 0
-    for kind, score in conn.execute("SELECT s.kind, r.score FROM steps s LEFT JOIN results r"
-                                    " ON r.program_id = s.program_id WHERE s.kind IN ('seed', 'evaluated')"
-                                    " ORDER BY s.idx"):
+    scores = dict(conn.execute("SELECT program_id, score FROM results WHERE correct = 1 AND score IS NOT NULL"))
+    for kind, pid in conn.execute("SELECT kind, program_id FROM steps WHERE kind IN ('seed', 'evaluated') ORDER BY idx"):
         evaluations += kind == "evaluated"
-        score = _finite(score)
+        score = _finite(scores.get(pid))
         if score is not None and (not curve or score > curve[-1][1]):
             curve.append([evaluations, score])
     if curve:
