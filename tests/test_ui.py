@@ -345,6 +345,28 @@ def test_server_follows_a_campaign_that_is_writing(tmp_path: Path) -> None:
         archive.close()
 
 
+def test_non_finite_numbers_are_sent_as_null(tmp_path: Path) -> None:
+    from evolve.archive import ProgramRecord, Step, program_id
+    from evolve.task import Result
+
+    code = "def solve():\n    return [0.0]\n"
+    archive = Archive(tmp_path / "archive.sqlite")
+    pid = program_id(code)
+    archive.put_program(ProgramRecord(id=pid, code=code), Result(
+        correct=True, metrics={"runtime_s": float("inf")}, scores={"score": 1.0}, scorer="score",
+        per_window=[{"window": 0, "score": float("nan")}]))
+    archive.apply_step(Step(idx=0, kind="seed", program_id=pid), version=(pid, 1.0))
+    archive.close()
+    srv = start_in_thread(make_sources([tmp_path]))
+    try:
+        status, _, body = get(srv.url + f"api/run/0/program/{pid}")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    result = json.loads(body)["result"]
+    assert status == 200 and result["metrics"]["runtime_s"] is None and result["per_window"][0]["score"] is None
+
+
 def test_ui_command_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert cli_main(["ui", str(tmp_path / "nowhere")]) == 2
     assert cli_main(["ui", "--root", str(tmp_path)]) == 2

@@ -8,6 +8,7 @@ the address it serves, so a web page elsewhere cannot reach it through DNS rebin
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 import threading
@@ -111,6 +112,17 @@ class Api:
             conn.close()
 
 
+def _finite(data: Any) -> Any:
+    """`data` with every NaN or infinity replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _int(text: str, name: str, low: int, high: int) -> int:
     try:
         value = int(text)
@@ -146,7 +158,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, data: Any) -> None:
-        body = json.dumps(data, allow_nan=False, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(data, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:  # a NaN or infinity deep in stored data: JSON has none, send null
+            body = json.dumps(_finite(data), allow_nan=False, separators=(",", ":")).encode()
         self._send(status, body, "application/json; charset=utf-8")
 
     def _host_ok(self) -> bool:
@@ -173,6 +188,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.NOT_FOUND, {"error": str(exc).strip("'\"")})
             except sqlite3.Error as exc:
                 self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"archive not readable right now ({exc}); retrying"})
+            except Exception as exc:  # a bug here must not drop the connection without a word
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR,
+                           {"error": f"the server failed on {path}: {type(exc).__name__}: {exc}"})
             return
         file = self.server.files.get(path)
         if file is None:
