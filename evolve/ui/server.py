@@ -144,6 +144,12 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     def _send(self, status: int, body: bytes, content_type: str, cache: bool = False) -> None:
+        try:
+            self._write(status, body, content_type, cache)
+        except ConnectionError:  # the page went away (reload, closed tab) before the answer: nothing to do
+            self.close_connection = True
+
+    def _write(self, status: int, body: bytes, content_type: str, cache: bool) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -181,16 +187,17 @@ class Handler(BaseHTTPRequestHandler):
             params = dict(parse_qsl(url.query, keep_blank_values=True))
             parts = [p for p in path[len("/api/"):].split("/") if p]
             try:
-                self._json(HTTPStatus.OK, self.server.api.handle(parts, params))
+                status, data = HTTPStatus.OK, self.server.api.handle(parts, params)
             except (QueryError, UserError) as exc:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+                status, data = HTTPStatus.BAD_REQUEST, {"error": str(exc)}
             except LookupError as exc:
-                self._json(HTTPStatus.NOT_FOUND, {"error": str(exc).strip("'\"")})
+                status, data = HTTPStatus.NOT_FOUND, {"error": str(exc).strip("'\"")}
             except sqlite3.Error as exc:
-                self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"archive not readable right now ({exc}); retrying"})
+                status, data = HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"archive not readable right now ({exc}); retrying"}
             except Exception as exc:  # a bug here must not drop the connection without a word
-                self._json(HTTPStatus.INTERNAL_SERVER_ERROR,
-                           {"error": f"the server failed on {path}: {type(exc).__name__}: {exc}"})
+                status, data = HTTPStatus.INTERNAL_SERVER_ERROR, {
+                    "error": f"the server failed on {path}: {type(exc).__name__}: {exc}"}
+            self._json(status, data)
             return
         file = self.server.files.get(path)
         if file is None:

@@ -337,6 +337,21 @@ function showTranscript(conv, box) {
   });
 }
 
+// Cytoscape.js is large: fetched (from this server) the first time a genealogy is shown, not with the page.
+let graphLibrary = null;
+function loadGraphLibrary() {
+  if (!graphLibrary) {
+    graphLibrary = new Promise((resolve, reject) => {
+      const tag = h("script", {});
+      tag.addEventListener("load", resolve);
+      tag.addEventListener("error", () => { graphLibrary = null; reject(new Error("could not load the graph library")); });
+      tag.src = "/static/vendor/cytoscape.min.js";
+      document.head.appendChild(tag);
+    });
+  }
+  return graphLibrary;
+}
+
 // ---- genealogy -------------------------------------------------------------------------------------------
 function treeView(run, params, app) {
   const limit = params.limit || "1500";
@@ -385,7 +400,7 @@ function treeView(run, params, app) {
       return;
     }
     lastDraw = Date.now();
-    const t = await api(`run/${run}/tree?limit=${limit}`);
+    const [t] = await Promise.all([api(`run/${run}/tree?limit=${limit}`), loadGraphLibrary()]);
     if (gone) return;
     const onPath = new Set(t.best_path);
     const byId = new Map(t.nodes.map(n => [n.id, n]));
