@@ -376,6 +376,12 @@ def test_ui_command_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "no run at" in err[0] and "no runs under" in err[1]
 
 
+def test_unknown_metric_flag_is_one_line(finished_run: Path, capsys) -> None:
+    assert cli_main(["ui", str(finished_run), "--balance-key", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --balance-key nosuch: finished stores no such metric; choose one of size, runtime_s"]
+
+
 def test_campaign_summary_names_the_ui_command(tmp_path: Path) -> None:
     from evolve.loop import Summary
 

@@ -66,6 +66,10 @@ class RunSource:
             self.metric_keys = metric_keys(conn)
         finally:
             conn.close()
+        for flag, key in (("--runtime-key", runtime_key), ("--balance-key", balance_key)):
+            if key and self.metric_keys and key not in self.metric_keys:
+                raise UserError(f"{flag} {key}: {self.name} stores no such metric; "
+                                f"choose one of {', '.join(self.metric_keys)}")
         self.runtime_key = runtime_key or _guess(self.metric_keys, ("runtime_median", "runtime", "time", "latency"))
         self.balance_key = balance_key or _guess(self.metric_keys, ("balancedness", "balance")) or next(
             (k for k in self.metric_keys if k != self.runtime_key), "")
