@@ -74,6 +74,14 @@ MIGRATIONS = [
     """,
 ]
 
+# Indexes for readers (the web view's table, genealogy and default sort); no schema change, so they are
+# made on any open, also of an older archive.
+READ_INDEXES = """
+CREATE INDEX IF NOT EXISTS programs_listing ON programs(id, parent_id, island, generation, proposer, model, created_at);
+CREATE INDEX IF NOT EXISTS results_listing ON results(program_id, correct, score);
+CREATE INDEX IF NOT EXISTS results_score ON results(score);
+"""
+
 
 def program_id(code: str) -> str:
     """The content address of a program."""
@@ -231,6 +239,7 @@ class Archive:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             script = MIGRATIONS[target - 1]
             self.conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
+        self.conn.executescript(READ_INDEXES)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

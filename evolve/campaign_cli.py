@@ -287,7 +287,8 @@ def summary_lines(s: Summary) -> list[str]:
     if s.best_file:
         lines.append(f"  best program: {s.best_file}")
     lines += [f"  archive: {s.run_dir / ARCHIVE}",
-              f"  lineage: eplb-evolve show {s.run_dir} --best; continue: eplb-evolve run --resume {s.run_dir}"]
+              f"  lineage: eplb-evolve show {s.run_dir} --best; continue: eplb-evolve run --resume {s.run_dir}",
+              f"  browse it: eplb-evolve ui {s.run_dir} --open"]
     return lines
 
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "evolve.patch_cli",
     "evolve.campaign_cli",
     "evaluator.results.cli",
+    "evolve.ui.cli",
 ]
 
 
