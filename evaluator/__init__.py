@@ -3,4 +3,4 @@
 `EVALUATOR_VERSION` stamps every score; bump it whenever a change could alter any number.
 """
 
-EVALUATOR_VERSION = "1.0.0"
+EVALUATOR_VERSION = "1.1.0"
