@@ -191,6 +191,15 @@ def _discard(zygote: _Zygote) -> None:
     zygote.close()
 
 
+def shutdown() -> None:
+    """Stop every zygote this process started, with its whole sandbox; the next evaluation starts afresh."""
+    with _ZYGOTE_LOCK:
+        zygotes = list(_ZYGOTES.values())
+        _ZYGOTES.clear()
+    for zygote in zygotes:
+        zygote.close()
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Limits for one candidate evaluation."""
