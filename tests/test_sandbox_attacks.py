@@ -219,8 +219,13 @@ def _sandbox_processes() -> tuple[list[int], int]:
 
     bwrap_pid = harness._ZYGOTES[(True, "cpu")].process.pid
     below = sorted(_descendants(bwrap_pid))
+    def program(pid: int) -> str:
+        return os.path.basename(_cmdline(pid).split(" ")[0])
+
+    # the zygote is the Python process right below bwrap (whose own command line names it too);
+    # workers are its forks and have Python parents
     zygote = next(p for p in below if "evaluator.sandbox.zygote" in _cmdline(p)
-                  and os.path.basename(_cmdline(_ppid(p)).split(" ")[0]) == "bwrap")  # workers are its forks
+                  and program(p) != "bwrap" and program(_ppid(p)) == "bwrap")
     return [bwrap_pid, *below], zygote
 
 

@@ -30,7 +30,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from evaluator.sandbox import bwrap, wire
-from evaluator.sandbox.zygote import CONTROL_FD_ENV, ERROR_EXIT, ISOLATE_ENV
+from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV
 from evolve.errors import UserError
 
 STARTUP_TIMEOUT_S = 180.0  # the zygote imports torch once; a loaded machine may take a while
@@ -249,13 +249,14 @@ def _read_capped(stream: IO[bytes], keep: int) -> str:
 
 
 def _death_reason(exitcode: int | None) -> str:
+    """Why the candidate's process ended, from the worker's exit code (see `zygote._pass_on`)."""
     if exitcode is None:
         return "the worker stopped answering"
-    if exitcode < 0:
+    if exitcode >= 128:
         try:
-            name = signal.Signals(-exitcode).name
+            name = signal.Signals(exitcode - 128).name
         except ValueError:
-            name = f"signal {-exitcode}"
+            name = f"signal {exitcode - 128}"
         hint = " (memory limit)" if name == "SIGKILL" else ""
         return f"the worker crashed with {name}{hint}"
     return f"the worker exited with code {exitcode} before answering (os._exit or sys.exit in the program?)"
@@ -411,8 +412,8 @@ class Sandbox:
                 result.error = f"the worker sent a reply larger than {layout.max_bytes} bytes, the most a placement needs"
             else:
                 code_ = zygote.exit_code(pid, 5.0)
-                if not zygote.alive() or code_ == ERROR_EXIT:
-                    raise _MachineryFailure("the zygote or the worker machinery died during the evaluation") from None
+                if not zygote.alive() or (code_ is not None and code_ < 0):  # the outer process was killed
+                    raise _MachineryFailure("the zygote or a worker's outer process died during the evaluation") from None
                 result.error = _death_reason(code_)
 
     @staticmethod

@@ -54,13 +54,12 @@ def _reap(ctrl: socket.socket, lock: threading.Lock) -> None:
 
 
 def _pass_on(status: int) -> None:
-    """Exit the way the candidate's process did: with its code, or killed by its signal."""
+    """Exit with how the candidate's process ended: its exit code (capped at 127), or 128 + its signal.
+
+    The outer process itself never dies of a signal unless something outside the candidate's reach
+    killed it, so the harness can tell a broken sandbox from a crashed program."""
     code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-        code = 128 - code
-    os._exit(code)
+    os._exit(128 - code if code < 0 else min(code, 127))
 
 
 def _candidate(worker_end: socket.socket, status_w: int, base_bytes: int) -> None:
