@@ -123,6 +123,8 @@ class _Zygote:
                     self.handed[int(message["job"])] = (int(message["pid"]), fds[0], fds[1])
                 elif "exit" in message:
                     self.exits[int(message["exit"])] = int(message["code"])
+                    while len(self.exits) > 1024:  # exits nobody asked for (healthy workers): forget the oldest
+                        del self.exits[next(iter(self.exits))]
                 self.changed.notify_all()
 
     def _send(self, message: dict) -> None:
@@ -165,6 +167,11 @@ class _Zygote:
         except OSError:
             pass
         self.sock.close()
+        with self.changed:
+            for _pid, fd, pidfd in self.handed.values():  # answers that came after their request timed out
+                os.close(fd)
+                os.close(pidfd)
+            self.handed.clear()
 
 
 _ZYGOTE_LOCK = threading.Lock()
@@ -388,11 +395,11 @@ class Sandbox:
         layout = wire.Layout(layers, experts, int(args[0]))
         try:
             conn.send(job)
-            self._accepted(conn, layout)
-        except (EOFError, OSError, wire.WireError, _ProgramFailure):
-            if not zygote.alive() or zygote.exit_code(pid, 1.0) != 0:
-                raise _MachineryFailure("the standby worker died before it took its job") from None
-            raise _MachineryFailure("the standby worker broke off before it took its job") from None
+            header, _ = self._receive(conn, layout, time.monotonic() + ANSWER_TIMEOUT_S)
+            if header.get("type") != "accepted":
+                raise wire.WireError("no acceptance")
+        except (EOFError, OSError, TimeoutError, wire.WireError):  # no candidate code has run yet
+            raise _MachineryFailure("the standby worker was dead or stopped before it took its job") from None
         deadline = time.monotonic() + limits.timeout_s
         try:
             for placement, wall in self._replies(conn, windows, layout, deadline):
@@ -422,11 +429,6 @@ class Sandbox:
         if remaining <= 0 or not conn.poll(remaining):
             raise TimeoutError
         return wire.decode(conn.recv_bytes(layout.max_bytes), layout)
-
-    def _accepted(self, conn: Connection, layout: wire.Layout) -> None:
-        header, _ = self._receive(conn, layout, time.monotonic() + ANSWER_TIMEOUT_S)
-        if header.get("type") != "accepted":
-            raise _ProgramFailure("no acceptance")
 
     def _replies(
         self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float
