@@ -43,7 +43,8 @@ def main() -> None:
     overhead: dict[str, list[float]] = {name: [] for name in tasks}
     calls: dict[str, list[float]] = {name: [] for name in tasks}
     for i in range(args.evaluations):
-        for name, task in tasks.items():
+        order = list(tasks.items())
+        for name, task in order if i % 2 else order[::-1]:  # alternate who goes first
             result = task.evaluate(seed)
             assert result.correct, result.error
             overhead[name].append(result.metrics["harness_overhead_s"])

@@ -220,7 +220,7 @@ class EplbTask:
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)
         feedback = self._feedback(metrics, per_window, sim)
-        balancer_s = (sum(run.call_ns) + run.reference_cost_ns) / 1e9
+        balancer_s = (sum(run.call_ns) + run.warmup_ns + run.reference_cost_ns) / 1e9
         metrics["harness_overhead_s"] = max(0.0, time.perf_counter() - started - balancer_s)
         if not run.isolated:
             metrics["unisolated"] = 1.0

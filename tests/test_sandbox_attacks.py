@@ -413,7 +413,7 @@ FORGERIES = {
     "elapsed negative": "",
     "infinity": "not a number the harness accepts",
     "nan index": "not a number the harness accepts",
-    "wrong index": "a reply for window 1 came when window 0 was asked",
+    "wrong index": "a reply for window 0 came when window -1 was asked",  # -1: the warm-up call
     "wrong shape": "placement shapes [[4, 25], [4, 16,",
     "negative dimension": "an array dimension must be a non-negative integer, got -4",
     "float dtype": "arrays must be <i8 (int64)",

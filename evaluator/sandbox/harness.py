@@ -227,6 +227,7 @@ class SandboxRun:
     placements: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     wall_ns: list[int] = field(default_factory=list)  # the harness's clock, per call (see docs/sandbox.md)
     reference_ns: list[int] = field(default_factory=list)  # the reference's calls, timed the same way
+    warmup_ns: int = 0  # the untimed first call (balancer time, but not part of the runtime figures)
     reference_cost_ns: int = 0  # balancer time spent here measuring the reference (0 once it is cached)
     isolated: bool = True
     stdout: str = ""
@@ -270,7 +271,7 @@ def _death_reason(exitcode: int | None) -> str:
 
 
 def _variants(window: np.ndarray, count: int) -> list[np.ndarray]:
-    """Distinct copies of a window (one count moved per copy), so no call can be answered from a memo."""
+    """Distinct copies of a window (i + 1 counts added to its busiest cell), so no call is answered from a memo."""
     out = []
     flat_max = int(np.argmax(window))
     for i in range(count):
@@ -332,11 +333,10 @@ class Sandbox:
         with _REFERENCE_LOCK:
             if key in _REFERENCE_TIMES:
                 return _REFERENCE_TIMES[key], 0
-            # one untimed call first: a fresh process pays page faults until malloc has grown its heap
-            run = self._run_retrying(self.reference_code, [first.copy(), *_variants(first, calls)], args)
-            times = run.wall_ns[1:] if run.ok else []
+            run = self._run_retrying(self.reference_code, _variants(first, calls), args)
+            times = run.wall_ns if run.ok else []
             _REFERENCE_TIMES[key] = times
-            return times, sum(run.wall_ns)
+            return times, sum(run.wall_ns) + run.warmup_ns
 
     def _run_retrying(self, code: str, windows: list[np.ndarray], args: tuple[int, ...]) -> SandboxRun:
         failure = ""
@@ -402,9 +402,12 @@ class Sandbox:
             raise _MachineryFailure("the standby worker was dead or stopped before it took its job") from None
         deadline = time.monotonic() + limits.timeout_s
         try:
-            for placement, wall in self._replies(conn, windows, layout, deadline):
-                result.placements.append(placement)
-                result.wall_ns.append(wall)
+            for index, placement, wall in self._replies(conn, windows, layout, deadline):
+                if index < 0:
+                    result.warmup_ns = wall
+                else:
+                    result.placements.append(placement)
+                    result.wall_ns.append(wall)
         except _ProgramFailure as exc:
             result.error = str(exc)
         except TimeoutError:
@@ -432,11 +435,16 @@ class Sandbox:
 
     def _replies(
         self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float
-    ) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
-        """Yield each placement with its round-trip time; send a window only after the last was answered."""
+    ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
+        """Yield (window index, placement, round-trip time); a window is sent only after the last was answered.
+
+        First comes an untimed warm-up call (index -1) on a copy of window 0 with one count added: a fresh
+        process pays page faults until malloc has grown its heap, and the reference's figure excludes the
+        same warm-up. The copy differs from every window that follows, so no later call is a memo of it."""
         header, _ = self._receive(conn, layout, deadline)
         self._expect(header, "ready")
-        for index, window in enumerate(windows):
+        warm_up = _variants(windows[0], 1)[0]
+        for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
             conn.send_bytes(wire.encode({"type": "window", "index": index}, [window]))
             remaining = deadline - time.monotonic()
@@ -448,7 +456,7 @@ class Sandbox:
             self._expect(header, "placement")
             if header.get("index") != index:
                 raise wire.WireError(f"a reply for window {header.get('index')!r} came when window {index} was asked")
-            yield (arrays[0], arrays[1], arrays[2]), wall
+            yield index, (arrays[0], arrays[1], arrays[2]), wall
         try:
             conn.send_bytes(wire.encode({"type": "stop"}))
         except OSError:

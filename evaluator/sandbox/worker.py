@@ -216,6 +216,7 @@ def worker_main(sock: socket.socket, base_bytes: int) -> None:
         if header.get("type") != "window":
             return
         index = int(header["index"])
+        shown = max(index, 0)  # -1 is the untimed warm-up call on a copy of window 0
         # the timed region (the harness's clock runs from sending the window to receiving this reply)
         weight = torch.from_numpy(arrays[0].copy()).to(device)  # writable: the candidate owns its input
         try:
@@ -224,9 +225,9 @@ def worker_main(sock: socket.socket, base_bytes: int) -> None:
                 torch.cuda.synchronize()
             placement, problem = _materialise(out, layers, experts, replicas)
         except BaseException as exc:  # noqa: BLE001
-            send(wire.encode({"type": "error", "error": f"{job['entry']} raised on window {index}: {_describe(exc)}"}))
+            send(wire.encode({"type": "error", "error": f"{job['entry']} raised on window {shown}: {_describe(exc)}"}))
             return
         if problem:
-            send(wire.encode({"type": "error", "error": f"window {index}: {problem}"}))
+            send(wire.encode({"type": "error", "error": f"window {shown}: {problem}"}))
             return
         send(wire.encode({"type": "placement", "index": index}, placement))
