@@ -96,7 +96,14 @@ def _device_args(device: str) -> list[str]:
     for node in sorted(glob.glob("/dev/nvidia*")):  # the driver's character devices, nothing else of /dev
         args += ["--dev-bind", node, node]
     args += ["--ro-bind-try", "/sys", "/sys", "--ro-bind-try", "/etc/nvidia", "/etc/nvidia"]
+    for path in _cuda_library_dirs():  # where a container or module system keeps libcuda
+        args += ["--ro-bind-try", path, path]
     return args
+
+
+def _cuda_library_dirs() -> list[str]:
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d.startswith("/") and os.path.isdir(d)]
+    return [d for d in _minimal(set(dirs)) if d not in read_only_binds()]
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -109,6 +116,9 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 def command(argv: list[str], device: str = "cpu", env: dict[str, str] | None = None) -> list[str]:
     """The bwrap command line that runs `argv` in the sandbox."""
     bwrap = shutil.which("bwrap") or "bwrap"
+    env = dict(env or {})
+    if device.startswith("cuda") and os.environ.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = ":".join(_cuda_library_dirs())
     args = [
         bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--uid", NOBODY, "--gid", NOBODY, "--hostname", "sandbox", "--clearenv",
