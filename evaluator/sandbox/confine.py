@@ -1,11 +1,11 @@
 """Kernel calls that wall one worker off from the zygote and from every other worker.
 
-Called inside the bubblewrap sandbox, before any candidate code exists. The worker's parent half calls
-`enter_namespaces()` (new user, PID, mount, network and IPC namespaces), then forks: the child is PID 1
-of a PID namespace of its own, so it cannot name, signal, pidfd or ptrace the zygote, the standby
-worker or any sibling, and everything it starts dies with it. The child then calls `seal()`: `/proc` is
-covered by an empty read-only tmpfs, no new privileges can be gained, and every capability of the new
-user namespace is dropped, so the candidate cannot undo any of it.
+Called inside the bubblewrap sandbox, before any candidate code exists. The worker's outer process
+calls `enter_namespaces()` (new user, PID, mount, network and IPC namespaces), then forks the init of
+the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, no new
+privileges can be gained, and every capability of the new user namespace is dropped. The init then
+forks the candidate's process, which cannot name, signal, pidfd or ptrace the zygote, the standby
+worker or any sibling, cannot undo the seal, and whose every child dies with the namespace.
 """
 from __future__ import annotations
 

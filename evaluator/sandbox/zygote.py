@@ -30,7 +30,7 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 ERROR_EXIT = 70  # the worker machinery itself failed (before or around the candidate)
 
 
-def _send(ctrl: socket.socket, lock: threading.Lock, message: dict, fds: list[int] = ()) -> None:
+def _send(ctrl: socket.socket, lock: threading.Lock, message: dict, fds: tuple[int, ...] = ()) -> None:
     data = json.dumps(message).encode()
     with lock:
         try:
@@ -197,7 +197,7 @@ def serve(ctrl: socket.socket, isolate: bool) -> None:
             _kill(int(request["kill"]))
             continue
         pid, harness_end, pidfd = standby
-        _send(ctrl, lock, {"job": request["job"], "pid": pid}, [harness_end.fileno(), pidfd])
+        _send(ctrl, lock, {"job": request["job"], "pid": pid}, (harness_end.fileno(), pidfd))
         harness_end.close()
         os.close(pidfd)
         standby = _fork_standby(ctrl, isolate)
