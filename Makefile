@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 # pick the default (CUDA) build. Override with `make TORCH_SPEC='torch==X.Y' ...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.2,torch==2.13.0)
 
-.PHONY: run test test-slow bench venv clean chromium
+.PHONY: run test test-slow bench venv clean chromium bubblewrap
 
-venv: $(STAMP)
+venv: $(STAMP) bubblewrap
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ray]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) bubblewrap
 	$(PY) run_evolution.py
+
+# Candidate programs run inside bubblewrap (docs/sandbox.md); a no-op when it is already installed.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || \
+	  $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null' || \
+	  echo "bubblewrap could not be installed; evaluations will refuse to start until it is (see docs/sandbox.md)"
 
 # Headless Chromium renders report.html in tests/test_report.py; a no-op when it is already installed.
 chromium:
@@ -26,13 +32,13 @@ chromium:
 	  $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null' || \
 	  echo "chromium could not be installed; tests/test_report.py will skip its browser check"
 
-test: $(STAMP) chromium
+test: $(STAMP) bubblewrap chromium
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) bubblewrap
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(STAMP) bubblewrap
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -10,7 +10,8 @@ from typing import Any
 
 # 1.1.0: imported traces and trace files are scored whole (split `all`), with their trailing partial window,
 # and with the expert groups their import recorded (no longer 1 when the file states none); bundled datasets
-# score as in 1.0.0.
+# score their balance as in 1.0.0. Runtimes are now the harness's round-trip clock around each call, after
+# one untimed warm-up call, and the reference is timed once per harness process (docs/sandbox.md).
 EVALUATOR_VERSION = "1.1.0"
 __all__ = ["EVALUATOR_VERSION", "evaluate_program", "compare_programs"]
 

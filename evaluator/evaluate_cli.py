@@ -29,6 +29,7 @@ OPTION_FLAGS = {
     "nodes": "num_nodes",
     "gpus": "num_gpus",
     "timeout": "timeout_s",
+    "unsafe_no_isolation": "unsafe_no_isolation",
 }
 
 
@@ -54,6 +55,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     parser.add_argument("--nodes", type=int, help=f"default {d.num_nodes}")
     parser.add_argument("--gpus", type=int, help=f"default {d.num_gpus}")
     parser.add_argument("--timeout", type=float, help=f"seconds per evaluation (default {d.timeout_s:g})")
+    parser.add_argument("--unsafe-no-isolation", action="store_const", const=True,
+                        help="run candidate programs without OS isolation (no bubblewrap, no namespaces): only for "
+                             "trusted programs on machines without user namespaces; results are stamped unisolated")
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -258,7 +258,7 @@ def board_for_task(task: EplbTask, spec: BoardSpec, say: Callable[[str], None]) 
 def _speed_against_seed(rows: list[dict[str, Any]], programs: list[Program], task: EplbTask) -> None:
     """When the reference seed is on the board, time every row against its row (all windows, same session).
 
-    Otherwise rows keep the sandbox's own figure: the seed timed for a few calls in each candidate's worker.
+    Otherwise rows keep the sandbox's own figure: the seed timed for a few calls, once per harness process.
     """
     seed_code = task.sandbox.reference_code
     seed = next((p.name for p in programs if seed_code is not None and p.code == seed_code), None)

@@ -1,11 +1,13 @@
 """Code that runs inside a sandbox worker process: load one candidate, serve its balancer calls.
 
 The worker is forked from a warm server that already imported torch, so a fresh process per candidate
-costs milliseconds and no candidate can leave state behind for the next one. Before candidate code is
-loaded the worker captures its clock, sets resource limits, times the reference balancer, and installs
-an audit hook that refuses file access outside the Python installation, sockets, new processes and
-foreign libraries. Windows arrive one at a time: the candidate never holds a window it is scored on
-before it has answered for the window before.
+costs milliseconds and no candidate can leave state behind for the next one. It runs as PID 1 of its
+own namespaces inside the bubblewrap sandbox (see `confine` and `bwrap`): that is the barrier. Before
+candidate code is loaded it sets resource limits and installs an audit hook that refuses file access
+outside the Python installation, sockets, new processes and foreign libraries: defence in depth only,
+since code in the same process can undo it. Windows arrive one at a time: the candidate never holds a
+window it is scored on before it has answered for the window before. The worker keeps no clock: the
+harness times each call around its round trip, and everything the worker sends is checked there.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import builtins
 import os
 import resource
 import signal
+import socket
 import sys
 import sysconfig
-import time
 import traceback
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -91,10 +94,14 @@ def install_audit_hook() -> None:
     sys.addaudithook(hook)
 
 
-def _set_limits(memory_mb: int, output_bytes: int, timeout_s: float) -> None:
+def address_space_bytes() -> int:
+    """This process's current address space (read while /proc is still visible, before `confine.seal`)."""
     with open("/proc/self/status") as fh:
-        vm = next((int(line.split()[1]) for line in fh if line.startswith("VmSize:")), 0)
-    address_space = vm * 1024 + memory_mb * 1024 * 1024
+        return next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:")), 0)
+
+
+def _set_limits(base_bytes: int, memory_mb: int, output_bytes: int, timeout_s: float) -> None:
+    address_space = base_bytes + memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -115,70 +122,76 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}: {message}"[:400]
 
 
-def _to_arrays(out: Any) -> tuple[list[np.ndarray], str]:
+def _form_problem(name: str, value: Any, expected: tuple[int, ...]) -> str:
+    """What is wrong with one output before it may be copied: exact type, dtype, shape (contract wording)."""
+    if not isinstance(value, torch.Tensor):
+        return f"output types: {name} must be a torch.Tensor, got {type(value).__name__}"
+    if type(value) is not torch.Tensor:  # a subclass could defer its work past the timed region
+        return f"output types: {name} must be a plain torch.Tensor, not the subclass {type(value).__name__}"
+    if value.dtype != torch.int64:
+        return f"dtype: {name} must be int64, got {str(value.dtype).removeprefix('torch.')}"
+    shape = tuple(value.shape)
+    if name == "log2phy":
+        if len(shape) != 3 or shape[:2] != expected[:2]:
+            return f"shape: log2phy must be [{expected[0]}, {expected[1]}, X], got {list(shape)}"
+        if not 1 <= shape[2] <= expected[2]:
+            return f"shape: log2phy has room for {shape[2]} replicas per expert; it must be 1 to {expected[2]}"
+    elif shape != expected:
+        return f"shape: {name} must be {list(expected)}, got {list(shape)}"
+    return ""
+
+
+def _materialise(out: Any, layers: int, experts: int, replicas: int) -> tuple[list[np.ndarray], str]:
+    """Contiguous int64 copies of the three outputs, made here, inside the timed region."""
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         kind = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
         return [], f"output types: rebalance_experts must return (phy2log, log2phy, logcnt), got {kind}"
+    expected = {"phy2log": (layers, replicas), "log2phy": (layers, experts, replicas), "logcnt": (layers, experts)}
     arrays = []
-    for name, value in zip(("phy2log", "log2phy", "logcnt"), out):
-        if not isinstance(value, torch.Tensor):
-            return [], f"output types: {name} must be a torch.Tensor, got {type(value).__name__}"
-        if value.is_complex() or value.dtype == torch.bool:
-            return [], f"dtype: {name} must be int64, got {value.dtype}"
-        arrays.append(value.detach().cpu().numpy())
+    for name, value in zip(expected, out):
+        problem = _form_problem(name, value, expected[name])
+        if problem:
+            return [], problem
+        arrays.append(torch.Tensor.contiguous(torch.Tensor.to(value, "cpu", copy=True)).numpy())
     return arrays, ""
 
 
-def _timed_call(fn: Any, clock: Any, weight: torch.Tensor, args: tuple, cuda: bool) -> tuple[Any, int]:
-    start = clock()
-    out = fn(weight, *args)
-    if cuda:
-        torch.cuda.synchronize()
-    return out, clock() - start
+def _receive_streams(sock: socket.socket) -> None:
+    """stdout and stderr: two files the harness opened and passed over the socket (no path on the host)."""
+    _data, fds, _flags, _addr = socket.recv_fds(sock, 1, 2)
+    if len(fds) != 2:
+        os._exit(0)  # the harness went away before assigning a job
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for fd in fds:
+        os.close(fd)
 
 
-def _variants(window: np.ndarray, count: int) -> list[np.ndarray]:
-    """Distinct copies of a window (one count moved per copy), so no call can be answered from a memo."""
-    out = []
-    flat_max = int(np.argmax(window))
-    for i in range(count):
-        copy = window.copy()
-        copy.flat[flat_max] += i + 1
-        out.append(copy)
-    return out
+def worker_main(sock: socket.socket, base_bytes: int) -> None:
+    """Entry point of a worker process: wait for a job, load the candidate, answer one window at a time.
 
+    The harness times every call around its round trip; nothing measured here is trusted."""
+    _receive_streams(sock)
+    conn = Connection(sock.detach())
+    job = conn.recv()  # from the harness, which is trusted; everything sent back is not
 
-def worker_main(conn: Any, job: dict[str, Any]) -> None:
-    """Entry point of a worker process. `job` carries the candidate code and the settings."""
-    clock = time.perf_counter_ns  # captured before any candidate code exists
-    os.setpgid(0, 0)  # our own process group, so the harness can kill everything we start
+    def send(message: bytes) -> None:
+        for stream in (sys.stdout, sys.stderr):  # the harness kills us after the last reply
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a stream the candidate replaced or broke: its output is lost
+                pass
+        conn.send_bytes(message)
+
+    send(wire.encode({"type": "accepted"}))  # from here on a failure is the candidate's
     sys.dont_write_bytecode = True
-    out_fd = os.open(job["stdout_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err_fd = os.open(job["stderr_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
     torch.set_num_threads(int(job.get("threads", 1)))
     device = torch.device(job.get("device", "cpu"))
     cuda = device.type == "cuda"
     args = tuple(job["args"])
-    send = conn.send_bytes
-
-    # Reference balancer, timed on distinct copies of the first window before the candidate can touch anything.
-    first = job["first_window"]
-    ref_times: list[int] = []
-    warmup_ns = 0
-    if job.get("reference_code") and job.get("reference_calls", 0) > 0:
-        ref_ns: dict[str, Any] = {"__name__": "reference"}
-        exec(compile(job["reference_code"], "<reference>", "exec"), ref_ns)
-        ref_fn = ref_ns[job["entry"]]
-        # One untimed call first: a fresh process pays page faults until malloc has grown its heap, and
-        # timing that would flatter every candidate measured against the reference.
-        warmup_ns = _timed_call(ref_fn, clock, torch.from_numpy(first.copy()).to(device), args, cuda)[1]
-        for variant in _variants(first, int(job["reference_calls"])):
-            weight = torch.from_numpy(variant).to(device)
-            ref_times.append(_timed_call(ref_fn, clock, weight, args, cuda)[1])
-
-    _set_limits(int(job["memory_mb"]), int(job["output_bytes"]), float(job.get("timeout_s", 60.0)))
+    layers, experts = job["shape"]
+    replicas = int(args[0])
+    _set_limits(base_bytes, int(job["memory_mb"]), int(job["output_bytes"]), float(job.get("timeout_s", 60.0)))
     install_audit_hook()
 
     namespace: dict[str, Any] = {"__name__": "candidate", "__builtins__": builtins}
@@ -196,24 +209,25 @@ def worker_main(conn: Any, job: dict[str, Any]) -> None:
     if not callable(fn):
         send(wire.encode({"type": "error", "error": f"the program defines no function {job['entry']}()"}))
         return
-    send(wire.encode({"type": "ready", "reference_ns": ref_times, "warmup_ns": warmup_ns}))
+    send(wire.encode({"type": "ready"}))
 
-    window = first
-    index = 0
     while True:
-        weight = torch.from_numpy(window).to(device)
-        try:
-            out, elapsed = _timed_call(fn, clock, weight, args, cuda)
-        except BaseException as exc:  # noqa: BLE001
-            send(wire.encode({"type": "error", "error": f"{job['entry']} raised on window {index}: {_describe(exc)}"}))
-            return
-        arrays, problem = _to_arrays(out)
-        if problem:
-            send(wire.encode({"type": "error", "error": f"window {index}: {problem}"}))
-            return
-        send(wire.encode({"type": "placement", "index": index, "elapsed_ns": elapsed}, arrays))
         header, arrays = wire.decode(conn.recv_bytes())
         if header.get("type") != "window":
             return
-        window = arrays[0].copy()  # writable: the candidate owns its input
         index = int(header["index"])
+        shown = max(index, 0)  # -1 is the untimed warm-up call on a copy of window 0
+        # the timed region (the harness's clock runs from sending the window to receiving this reply)
+        weight = torch.from_numpy(arrays[0].copy()).to(device)  # writable: the candidate owns its input
+        try:
+            out = fn(weight, *args)
+            if cuda:
+                torch.cuda.synchronize()
+            placement, problem = _materialise(out, layers, experts, replicas)
+        except BaseException as exc:  # noqa: BLE001
+            send(wire.encode({"type": "error", "error": f"{job['entry']} raised on window {shown}: {_describe(exc)}"}))
+            return
+        if problem:
+            send(wire.encode({"type": "error", "error": f"window {shown}: {problem}"}))
+            return
+        send(wire.encode({"type": "placement", "index": index}, placement))

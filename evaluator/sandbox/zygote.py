@@ -1,10 +1,16 @@
 """A warm process that forks one fresh sandbox worker per candidate.
 
-Started once per harness as `python -m evaluator.sandbox.zygote` (torch imported once, here), it waits on a
-control socket (a SOCK_SEQPACKET pair, so every message arrives whole) for a request, hands over the
-socket of a worker it forked in advance, forks the next one, and reports each exit status. Unlike
-multiprocessing's forkserver it never re-imports the harness's `__main__`, so any script may evaluate
-candidates. Workers get their own process group so the harness can kill a worker with all it started.
+Started once per harness as `python -m evaluator.sandbox.zygote` (inside bubblewrap, see `bwrap`; torch
+imported once, here), it waits on a control socket (a SOCK_SEQPACKET pair, so every message arrives
+whole) for a request, hands over the socket and a pidfd of a worker it forked in advance, forks the next
+one, and reports each exit status. Unlike multiprocessing's forkserver it never re-imports the harness's
+`__main__`, so any script may evaluate candidates.
+
+A worker is three processes. The outer one enters new namespaces (see `confine`) and forks the init
+of the new PID namespace (PID 1), which seals the namespace and forks the candidate's process (PID 2);
+the outer one and the init only wait and pass the candidate's exit status on. Killing the outer one
+kills the init, and with it every process of the namespace: nothing the candidate starts survives. The zygote is not
+dumpable, so no process of the same user can ptrace it or read its memory.
 """
 from __future__ import annotations
 
@@ -12,18 +18,26 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 
+from evaluator.sandbox import confine
+
 CONTROL_FD_ENV = "EPLB_EVOLVE_ZYGOTE_FD"
+ISOLATE_ENV = "EPLB_EVOLVE_ZYGOTE_ISOLATE"
 SOCKET_BUFFER = 4 * 1024 * 1024
+ERROR_EXIT = 70  # the worker machinery itself failed (before or around the candidate)
 
 
-def _send(ctrl: socket.socket, lock: threading.Lock, message: dict) -> None:
+def _send(ctrl: socket.socket, lock: threading.Lock, message: dict, fds: tuple[int, ...] = ()) -> None:
     data = json.dumps(message).encode()
     with lock:
         try:
-            ctrl.sendall(data)
+            if fds:
+                socket.send_fds(ctrl, [data], list(fds))
+            else:
+                ctrl.sendall(data)
         except OSError:
             pass
 
@@ -36,53 +50,94 @@ def _reap(ctrl: socket.socket, lock: threading.Lock) -> None:
         except ChildProcessError:
             threading.Event().wait(0.05)
             continue
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        _send(ctrl, lock, {"exit": pid, "code": code})
+        _send(ctrl, lock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when the zygote dies, so no worker outlives a killed harness.
+def _pass_on(status: int) -> None:
+    """Exit with how the candidate's process ended: its exit code (capped at 127), or 128 + its signal.
 
-    (The zygote itself exits when the harness's end of the control socket closes, as it does on kill -9.)"""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the timeout and the CPU limit still end the worker
-        pass
+    The outer process itself never dies of a signal unless something outside the candidate's reach
+    killed it, so the harness can tell a broken sandbox from a crashed program."""
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else min(code, 127))
 
 
-def _fork_standby(ctrl: socket.socket) -> tuple[int, socket.socket]:
-    """Fork a worker that waits for its job; return its pid and the harness's end of its socket."""
-    from multiprocessing.connection import Connection
-
+def _candidate(worker_end: socket.socket, status_w: int, base_bytes: int) -> None:
+    """PID 2 of the worker's namespace, already sealed: serve one candidate."""
     from evaluator.sandbox.worker import worker_main
 
+    code = 0
+    try:
+        os.close(status_w)  # only the init reports the exit status: the candidate cannot forge it
+        confine.die_with_parent()
+        worker_main(worker_end, base_bytes)
+    except BaseException:  # noqa: BLE001 - the worker's own failure; the harness sees the exit code
+        code = ERROR_EXIT
+    finally:
+        os._exit(code)
+
+
+def _init(worker_end: socket.socket, status_w: int, isolate: bool) -> None:
+    """PID 1 of the worker's namespace: seal it, fork the candidate's process, report how it ended.
+
+    The candidate does not run as PID 1 itself because the kernel ignores signals that PID 1 sends
+    itself (raise, abort, os.kill of its own pid), so its crashes would go unreported."""
+    from evaluator.sandbox.worker import address_space_bytes
+
+    try:
+        confine.die_with_parent()
+        base_bytes = address_space_bytes()
+        if isolate:
+            confine.seal()
+        child = os.fork()
+        if child == 0:
+            _candidate(worker_end, status_w, base_bytes)
+        worker_end.close()
+        os.write(status_w, struct.pack("i", os.waitpid(child, 0)[1]))
+        os._exit(0)
+    except BaseException:  # noqa: BLE001
+        os._exit(ERROR_EXIT)
+
+
+def _outer(worker_end: socket.socket, isolate: bool) -> None:
+    """Enter new namespaces, fork the namespace's init, wait for it and exit as the candidate did."""
+    try:
+        os.setpgid(0, 0)
+        confine.die_with_parent()
+        if isolate:
+            confine.enter_namespaces()
+        status_r, status_w = os.pipe()
+        init = os.fork()
+        if init == 0:
+            os.close(status_r)
+            _init(worker_end, status_w, isolate)
+        os.close(status_w)
+        worker_end.close()
+        status = os.waitpid(init, 0)[1]
+        reported = os.read(status_r, 4)
+        _pass_on(struct.unpack("i", reported)[0] if len(reported) == 4 else status)
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(ERROR_EXIT)
+
+
+def _fork_standby(ctrl: socket.socket, isolate: bool) -> tuple[int, socket.socket, int]:
+    """Fork a worker that waits for its job; return its pid, the harness's end of its socket, a pidfd."""
     harness_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     for end in (harness_end, worker_end):  # a placement is ~0.5 MB: move it in few context switches
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
     pid = os.fork()
     if pid == 0:
-        code = 0
-        try:
-            os.setpgid(0, 0)
-            _die_with_parent()
-            ctrl.close()
-            harness_end.close()
-            conn = Connection(worker_end.detach())
-            job = conn.recv()  # blocks until a candidate is assigned; EOF if the harness goes away
-            worker_main(conn, job)
-        except BaseException:  # noqa: BLE001 - the worker's own failure; the harness sees the exit code
-            code = 70
-        finally:
-            os._exit(code)
+        ctrl.close()
+        harness_end.close()
+        _outer(worker_end, isolate)
     try:
         os.setpgid(pid, pid)
     except OSError:
         pass
     worker_end.close()
-    return pid, harness_end
+    return pid, harness_end, os.pidfd_open(pid)
 
 
 def _warm_up() -> None:
@@ -112,14 +167,24 @@ def _warm_up() -> None:
     torch.full((8, 64, 2), -1, dtype=torch.int64)[torch.arange(8)[:, None], torch.arange(64)[None], 0]
 
 
-def serve(ctrl: socket.socket) -> None:
+def _kill(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def serve(ctrl: socket.socket, isolate: bool) -> None:
     """Keep one forked worker on standby, so a request is answered without waiting for a fork."""
     import evaluator.sandbox.worker  # noqa: F401 - the warm part: torch and numpy load here, once
 
+    confine.undumpable()
     _warm_up()
     lock = threading.Lock()
     threading.Thread(target=_reap, args=(ctrl, lock), daemon=True).start()
-    standby = _fork_standby(ctrl)
+    standby = _fork_standby(ctrl, isolate)
+    _send(ctrl, lock, {"ready": True})
     while True:
         try:
             msg = ctrl.recv(4096)
@@ -128,20 +193,19 @@ def serve(ctrl: socket.socket) -> None:
         if not msg:
             return  # the harness went away
         request = json.loads(msg.decode())
-        pid, harness_end = standby
-        with lock:
-            try:
-                socket.send_fds(ctrl, [json.dumps({"job": request["job"], "pid": pid}).encode()], [harness_end.fileno()])
-            except OSError:
-                return
+        if "kill" in request:
+            _kill(int(request["kill"]))
+            continue
+        pid, harness_end, pidfd = standby
+        _send(ctrl, lock, {"job": request["job"], "pid": pid}, (harness_end.fileno(), pidfd))
         harness_end.close()
-        standby = _fork_standby(ctrl)
+        os.close(pidfd)
+        standby = _fork_standby(ctrl, isolate)
 
 
 def main() -> None:
-    fd = int(os.environ[CONTROL_FD_ENV])
-    ctrl = socket.socket(fileno=fd)
-    serve(ctrl)
+    ctrl = socket.socket(fileno=int(os.environ[CONTROL_FD_ENV]))
+    serve(ctrl, os.environ.get(ISOLATE_ENV) == "1")
 
 
 if __name__ == "__main__":
