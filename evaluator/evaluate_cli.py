@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +37,36 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     several = ", comma-separated" if lists else ""
     parser.add_argument("--dataset", help=f"dataset name{'s' if lists else ''} or trace file{several} (default {d.dataset})")
     parser.add_argument("--split", help=f"dataset split{several} (default {split_default or d.split})")
-    parser.add_argument("--protocol", choices=PROTOCOLS, help=f"default {d.protocol}")
+    parser.add_argument("--protocol", choices=PROTOCOLS, help=f"planning/scoring protocol (default {d.protocol})")
     parser.add_argument("--window", type=int, help=f"steps per window (default {d.window})")
     parser.add_argument("--max-windows", type=int, help="use only the first N windows (default: all)")
-    parser.add_argument("--scorer", choices=list(SCORERS), help=f"default {d.scorer}")
+    parser.add_argument("--scorer", choices=list(SCORERS), help=f"score to report and rank by (default {d.scorer})")
     parser.add_argument("--device", help=f"cpu or cuda (default {d.device})")
     parser.add_argument("--replicas", type=int, help=f"physical slots R (default {d.num_replicas})")
     parser.add_argument("--groups", type=int, help="expert groups (default: the model's)")
-    parser.add_argument("--nodes", type=int, help=f"default {d.num_nodes}")
-    parser.add_argument("--gpus", type=int, help=f"default {d.num_gpus}")
+    parser.add_argument("--nodes", type=int, help=f"nodes (default {d.num_nodes})")
+    parser.add_argument("--gpus", type=int, help=f"GPUs (default {d.num_gpus})")
     parser.add_argument("--timeout", type=float, help=f"seconds per evaluation (default {d.timeout_s:g})")
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """The EvalOptions fields the user set on the command line."""
     return {field: getattr(args, flag) for flag, field in OPTION_FLAGS.items() if getattr(args, flag, None) is not None}
+
+
+def program_path(name: str) -> Path:
+    """A program file, or a candidate's name: `./candidates/NAME.py`, else the copy bundled with the install."""
+    from evaluator.paths import REPO_ROOT
+
+    given = Path(name)
+    if given.is_file():
+        return given
+    if given.suffix != ".py" and given.name == name:
+        for folder in (Path("candidates"), REPO_ROOT / "candidates"):
+            if (folder / f"{name}.py").is_file():
+                return folder / f"{name}.py"
+    known = sorted({p.stem for folder in (Path("candidates"), REPO_ROOT / "candidates") for p in folder.glob("*.py")})
+    raise UserError(f"{name}: no such program file or candidate; give a .py file or one of: {', '.join(known) or 'none'}")
 
 
 def read_program(path: str) -> str:
@@ -106,8 +122,14 @@ def format_table(program: str, result: Result) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    code = read_program(args.program)
-    task = EplbTask(EvalOptions.from_dict(task_options(args)))
+    path = program_path(args.program)
+    code = read_program(str(path))
+    options = EvalOptions.from_dict(task_options(args))
+    say = lambda text: print(f"evaluate: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    say(f"program {path.resolve()}; loading dataset {options.dataset} ({options.split} split)")
+    task = EplbTask(options)
+    say(f"running it in the sandbox on {len(task.plan_windows)} windows of {options.window} steps "
+        f"(starting the worker and timing the reference takes a few seconds)")
     result = task.evaluate(code)
     if args.json:
         print(json.dumps(result_json(result), indent=2))
@@ -118,7 +140,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="score one balancer program")
-    parser.add_argument("program", help="a .py file defining rebalance_experts")
+    parser.add_argument("program", metavar="PROGRAM",
+                        help="a .py file defining rebalance_experts, or a candidate's name (e.g. seed)")
     add_task_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run_evaluate)

@@ -76,12 +76,12 @@ class RunView:
         return list(reversed(chain))
 
 
-def resolve_run(text: str) -> Path:
-    """A run directory from a path or a name under results/."""
-    for candidate in (Path(text), RESULTS_ROOT / text):
+def resolve_run(text: str, results: Path = RESULTS_ROOT) -> Path:
+    """A run directory from a path or a name under `results` (both relative to the working directory)."""
+    for candidate in (Path(text), results / text):
         if (candidate / ARCHIVE_NAME).is_file():
             return candidate
-    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {RESULTS_ROOT}/); list runs with `eplb-evolve runs`")
+    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {results}/); list runs with `eplb-evolve runs`")
 
 
 def load_run(run_dir: Path) -> RunView:
@@ -323,6 +323,37 @@ def summary_rows(run: RunView) -> list[tuple[str, str]]:
     return rows
 
 
+def summary_data(run: RunView) -> dict[str, Any]:
+    """The summary as numbers and names (what `summary.json` holds): for scripts and papers, not eyes."""
+    stamp = run.meta.get("task_stamp") or {}
+    kinds: dict[str, int] = {}
+    for s in run.steps:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    evaluated = [s for s in run.steps if s.kind == "evaluated"]
+    correct = sum(1 for s in evaluated if run.score(s.program_id) is not None)
+    best, seed = run.score(run.best_id), run.score(run.seed_id)
+    record = run.programs.get(run.best_id or "")
+    holdout = [e["detail"] for e in run.events if e["kind"] == "holdout"]
+    return {
+        "run": str(run.run_dir),
+        "task": run.meta.get("task"),
+        "scorer": stamp.get("scorer"),
+        "evaluator_version": stamp.get("evaluator_version"),
+        "dataset": stamp.get("dataset") or {},
+        "steps": kinds,
+        "evaluations": len(evaluated),
+        "correct": correct,
+        "correct_fraction": correct / len(evaluated) if evaluated else None,
+        "cost_usd": sum(s.cost for s in run.steps),
+        "tokens": sum(s.tokens_in + s.tokens_out for s in run.steps),
+        "best": {"program_id": run.best_id, "patch": (record.patch_name or "seed") if record else None,
+                 "generation": record.generation if record else None, "score": best},
+        "seed_score": seed,
+        "change": best - seed if best is not None and seed is not None else None,
+        "holdout": holdout[-1] if holdout else None,
+    }
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
 
@@ -395,5 +426,5 @@ def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: 
     tmp = html_path.with_name("report.html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(html_path)
-    (out / "summary.json").write_text(json.dumps(dict(summary_rows(run)), indent=2))
+    (out / "summary.json").write_text(json.dumps(summary_data(run), indent=2))
     return ReportFiles(html_path, figures)

@@ -100,7 +100,9 @@ def test_report_command_adds_leaderboard_rows(run_dir: Path, capsys) -> None:
     assert f"report: {run_dir / 'report' / 'report.html'}" in out
     assert "Leaderboard" in page and "ceiling (lower bounds)" in page and "oracle (best (archive" in page
     assert "seed (archive)" in page and "greedy_snake" in page
-    assert json.loads((run_dir / "report" / "summary.json").read_text())["evaluations"].startswith("4 (75% correct)")
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert (summary["evaluations"], summary["correct"], summary["correct_fraction"]) == (4, 3, 0.75)
+    assert summary["best"]["score"] > summary["seed_score"] and summary["dataset"]["split"]
 
 
 def test_report_without_its_dataset_still_draws_the_archive(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -4,6 +4,11 @@ leaderboard  every candidate on named datasets and splits under every scorer, wi
 compare      paired comparison of programs on the same windows, with bootstrap intervals
 report       figures and a self-contained report.html for a run
 promote      copy an archived program into candidates/ with a header recording where it came from
+
+Paths resolve from the working directory, as `run` does: candidates from `./candidates/` (or
+`--candidates DIR`), runs and tables under `./results/` (or `--results DIR`). Read-only commands fall
+back to the candidates bundled with the install when the working directory has none; `promote` always
+writes to the working directory's folder. Each command prints (on stderr) where it reads and writes.
 """
 from __future__ import annotations
 
@@ -25,7 +30,9 @@ from evolve.archive import Archive
 from evolve.errors import UserError
 
 DEFAULT_SPLIT = "holdout"  # comparisons and leaderboards are final numbers: scored on data the search never saw
-LEADERBOARD_DIR = Path("results") / "leaderboard"
+RESULTS_DIR = Path("results")
+LEADERBOARD_DIR = RESULTS_DIR / "leaderboard"
+CANDIDATES = Path("candidates")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,20 +50,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="evaluate every candidate N times, interleaved, and keep the median-runtime run (default 1)")
     board.add_argument("--out", default=str(LEADERBOARD_DIR), metavar="DIR",
                        help=f"where leaderboard.csv and leaderboard.md go (default {LEADERBOARD_DIR})")
-    board.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(board)
     board.set_defaults(func=cmd_leaderboard)
 
     comp = subparsers.add_parser("compare", help="paired comparison of programs on the same windows",
                                  description="Compare each program against the first on the same scored windows: mean "
-                                             "difference with a bootstrap 95%% interval, win rate, runtime ratio.")
-    comp.add_argument("programs", nargs="+", metavar="PROGRAM", help="the baseline first, then the programs to compare")
+                                             "difference with a bootstrap 95% interval, win rate, runtime ratio.")
+    comp.add_argument("programs", nargs="+", metavar="PROGRAM",
+                      help="candidate names or .py files: the baseline first, then the programs to compare")
     _task_flags(comp)
     comp.add_argument("--metric", default="balancedness_gpu", choices=cmp.PER_WINDOW_METRICS,
                       help="per-window metric to compare (default balancedness_gpu, the native score)")
     comp.add_argument("--resamples", type=int, default=10000, metavar="N", help="bootstrap resamples (default 10000)")
     comp.add_argument("--bootstrap-seed", type=int, default=0, metavar="S", help="numpy seed of the bootstrap (default 0)")
     comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    comp.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(comp)
     comp.set_defaults(func=cmd_compare)
 
     rep = subparsers.add_parser("report", help="figures and a self-contained report.html for a run")
@@ -66,16 +74,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--no-evaluate", action="store_true",
                      help="evaluate nothing: figures from the archive only, no leaderboard rows")
     rep.add_argument("--out", metavar="DIR", help="where the report goes (default: RUN/report)")
-    rep.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(rep)
+    rep.add_argument("--results", default=str(RESULTS_DIR), metavar="DIR", help="where run names are looked up")
     rep.set_defaults(func=cmd_report)
 
     pro = subparsers.add_parser("promote", help="copy an archived program into candidates/")
     pro.add_argument("run", metavar="RUN", help="run directory, or its name under results/")
     pro.add_argument("program", metavar="PROGRAM_ID", help="program id or unique prefix (see `eplb-evolve show RUN`)")
-    pro.add_argument("--name", help="file name in candidates/, without .py (default: from the patch name)")
+    pro.add_argument("--name", metavar="NAME", help="file name in candidates/, without .py (default: from the patch name)")
     pro.add_argument("--force", action="store_true", help="replace an existing candidate of that name")
-    pro.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(pro, writing=True)
+    pro.add_argument("--results", default=str(RESULTS_DIR), metavar="DIR", help="where run names are looked up")
     pro.set_defaults(func=cmd_promote)
+
+
+def _candidates_flag(parser: argparse.ArgumentParser, writing: bool = False) -> None:
+    default = "./candidates" if writing else "./candidates, else the ones bundled with the install"
+    parser.add_argument("--candidates", "--candidates-dir", dest="candidates_dir", metavar="DIR",
+                        help=f"{'where to write the program' if writing else 'where candidates live'} (default: {default})")
+
+
+def candidates_dir(args: argparse.Namespace, writing: bool = False) -> Path:
+    """The candidates folder, resolved from the working directory like every path; printed on stderr."""
+    if args.candidates_dir:
+        path, origin = Path(args.candidates_dir), "--candidates"
+    elif CANDIDATES.is_dir() or writing:
+        path, origin = CANDIDATES, "working directory"
+    else:
+        path, origin = lb.CANDIDATES_DIR, "bundled with the install: the working directory has no candidates/"
+    print(f"{'writing to' if writing else 'candidates from'} {path.resolve()} ({origin})", file=sys.stderr)
+    return path
+
+
+def say_data_sources() -> None:
+    """Dataset manifests ship with the install; traces live in the cache: say both, once."""
+    from evaluator.paths import DATASETS_DIR
+    from evaluator.traces.registry import cache_dir
+
+    print(f"datasets from {DATASETS_DIR} (bundled with the install); traces cached in {cache_dir().resolve()}",
+          file=sys.stderr)
 
 
 def _task_flags(parser: argparse.ArgumentParser) -> None:
@@ -100,14 +137,15 @@ def _split_list(text: str) -> list[str]:
 # ---- leaderboard -------------------------------------------------------------------------------------------
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     datasets, splits, options = _lists(args)
-    programs = lb.discover(args.programs, Path(args.candidates_dir))
+    programs = lb.discover(args.programs, candidates_dir(args))
+    say_data_sources()
     scorer = options.get("scorer", "native")
     spec = lb.BoardSpec(programs, datasets, splits, options, oracle=args.oracle, ceiling=not args.no_ceiling,
                         repeats=args.repeats, scorer=scorer)
     df = lb.build(spec, progress=lb.stderr_progress)
     csv_path, md_path = lb.write_board(df, Path(args.out), scorer)
     print(lb.format_board(df, scorer))
-    print(f"\nwritten: {csv_path}, {md_path}")
+    print(f"\nwritten: {csv_path.resolve()}, {md_path.resolve()}")
     return 0 if bool(df.loc[df["kind"] == "candidate", "correct"].all()) else 1
 
 
@@ -118,7 +156,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.resamples < 100:
         raise UserError(f"--resamples must be at least 100 for a 95% interval, got {args.resamples}")
     datasets, splits, options = _lists(args)
-    programs = lb.discover(args.programs, Path(args.candidates_dir))
+    programs = lb.discover(args.programs, candidates_dir(args))
+    say_data_sources()
     stamps, results = cmp.evaluate_all(programs, datasets, splits, options)
     comparisons = cmp.compare_results([p.name for p in programs], results, args.metric, args.bootstrap_seed,
                                       args.resamples)
@@ -131,7 +170,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from evolve import report
 
-    run_dir = report.resolve_run(args.run)
+    run_dir = report.resolve_run(args.run, Path(args.results))
+    print(f"run from {run_dir.resolve()}", file=sys.stderr)
     run = report.load_run(run_dir)
     references: list[report.Reference] = []
     table, note = None, ""
@@ -143,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"warning: {note}", file=sys.stderr)
     files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", references,
                                 table, note, Path(args.out) if args.out else None)
-    print(f"report: {files.html}")
+    print(f"report: {files.html.resolve()}")
     for path in files.figures.values():
         print(f"figure: {path}")
     return 0
@@ -154,7 +194,8 @@ def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | Non
     if task is None:
         return None, [], "the run's task is not the EPLB task; no leaderboard rows"
     names = args.references
-    programs = [p for p in lb.discover(names or (), Path(args.candidates_dir)) if names or p.name != "seed"]
+    say_data_sources()
+    programs = [p for p in lb.discover(names or (), candidates_dir(args)) if names or p.name != "seed"]
     table, references = report_board(task, run, programs)
     dataset = task.stamp()["dataset"]
     note = (f"evaluated now on the run's task ({dataset['name']}, {dataset['split']}, protocol "
@@ -200,7 +241,7 @@ def report_board(task: EplbTask, run: Any, programs: list[lb.Program]) -> tuple[
 def cmd_promote(args: argparse.Namespace) -> int:
     from evolve.report import resolve_run
 
-    run_dir = resolve_run(args.run)
+    run_dir = resolve_run(args.run, Path(args.results))
     archive = Archive(run_dir / "archive.sqlite")
     try:
         pid = archive.resolve(args.program)
@@ -213,7 +254,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()[:60]
     if not re.match(r"^[a-z_][a-z0-9_]*$", name or "-"):
         raise UserError(f"cannot make a file name from '{args.name or record.patch_name}'; give --name NAME (letters, digits, _)")
-    target = Path(args.candidates_dir) / f"{name}.py"
+    target = candidates_dir(args, writing=True) / f"{name}.py"
     if target.exists() and not args.force:
         raise UserError(f"{target} exists; choose another --name or pass --force to replace it")
     header = promote_header(run_dir, record, result, chain)
@@ -221,7 +262,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(header + record.code)
     tmp.replace(target)
-    print(f"promoted {pid[:12]} to {target}")
+    print(f"promoted {pid[:12]} to {target.resolve()}")
     return 0
 
 
