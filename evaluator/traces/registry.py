@@ -192,6 +192,9 @@ def generate_split(manifest: Manifest, split: str, progress: bool = True, device
         )
     params = generator.TraceParams.from_dict(manifest.params)
     seed = int(manifest.splits[split]["traffic_seed"])
+    if progress:  # the bar below names the model shape; this line names the data
+        print(f"generating dataset {manifest.name}, split {split} (once per machine, cached in {cache_dir()})",
+              file=sys.stderr, flush=True)
     trace = generator.generate(manifest.preset, params, manifest.model_seed, seed, device=device, progress=progress)
     trace.meta.update(name=manifest.name, split=split, description=manifest.description)
     return trace
