@@ -262,3 +262,19 @@ def test_promote_and_report_errors_are_one_line(run_dir: Path, tmp_path: Path, c
     assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: no run at") for line in err)
+
+
+def test_report_shows_the_other_splits_beside_search(run_dir: Path, tmp_path: Path) -> None:
+    from evaluator.results.cli import other_splits
+
+    task = EplbTask(EvalOptions(dataset="deepseek-v2-lite", max_windows=3, reference_calls=0))
+    run = report.load_run(run_dir)
+    splits = other_splits(task, run)
+    assert [s.label for s in splits] == ["deepseek-v2-lite (holdout split)"]  # no generalisation split: none shown
+    assert splits[0].seed.correct and splits[0].best.correct
+    files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", out_dir=tmp_path,
+                                splits=splits)
+    assert "balancedness_gpu on every split" in files.figures
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["splits"]["deepseek-v2-lite (holdout split)"]["best"] == splits[0].best.score
+    assert "deepseek-v2-lite (holdout split)" in files.html.read_text()
