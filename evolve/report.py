@@ -224,11 +224,14 @@ def pareto_plot(run: RunView, balance_key: str, runtime_key: str, references: li
         if pid in ids:
             x, y = points[ids.index(pid)]
             ax.scatter([x], [y], marker=marker, s=140, color=color, zorder=5, label=label)
+    levels = 0
     for n, ref in enumerate(references):
         if ref.runtime_s is None:
             ax.axhline(ref.balance, linestyle="--", color="tab:purple", linewidth=1)
-            ax.annotate(ref.label, (0.01, ref.balance), xycoords=("axes fraction", "data"), fontsize=8,
-                        color="tab:purple", va="bottom")
+            left = levels % 2 == 0  # neighbouring levels label at opposite ends: close lines keep legible labels
+            ax.annotate(ref.label, (0.01 if left else 0.99, ref.balance), xycoords=("axes fraction", "data"),
+                        fontsize=8, color="tab:purple", va="bottom", ha="left" if left else "right")
+            levels += 1
         else:
             ax.scatter([ref.runtime_s * 1e3], [ref.balance], marker="^", s=60, color="tab:orange", zorder=4)
             ax.annotate(ref.label, (ref.runtime_s * 1e3, ref.balance), fontsize=8, xytext=(4, 4 if n % 2 else -11),
