@@ -16,6 +16,7 @@ import pytest
 from evaluator.traces import save_npz
 from evolve.campaign_cli import check_cost_cap
 from evolve.cli import build_parser
+from evolve.cli import main as cli_main
 from evolve.config import Config
 from tests.evaluator_helpers import SMALL, skewed_trace
 from tests.test_llm_proposer import KEY, KEY_ENV, ChatServer
@@ -35,6 +36,18 @@ def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, drop: tup
     environ.update(env or {})
     return subprocess.run([sys.executable, "-m", "evolve.cli", *args], cwd=cwd, env=environ, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def here(args: list[str], capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
+    """`eplb-evolve ARGS` in this process (quicker than a new interpreter); the caller has chdir'ed away
+    from the install and stdout is captured, so it is no terminal either."""
+    capsys.readouterr()
+    try:
+        code = cli_main(args)
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -61,7 +74,7 @@ def closed_port() -> int:
 
 
 # ---- paths: everything from the working directory ------------------------------------------------------
-def test_run_runs_show_promote_use_the_working_directory(tmp_path: Path) -> None:
+def test_run_runs_show_promote_use_the_working_directory(tmp_path: Path, monkeypatch, capsys) -> None:
     installed = sorted(p.name for p in (REPO / "candidates").glob("*.py"))
     toy_config(tmp_path)
     proc = cli(["run", "--config", "toy.toml", "--max-evaluations", "6"], tmp_path)
@@ -72,28 +85,33 @@ def test_run_runs_show_promote_use_the_working_directory(tmp_path: Path) -> None
     assert f"new run: {run_dir.resolve()}" in proc.stdout
     assert f"seed program: {(tmp_path / 'seed.py').resolve()}" in proc.stdout
 
-    listed = cli(["runs"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    listed = here(["runs"], capsys)
     header = listed.stdout.splitlines()[1].split()
     assert header[:5] == ["run", "date", "dataset", "split", "seed"] and "holdout" in header
     row = listed.stdout.splitlines()[2].split()
     assert row[0] == run_dir.name and row[3:5] == ["toy", "search"]
-    elsewhere = cli(["runs", str(tmp_path / "results"), str(run_dir)], REPO)
+    monkeypatch.chdir(REPO)
+    elsewhere = here(["runs", str(tmp_path / "results"), str(run_dir)], capsys)
+    monkeypatch.chdir(tmp_path)
     rows = [line for line in elsewhere.stdout.splitlines() if line.startswith(run_dir.name)]
     assert len(rows) == 1  # a run named twice (as itself and inside its folder) is listed once
 
     pid = re.search(r"best ([0-9a-f]{12}) score", proc.stdout).group(1)
-    promoted = cli(["promote", run_dir.name, pid, "--name", "toy_best"], tmp_path)
+    promoted = here(["promote", run_dir.name, pid, "--name", "toy_best"], capsys)
     assert promoted.returncode == 0, promoted.stderr
     target = tmp_path / "candidates" / "toy_best.py"
     assert target.is_file() and f"promoted {pid} to {target.resolve()}" in promoted.stdout
     assert f"writing to {(tmp_path / 'candidates').resolve()} (working directory)" in promoted.stderr
     assert sorted(p.name for p in (REPO / "candidates").glob("*.py")) == installed  # the install is untouched
 
-    missing = cli(["promote", run_dir.name, "zzzz"], tmp_path)
+    missing = here(["promote", run_dir.name, "zzzz"], capsys)
     assert missing.returncode == 2
     assert "no program with id starting 'zzzz'" in missing.stderr and "give more of the id" not in missing.stderr
 
-    step = cli(["show", run_dir.name, "--diff", pid], tmp_path)
+    first = here(["show", run_dir.name, "--step", "1"], capsys)
+    assert first.returncode == 0 and first.stdout.startswith("step 1: ") and "parent " in first.stdout
+    step = here(["show", run_dir.name, "--diff", pid], capsys)
     assert step.returncode == 0 and f"program {pid}" in step.stdout and "+++ child" in step.stdout
     assert re.search(r"^-    return \[", step.stdout, re.M) and re.search(r"^\+    return \[", step.stdout, re.M)
 
@@ -233,7 +251,8 @@ def test_help_shows_budget_defaults_and_every_flag_has_help() -> None:
 
 
 # ---- example configs and the config reference ------------------------------------------------------------
-def test_every_example_config_loads(tmp_path: Path) -> None:
+def test_every_example_config_loads(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
     assert {p.stem for p in CONFIGS} >= {"offline", "openai", "local", "ray"}
     for path in CONFIGS:
         config = Config.from_file(path)
@@ -241,21 +260,22 @@ def test_every_example_config_loads(tmp_path: Path) -> None:
         check_cost_cap(config)
         if config.proposer.kind == "llm":
             assert config.llm_config().model_specs()
-        shown = cli(["run", "--config", str(path), "--print-config"], tmp_path)
+        shown = here(["run", "--config", str(path), "--print-config"], capsys)
         assert shown.returncode == 0, f"{path.name}: {shown.stderr}"
         assert f"kind = \"{config.proposer.kind}\"" in shown.stdout
     assert not (tmp_path / "results").exists()
 
 
-def test_print_config_lists_task_options_and_misplaced_keys_get_a_hint(tmp_path: Path) -> None:
-    shown = cli(["run", "--print-config"], tmp_path)
+def test_print_config_lists_task_options_and_misplaced_keys_get_a_hint(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    shown = here(["run", "--print-config"], capsys)
     assert "#   task.options.dataset (default 'deepseek-v3')" in shown.stdout
     assert "#   task.options.split (default 'search')" in shown.stdout
     (tmp_path / "bad.toml").write_text('[campaign]\ndataset = "deepseek-v3"\n')
-    line = one_line_error(cli(["run", "--config", "bad.toml"], tmp_path))
+    line = one_line_error(here(["run", "--config", "bad.toml"], capsys))
     assert "unknown key campaign.dataset" in line and "[task.options]" in line
     (tmp_path / "bad.toml").write_text('[campaign]\nkind = "llm"\n')
-    assert "'kind' belongs in [proposer]" in one_line_error(cli(["run", "--config", "bad.toml"], tmp_path))
+    assert "'kind' belongs in [proposer]" in one_line_error(here(["run", "--config", "bad.toml"], capsys))
 
 
 # ---- small edges --------------------------------------------------------------------------------------------
@@ -268,14 +288,15 @@ def test_version_and_suggestions_for_mistyped_flags_and_commands(tmp_path: Path)
     assert command.returncode == 2 and "did you mean 'run'?" in command.stderr
 
 
-def test_diff_refuses_a_patch_that_apply_would_reject(tmp_path: Path) -> None:
+def test_diff_refuses_a_patch_that_apply_would_reject(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
     old = (REPO / "candidates" / "seed.py").read_text()
     frozen = old.replace("import torch\n", "import torch  # changed outside the blocks\n", 1)
     assert frozen != old
     (tmp_path / "a.py").write_text(old)
     (tmp_path / "b.py").write_text(frozen)
-    refused = cli(["diff", "a.py", "b.py", "-o", "p.txt"], tmp_path)
+    refused = here(["diff", "a.py", "b.py", "-o", "p.txt"], capsys)
     assert refused.returncode == 2 and "frozen code" in one_line_error(refused)
     assert not (tmp_path / "p.txt").exists()
-    forced = cli(["diff", "a.py", "b.py", "-o", "p.txt", "--force"], tmp_path)
+    forced = here(["diff", "a.py", "b.py", "-o", "p.txt", "--force"], capsys)
     assert forced.returncode == 0 and "warning:" in forced.stderr and (tmp_path / "p.txt").is_file()
