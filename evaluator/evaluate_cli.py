@@ -125,11 +125,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     path = program_path(args.program)
     code = read_program(str(path))
     options = EvalOptions.from_dict(task_options(args))
-    say = lambda text: print(f"evaluate: {text}", file=sys.stderr, flush=True)  # noqa: E731
-    say(f"program {path.resolve()}; loading dataset {options.dataset} ({options.split} split)")
-    task = EplbTask(options)
-    say(f"running it in the sandbox on {len(task.plan_windows)} windows of {options.window} steps "
-        f"(starting the worker and timing the reference takes a few seconds)")
+    task = EplbTask(options)  # loads (or generates, with a progress bar) the trace; a bad option fails here
+    data = task.stamp()["dataset"]
+    print(f"evaluate: {path.resolve()} on {data['name']} ({data['split']} split, {len(task.plan_windows)} windows "
+          f"of {options.window} steps); starting the sandbox and timing the reference takes a few seconds",
+          file=sys.stderr, flush=True)
     result = task.evaluate(code)
     if args.json:
         print(json.dumps(result_json(result), indent=2))

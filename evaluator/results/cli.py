@@ -94,25 +94,25 @@ def _candidates_flag(parser: argparse.ArgumentParser, writing: bool = False) -> 
                         help=f"{'where to write the program' if writing else 'where candidates live'} (default: {default})")
 
 
-def candidates_dir(args: argparse.Namespace, writing: bool = False) -> Path:
-    """The candidates folder, resolved from the working directory like every path; printed on stderr."""
+def candidates_dir(args: argparse.Namespace, writing: bool = False) -> tuple[Path, str]:
+    """The candidates folder, resolved from the working directory like every path, and a line saying so.
+
+    Commands print the line once they succeed: a failure stays one line."""
     if args.candidates_dir:
         path, origin = Path(args.candidates_dir), "--candidates"
     elif CANDIDATES.is_dir() or writing:
         path, origin = CANDIDATES, "working directory"
     else:
         path, origin = lb.CANDIDATES_DIR, "bundled with the install: the working directory has no candidates/"
-    print(f"{'writing to' if writing else 'candidates from'} {path.resolve()} ({origin})", file=sys.stderr)
-    return path
+    return path, f"{'written to' if writing else 'candidates from'} {path.resolve()} ({origin})"
 
 
-def say_data_sources() -> None:
-    """Dataset manifests ship with the install; traces live in the cache: say both, once."""
+def data_sources() -> str:
+    """Dataset manifests ship with the install; traces live in the cache: a line naming both."""
     from evaluator.paths import DATASETS_DIR
     from evaluator.traces.registry import cache_dir
 
-    print(f"datasets from {DATASETS_DIR} (bundled with the install); traces cached in {cache_dir().resolve()}",
-          file=sys.stderr)
+    return f"datasets from {DATASETS_DIR} (bundled with the install); traces cached in {cache_dir().resolve()}"
 
 
 def _task_flags(parser: argparse.ArgumentParser) -> None:
@@ -137,15 +137,15 @@ def _split_list(text: str) -> list[str]:
 # ---- leaderboard -------------------------------------------------------------------------------------------
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     datasets, splits, options = _lists(args)
-    programs = lb.discover(args.programs, candidates_dir(args))
-    say_data_sources()
+    folder, where = candidates_dir(args)
+    programs = lb.discover(args.programs, folder)
     scorer = options.get("scorer", "native")
     spec = lb.BoardSpec(programs, datasets, splits, options, oracle=args.oracle, ceiling=not args.no_ceiling,
                         repeats=args.repeats, scorer=scorer)
     df = lb.build(spec, progress=lb.stderr_progress)
     csv_path, md_path = lb.write_board(df, Path(args.out), scorer)
     print(lb.format_board(df, scorer))
-    print(f"\nwritten: {csv_path.resolve()}, {md_path.resolve()}")
+    print(f"\n{where}\n{data_sources()}\nwritten: {csv_path.resolve()}, {md_path.resolve()}")
     return 0 if bool(df.loc[df["kind"] == "candidate", "correct"].all()) else 1
 
 
@@ -156,13 +156,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.resamples < 100:
         raise UserError(f"--resamples must be at least 100 for a 95% interval, got {args.resamples}")
     datasets, splits, options = _lists(args)
-    programs = lb.discover(args.programs, candidates_dir(args))
-    say_data_sources()
+    folder, where = candidates_dir(args)
+    programs = lb.discover(args.programs, folder)
     stamps, results = cmp.evaluate_all(programs, datasets, splits, options)
     comparisons = cmp.compare_results([p.name for p in programs], results, args.metric, args.bootstrap_seed,
                                       args.resamples)
     report = cmp.CompareReport(args.metric, args.bootstrap_seed, args.resamples, stamps, comparisons)
     print(report.to_json() if args.json else cmp.format_report(report))
+    print(f"{where}\n{data_sources()}", file=sys.stderr if args.json else sys.stdout)  # --json: stdout is the object
     return 0 if all(not c.failures for c in comparisons) else 1
 
 
@@ -171,13 +172,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evolve import report
 
     run_dir = report.resolve_run(args.run, Path(args.results))
-    print(f"run from {run_dir.resolve()}", file=sys.stderr)
     run = report.load_run(run_dir)
     references: list[report.Reference] = []
     table, note, timing, splits = None, "", None, []
+    sources = [f"run from {run_dir.resolve()}"]
     if not args.no_evaluate:
         try:
-            table, references, note, task, programs = _report_rows(run, args)
+            table, references, note, task, programs, where = _report_rows(run, args)
+            sources += [where, data_sources()] if where else []
             if task is not None:
                 timing, references = report_timing(task, run, references, programs)
                 splits = other_splits(task, run)
@@ -186,25 +188,26 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"warning: {note}", file=sys.stderr)
     files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", references,
                                 table, note, Path(args.out) if args.out else None, timing=timing, splits=splits)
+    print("\n".join(sources))
     print(f"report: {files.html.resolve()}")
     for path in files.figures.values():
         print(f"figure: {path}")
     return 0
 
 
-def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | None, list[Any], str, Any, list[Any]]:
+def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | None, list[Any], str, Any, list[Any], str]:
     task = run_task(run.meta)
     if task is None:
-        return None, [], "the run's task is not the EPLB task; no leaderboard rows", None, []
+        return None, [], "the run's task is not the EPLB task; no leaderboard rows", None, [], ""
     names = args.references
-    say_data_sources()
-    programs = [p for p in lb.discover(names or (), candidates_dir(args)) if names or p.name != "seed"]
+    folder, where = candidates_dir(args)
+    programs = [p for p in lb.discover(names or (), folder) if names or p.name != "seed"]
     table, references = report_board(task, run, programs)
     dataset = task.stamp()["dataset"]
     note = (f"evaluated now on the run's task ({dataset['name']}, {dataset['split']}, protocol "
             f"{task.options.protocol}); every runtime in this table was measured in this session, so they "
             "compare with each other (not with the runtimes the campaign recorded)")
-    return table, references, note, task, programs
+    return table, references, note, task, programs, where
 
 
 FRONT_RETIMED = 12  # programs of the campaign's Pareto front timed again for the report's figure
@@ -324,7 +327,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()[:60]
     if not re.match(r"^[a-z_][a-z0-9_]*$", name or "-"):
         raise UserError(f"cannot make a file name from '{args.name or record.patch_name}'; give --name NAME (letters, digits, _)")
-    target = candidates_dir(args, writing=True) / f"{name}.py"
+    folder, where = candidates_dir(args, writing=True)
+    target = folder / f"{name}.py"
     if target.exists() and not args.force:
         raise UserError(f"{target} exists; choose another --name or pass --force to replace it")
     header = promote_header(run_dir, record, result, chain)
@@ -333,6 +337,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     tmp.write_text(header + record.code)
     tmp.replace(target)
     print(f"promoted {pid[:12]} to {target.resolve()}")
+    print(f"  {where}; run from {run_dir.resolve()}")
     return 0
 
 
