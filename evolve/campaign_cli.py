@@ -56,9 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         pass
 
     run = subparsers.add_parser("run", help="run or resume an evolutionary search campaign",
-                                description="Search from the seed program with a proposer, evaluating every child. "
-                                            "Defaults come from the config dataclasses (see --print-config); a "
-                                            "--config file overrides them, and flags override the file.",
+                                description="Search from the seed program with a proposer, evaluating every child.\n"
+                                            "Defaults come from the config dataclasses (see --print-config); a\n"
+                                            "--config file overrides them (examples in configs/), and flags override the file.",
                                 epilog=BUDGET_EPILOG, formatter_class=Formatter)
     run.add_argument("--config", metavar="FILE",
                      help="a TOML config ([campaign], [proposer], [task]); examples in configs/ (default: none)")

@@ -301,3 +301,34 @@ def test_diff_refuses_a_patch_that_apply_would_reject(tmp_path: Path, monkeypatc
     assert not (tmp_path / "p.txt").exists()
     forced = here(["diff", "a.py", "b.py", "-o", "p.txt", "--force"], capsys)
     assert forced.returncode == 0 and "warning:" in forced.stderr and (tmp_path / "p.txt").is_file()
+
+
+def test_generating_a_dataset_names_the_dataset_and_split(user_cache: Path, capsys) -> None:
+    import dataclasses
+
+    from evaluator.traces import registry
+
+    manifest = registry.manifests()["deepseek-v2-lite"]
+    small = dataclasses.replace(manifest, params={**manifest.params, "steps": 40})
+    trace = registry.generate_split(small, "holdout", progress=True)
+    assert trace.steps == 40
+    assert f"generating dataset deepseek-v2-lite, split holdout (once per machine, cached in {user_cache})" \
+        in capsys.readouterr().err
+
+
+def test_reading_a_large_trace_file_shows_progress_on_a_terminal(tmp_path: Path, monkeypatch) -> None:
+    import io
+
+    from evaluator.traces import formats
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    trace = skewed_trace(steps=2000, layers=4, experts=64)
+    path = formats.write_adrs_json(trace, tmp_path / "expert-load.json")
+    assert path.stat().st_size > 1 << 20  # more than one read chunk: a bar is worth showing
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    assert (formats.read_adrs_json(path).counts == trace.counts).all()
+    assert "reading expert-load.json" in screen.getvalue() and re.search(r"/1\.\d+M", screen.getvalue())
