@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "evaluator.evaluate_cli",
     "evolve.patch_cli",
     "evolve.campaign_cli",
+    "evolve.runs_cli",
     "evaluator.results.cli",
 ]
 
