@@ -177,6 +177,10 @@ def test_endpoint_check_names_an_unreachable_url(tmp_path: Path) -> None:
     assert proc.returncode == 2
     line = one_line_error(proc)
     assert f"cannot reach {url}" in line and "--base-url" in line
+    unchecked = cli(llm_run(tmp_path, url, "--model", "m", "--skip-endpoint-check", "--out", "r",
+                            "--set", "proposer.llm.max_retries=0"), tmp_path, env={KEY_ENV: KEY})
+    assert unchecked.returncode == 1  # no check: the proposals find out, and no child means a non-zero exit
+    assert "proposals all failed" in unchecked.stdout and f"cannot reach {url}" in unchecked.stdout
 
 
 def test_endpoint_check_names_a_missing_or_rejected_key_and_a_wrong_url(tmp_path: Path, endpoint) -> None:
