@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,19 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     several = ", comma-separated" if lists else ""
     parser.add_argument("--dataset", help=f"dataset name{'s' if lists else ''} or trace file{several} (default {d.dataset})")
     parser.add_argument("--split", help=f"dataset split{several} (default {split_default or 'search for a bundled dataset, all for an imported trace or file'})")
-    parser.add_argument("--protocol", choices=PROTOCOLS, help=f"default {d.protocol}")
+    parser.add_argument("--protocol", choices=PROTOCOLS, help=f"planning/scoring protocol (default {d.protocol})")
     parser.add_argument("--window", type=int, help=f"steps per window (default {d.window})")
     parser.add_argument("--partial-window", choices=["score", "drop"],
                         help="a trailing window shorter than --window: score it (default for imported traces and "
                              "files, as the published evaluators do) or drop it (default for bundled datasets)")
     parser.add_argument("--max-windows", type=int, help="use only the first N windows (default: all)")
-    parser.add_argument("--scorer", choices=list(SCORERS), help=f"default {d.scorer}")
+    parser.add_argument("--scorer", choices=list(SCORERS), help=f"score to report and rank by (default {d.scorer})")
     parser.add_argument("--device", help=f"cpu or cuda (default {d.device})")
     parser.add_argument("--replicas", type=int, help=f"physical slots R (default {d.num_replicas})")
     parser.add_argument("--groups", type=int, help="expert groups (default: those recorded with the trace; "
                         "required when it records none)")
-    parser.add_argument("--nodes", type=int, help=f"default {d.num_nodes}")
-    parser.add_argument("--gpus", type=int, help=f"default {d.num_gpus}")
+    parser.add_argument("--nodes", type=int, help=f"nodes (default {d.num_nodes})")
+    parser.add_argument("--gpus", type=int, help=f"GPUs (default {d.num_gpus})")
     parser.add_argument("--timeout", type=float, help=f"seconds per evaluation (default {d.timeout_s:g})")
     parser.add_argument("--unsafe-no-isolation", action="store_const", const=True,
                         help="run candidate programs without OS isolation (no bubblewrap, no namespaces): only for "
@@ -93,7 +94,7 @@ def task_settings(task: EplbTask, preset: str | None = None) -> dict[str, Any]:
         "max_windows": o.max_windows,
         "scorer": o.scorer,
         "scorer_formula": get_scorer(o.scorer).formula,
-        "timer": "the balancer call only, in the sandbox worker",
+        "timer": "each call's round trip (window in, placement out), on the harness's clock; docs/sandbox.md",
     }
     if preset:
         p = presets.get_preset(preset)
@@ -125,6 +126,21 @@ def format_settings(settings: dict[str, Any]) -> list[str]:
     if s.get("note"):
         lines.append(f"note      {s['note']}")
     return lines
+
+
+def program_path(name: str) -> Path:
+    """A program file, or a candidate's name: `./candidates/NAME.py`, else the copy bundled with the install."""
+    from evaluator.paths import REPO_ROOT
+
+    given = Path(name)
+    if given.is_file():
+        return given
+    if given.suffix != ".py" and given.name == name:
+        for folder in (Path("candidates"), REPO_ROOT / "candidates"):
+            if (folder / f"{name}.py").is_file():
+                return folder / f"{name}.py"
+    known = sorted({p.stem for folder in (Path("candidates"), REPO_ROOT / "candidates") for p in folder.glob("*.py")})
+    raise UserError(f"{name}: no such program file or candidate; give a .py file or one of: {', '.join(known) or 'none'}")
 
 
 def read_program(path: str) -> str:
@@ -179,8 +195,14 @@ def format_table(program: str, result: Result, settings: dict[str, Any] | None =
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    code = read_program(args.program)
-    task = EplbTask(EvalOptions.from_dict(task_options(args)))
+    path = program_path(args.program)
+    code = read_program(str(path))
+    options = EvalOptions.from_dict(task_options(args))
+    task = EplbTask(options)  # loads (or generates, with a progress bar) the trace; a bad option fails here
+    data = task.stamp()["dataset"]
+    print(f"evaluate: {path.resolve()} on {data['name']} ({data['split']} split, {len(task.plan_windows)} windows "
+          f"of {options.window} steps); starting the sandbox and timing the reference takes a few seconds",
+          file=sys.stderr, flush=True)
     settings = task_settings(task, args.preset)
     result = task.evaluate(code)
     if args.json:
@@ -192,7 +214,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="score one balancer program")
-    parser.add_argument("program", help="a .py file defining rebalance_experts")
+    parser.add_argument("program", metavar="PROGRAM",
+                        help="a .py file defining rebalance_experts, or a candidate's name (e.g. seed)")
     add_task_arguments(parser)
     parser.add_argument("--preset", choices=list(presets.PRESETS),
                         help="reproduce a published evaluator's protocol: "

@@ -96,14 +96,8 @@ class EvalOptions:
 
 
 def load_task_trace(options: EvalOptions) -> traces.Trace:
-    """The trace a set of options names: a `.npz` path, or a dataset name and split."""
-    path = Path(options.dataset)
-    if path.suffix == ".npz" and path.exists():
-        return traces.load_npz(path)
-    loader = getattr(traces, "load_trace", None)
-    if loader is None:
-        raise UserError(f"'{options.dataset}' is not a trace file; give a path to a .npz trace")
-    return loader(options.dataset, options.split or None)
+    """The trace a set of options names: a dataset name (with its split) or a trace file of any format."""
+    return traces.load_trace(options.dataset, options.split or None)
 
 
 class EplbTask:
@@ -292,7 +286,7 @@ class EplbTask:
         offset = 1 if self.options.protocol == "predictive" else 0
         return [
             {
-                "window": float(i + offset),
+                "window": i + offset,  # an index: an int in JSON
                 "balancedness_gpu": float(sim.balancedness_gpu[i]),
                 "balancedness_expert": float(sim.balancedness_expert[i]),
                 "balancedness_node": float(sim.balancedness_node[i]),
@@ -323,3 +317,36 @@ class EplbTask:
 def make_task(options: dict[str, Any] | None = None) -> EplbTask:
     """Factory used by campaign configs: validates option names and values."""
     return EplbTask(EvalOptions.from_dict(options or {}))
+
+
+OPTION_HELP = {
+    "dataset": "dataset name (`eplb-evolve traces list`) or a trace file",
+    "split": "empty: the dataset's own default (search for a bundled dataset, all for an imported trace); "
+             "holdout (and generalisation, where it exists) for final numbers",
+    "protocol": "predictive: plan on window i, score on i+1; in-sample: score on the planning window",
+    "window": "steps per window",
+    "partial_window": "a trailing window shorter than `window`: score or drop; empty: score for imported traces "
+                      "and files, drop for bundled datasets",
+    "max_windows": "use only the first N windows; 0: all",
+    "scorer": "the score the search maximises: native, adrs-openevolve, adrs-leaderboard",
+    "device": "cpu or cuda: where the balancer runs and the simulation happens",
+    "num_replicas": "physical expert slots R",
+    "num_groups": "expert groups; 0: the trace's model shape",
+    "num_nodes": "nodes",
+    "num_gpus": "GPUs",
+    "timeout_s": "seconds one evaluation may take",
+    "memory_mb": "memory limit of the sandboxed worker",
+    "threads": "torch threads in the worker",
+    "reference_calls": "timed calls of the reference balancer, for speed-ups",
+    "reference": "the reference balancer, relative to the install",
+    "unsafe_no_isolation": "run candidates without OS isolation (trusted programs only); results are stamped unisolated",
+}
+
+
+def options_help() -> list[tuple[str, Any, str]]:
+    """(option, default, help) for every task option: what `eplb-evolve run --print-config` lists."""
+    defaults = EvalOptions()
+    return [(f.name, getattr(defaults, f.name), OPTION_HELP.get(f.name, "")) for f in fields(EvalOptions)]
+
+
+make_task.options_help = options_help  # type: ignore[attr-defined]  # read by `run --print-config`

@@ -322,9 +322,11 @@ class Archive:
     def resolve(self, prefix: str) -> str:
         """A full program id from a unique prefix (as printed by `show`)."""
         rows = self.conn.execute("SELECT id FROM programs WHERE id LIKE ? LIMIT 2", (prefix + "%",)).fetchall()
-        if len(rows) != 1:
-            what = "no program" if not rows else "more than one program"
-            raise UserError(f"{what} with id starting '{prefix}' in {self.path}; give more of the id")
+        if not rows:
+            raise UserError(f"no program with id starting '{prefix}' in {self.path}; list its programs with "
+                            "`eplb-evolve show RUN` (ids are hexadecimal)")
+        if len(rows) > 1:
+            raise UserError(f"more than one program with id starting '{prefix}' in {self.path}; give more of the id")
         return rows[0][0]
 
     # ---- steps -----------------------------------------------------------------------------------

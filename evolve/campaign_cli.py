@@ -1,7 +1,10 @@
-"""`eplb-evolve run | runs | show`: start or resume a campaign, list runs, print a program's lineage.
+"""`eplb-evolve run`: start or resume a campaign (`runs` and `show`, which look at runs, are in `runs_cli`).
 
 A run directory holds `archive.sqlite` (everything), `config.toml` (the settings it ran with),
-`transcript.jsonl` (LLM and replay proposers) and `best/` (each improvement of the best program).
+`run.log` (what the run printed, with times), `transcript.jsonl` (LLM and replay proposers) and `best/`
+(each improvement of the best program). Relative paths resolve from the working directory: runs go to
+`./results/`, the seed program is `./candidates/seed.py`, falling back to the copy bundled with the
+install (and saying so) only when the working directory has none.
 """
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ from typing import Any, Iterator, Sequence
 
 from evolve.archive import Archive, Event
 from evolve.backends import BackendContext, make_backend
-from evolve.config import Config, field_help, parse_value
+from evolve import resume
+from evolve.config import CampaignConfig, Config, field_help, parse_value
 from evolve.loading import load_object, read_text_file
 from evolve.errors import UserError
 from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
-from evolve import resume
 from evolve.paths import REPO_ROOT
+from evolve.runlog import RunLog
 from evolve.scrub import scrub_data
 from evolve.task import Task
 
@@ -29,56 +33,110 @@ RESULTS = Path("results")
 ARCHIVE = "archive.sqlite"
 
 
+def _default(key: str) -> str:
+    """A campaign field's default as the help text shows it."""
+    value = getattr(CampaignConfig(), key)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+BUDGET_EPILOG = f"""budgets (the run stops at the first one reached; 0 means none):
+  --max-evaluations  children evaluated, seed not counted (default {_default("max_evaluations")})
+  --max-minutes      wall-clock minutes, counted over all sessions of a resumed run (default {_default("max_minutes")})
+  --max-cost         proposer dollars; needs priced models (default {_default("max_cost")}: none)
+  --max-tokens       proposer tokens in + out (default {_default("max_tokens")}: none)
+The summary names the budget that stopped a run and the flag that extends it: `run --resume DIR
+--max-minutes 10` continues a finished run. Every other setting: --print-config."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from evolve.cli import HelpFormatter
+
+    class Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
     run = subparsers.add_parser("run", help="run or resume an evolutionary search campaign",
-                                description="Defaults come from the config dataclasses (see --print-config).")
-    run.add_argument("--config", metavar="FILE", help="a TOML config ([campaign], [proposer], [task])")
-    run.add_argument("--proposer", metavar="KIND", help="mutator | llm | replay | module:factory")
-    run.add_argument("--model", metavar="NAME", help="LLM model name (replaces proposer.llm.models)")
-    run.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint ending in /v1")
-    run.add_argument("--transcript", metavar="FILE", help="transcript.jsonl to replay (--proposer replay)")
-    run.add_argument("--dataset", metavar="NAME", help="task option: dataset name or trace file")
-    run.add_argument("--scorer", metavar="NAME", help="task option: scorer")
-    run.add_argument("--max-evaluations", type=int, metavar="N")
-    run.add_argument("--max-minutes", type=float, metavar="M")
-    run.add_argument("--max-cost", type=float, metavar="DOLLARS")
-    run.add_argument("--workers", type=int, metavar="W", help="evaluations at once")
-    run.add_argument("--backend", metavar="NAME", help="local | ray | module:factory")
+                                description="Search from the seed program with a proposer, evaluating every child.\n"
+                                            "Defaults come from the config dataclasses (see --print-config); a\n"
+                                            "--config file overrides them (examples in configs/), and flags override the file.",
+                                epilog=BUDGET_EPILOG, formatter_class=Formatter)
+    run.add_argument("--config", metavar="FILE",
+                     help="a TOML config ([campaign], [proposer], [task]); examples in configs/ (default: none)")
+    run.add_argument("--proposer", metavar="KIND", help="mutator | llm | replay | module:factory (default: mutator)")
+    run.add_argument("--model", metavar="NAME",
+                     help="LLM model name; replaces proposer.llm.models (default: gpt-4o-mini, priced)")
+    run.add_argument("--price-in", type=float, metavar="DOLLARS",
+                     help="with --model: its price per million prompt tokens (default: unpriced unless the "
+                          "config prices that model)")
+    run.add_argument("--price-out", type=float, metavar="DOLLARS",
+                     help="with --model: its price per million completion tokens (default: as --price-in)")
+    run.add_argument("--base-url", metavar="URL",
+                     help="OpenAI-compatible endpoint ending in /v1 (default: $OPENAI_BASE_URL, else OpenAI)")
+    run.add_argument("--skip-endpoint-check", action="store_true",
+                     help="do not send GET /models to the LLM endpoint before the campaign starts")
+    run.add_argument("--transcript", metavar="FILE", help="transcript.jsonl to replay with --proposer replay (default: none)")
+    run.add_argument("--dataset", metavar="NAME", help="task option: dataset name or trace file (default: the task's)")
+    run.add_argument("--scorer", metavar="NAME", help="task option: scorer (default: the task's)")
+    run.add_argument("--max-evaluations", type=int, metavar="N",
+                     help=f"budget: children to evaluate (default {_default('max_evaluations')})")
+    run.add_argument("--max-minutes", type=float, metavar="M",
+                     help=f"budget: wall-clock minutes over all sessions; 0: none (default {_default('max_minutes')})")
+    run.add_argument("--max-cost", type=float, metavar="DOLLARS",
+                     help=f"budget: proposer dollars, needs priced models; 0: none (default {_default('max_cost')})")
+    run.add_argument("--max-tokens", type=int, metavar="N",
+                     help=f"budget: proposer tokens in + out; 0: none (default {_default('max_tokens')})")
+    run.add_argument("--workers", type=int, metavar="W", help=f"evaluations at once (default {_default('workers')})")
+    run.add_argument("--backend", metavar="NAME", help=f"local | ray | module:factory (default {_default('backend')})")
     run.add_argument("--ray-address", metavar="ADDR", help="ray backend: auto | HOST:PORT (default: a local instance)")
-    run.add_argument("--seed", type=int, metavar="S")
-    run.add_argument("--out", metavar="DIR", help="run directory (default: results/<date-time>)")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    run.add_argument("--seed", type=int, metavar="S", help=f"campaign seed (default {_default('seed')})")
+    run.add_argument("--out", metavar="DIR", help="run directory (default: results/<date-time> in the working directory)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR; give a larger budget to extend a finished run "
+                                                     "(default: start a new run)")
     run.add_argument("--allow-config-change", action="append", default=[], metavar="KEY",
-                     help="on --resume: accept a change to KEY that alters scores or the lineage; recorded (repeatable)")
+                     help="on --resume: accept a change to KEY that alters scores or the lineage; recorded "
+                          "(repeatable; default: none)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="set any config field, e.g. --set campaign.islands=4 (repeatable)")
-    run.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+                     help="set any config field, e.g. --set campaign.islands=4 (repeatable; default: none)")
+    run.add_argument("--print-config", action="store_true",
+                     help="print every setting with its default and help, the task's options, then the effective "
+                          "config as TOML, and exit")
     run.set_defaults(func=cmd_run)
-
-    runs = subparsers.add_parser("runs", help="list campaign runs")
-    runs.add_argument("--root", default=str(RESULTS), help="where runs live (default: results)")
-    runs.set_defaults(func=cmd_runs)
-
-    show = subparsers.add_parser("show", help="show a run's best versions or a program's lineage")
-    show.add_argument("run", metavar="RUN", help="run directory, or its name under results/")
-    which = show.add_mutually_exclusive_group()
-    which.add_argument("--best", action="store_true", help="lineage of the best program")
-    which.add_argument("--lineage", metavar="PROGRAM", help="lineage of a program (id or unique prefix)")
-    show.set_defaults(func=cmd_show)
 
 
 # ---- configuration from the command line -----------------------------------------------------------------
 def _flag_settings(args: argparse.Namespace, config: Config) -> list[tuple[str, Any]]:
     """The named flags as (dotted key, value) pairs, in the order they apply."""
-    pairs = [(f"campaign.{key}", getattr(args, key)) for key in
-             ("max_evaluations", "max_minutes", "max_cost", "workers", "backend", "ray_address", "seed", "out")]
+    pairs = [(f"campaign.{key}", getattr(args, key, None)) for key in
+             ("max_evaluations", "max_minutes", "max_cost", "max_tokens", "workers", "backend", "ray_address", "seed",
+              "out")]
     pairs += [("proposer.kind", args.proposer), ("proposer.transcript", args.transcript),
               ("task.options.dataset", args.dataset), ("task.options.scorer", args.scorer),
               ("proposer.llm.base_url", args.base_url)]
+    price_in, price_out = getattr(args, "price_in", None), getattr(args, "price_out", None)
+    if (price_in is not None or price_out is not None) and not args.model:
+        raise UserError("--price-in/--price-out price the model given with --model; add --model NAME "
+                        "(or set prices in [[proposer.llm.models]])")
     if args.model:
         old = [m for m in getattr(config.proposer.llm, "models", []) if isinstance(m, dict) and m.get("name") == args.model]
-        pairs.append(("proposer.llm.models", old[:1] or [{"name": args.model}]))
+        entry = dict(old[0]) if old else {"name": args.model}
+        if price_in is not None:
+            entry["price_in"] = price_in
+            entry["price_out"] = price_in if price_out is None else price_out
+        elif price_out is not None:
+            entry["price_out"] = price_out
+        pairs.append(("proposer.llm.models", [entry]))
     return [(key, value) for key, value in pairs if value is not None]
+
+
+def check_cost_cap(config: Config) -> None:
+    """A dollar cap counts unpriced calls as free and would never stop the run: refuse it up front."""
+    if config.campaign.max_cost <= 0 or config.proposer.kind != "llm":
+        return
+    specs = config.llm_config().model_specs()
+    unpriced = [s.name for s in specs if s.weight > 0 and s.price_in == 0 and s.price_out == 0]
+    if unpriced:
+        raise UserError(f"--max-cost {config.campaign.max_cost:g} is set but model {', '.join(unpriced)} has no price, so "
+                        "its calls would count as free and the cap would never stop the run; give --price-in and "
+                        "--price-out ($ per million tokens), or cap tokens with --max-tokens instead")
 
 
 def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
@@ -101,6 +159,7 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     for key, value in _flag_settings(args, config):
         config.set(key, value, source=f"--{key.rsplit('.', 1)[-1].replace('_', '-')}")
     config.check()
+    check_cost_cap(config)
     allow = getattr(args, "allow_config_change", None) or []
     if args.resume:
         config.campaign.out = str(run_dir)  # what else changed is checked against the run's record on start
@@ -139,53 +198,174 @@ def _new_run_dir() -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     config, run_dir, resuming = build_config(args)
     if args.print_config:
-        for key, default, help in field_help():
-            print(f"# {key} (default {default!r}): {help}")
+        print("\n".join(config_reference(config)))
         print(config.to_toml(), end="")
         return 0
     try:
-        summary = run_campaign(config, run_dir, resuming, allow_changes=getattr(args, "allow_config_change", None) or [])
+        summary = run_campaign(config, run_dir, resuming, check_endpoint=not args.skip_endpoint_check,
+                               allow_changes=getattr(args, "allow_config_change", None) or [])
     except KeyboardInterrupt:
         print(f"interrupted; finished work is saved; continue with: eplb-evolve run --resume {run_dir}", file=sys.stderr)
         return 130
-    for line in summary_lines(summary):
-        print(line)
+    if summary.new_evaluations == 0:  # nothing to show for the run: say so in the exit status too
+        return 1
     return 0
 
 
+def config_reference(config: Config) -> list[str]:
+    """Comment lines: every config field with its default and help, then the task's own options."""
+    lines = [f"# {key} (default {default!r}): {help}" for key, default, help in field_help()]
+    lines.append(f"# task options ([task.options] in a file, --set task.options.KEY=VALUE) of {config.task.factory}:")
+    try:
+        factory = load_object(config.task.factory, what="task.factory")
+    except UserError as exc:
+        return lines + [f"#   (cannot list them: {exc})"]
+    described = getattr(factory, "options_help", None)
+    if not callable(described):
+        return lines + ["#   (the factory does not describe its options; see its documentation)"]
+    return lines + [f"#   task.options.{key} (default {default!r}): {help}" for key, default, help in described()]
+
+
 def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = True,
+                 check_endpoint: bool = False, log: RunLog | None = None,
                  allow_changes: Sequence[str] = ()) -> Summary:
     """Build task, proposer and backend, open (or create) the archive, and run the campaign.
 
-    Everything that can fail on a user mistake is built before the archive exists, so a failed start
-    leaves no half-made run behind."""
+    Everything that can fail on a user mistake (the seed, the task, an LLM endpoint) is checked before
+    the archive exists, so a failed start leaves no half-made run behind. Start lines, progress and the
+    summary go to `run.log` in the run directory (and to stdout: start and summary always, progress
+    when stdout is not a terminal)."""
     from evolve.proposers.factory import make_proposer
 
-    if not resuming:
-        _read_seed(config.campaign.seed_program)
+    seed_path = None if resuming else _seed_path(config.campaign.seed_program)
     task = make_task(config.task.factory, config.task.options)
     resolve_objectives(config.campaign.objectives, task.objectives())
+    if check_endpoint and config.proposer.kind == "llm":
+        from evolve.proposers.llm import check_endpoint as check
+
+        check(config.llm_config())
     changes = _resume_changes(run_dir, config, task, allow_changes) if resuming else []
+    if resuming:
+        check_budget_left(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_locked(run_dir))
-        proposer = make_proposer(config, run_dir, task)
-        stack.callback(getattr(proposer, "close", lambda: None))
-        backend = make_backend(config.campaign.backend, BackendContext(
-            task, config.campaign.workers, config.task.factory, dict(config.task.options), config.campaign.ray_address))
-        stack.callback(backend.close)
-        archive = Archive(run_dir / ARCHIVE)
-        stack.callback(archive.close)
-        seed_code = None if archive.steps() else _read_seed(config.campaign.seed_program)
-        _stamp_run(archive, config, task, resuming)
-        resume.record(archive, changes, allow_changes)
-        (run_dir / "config.toml").write_text(config.to_toml())
-        archive.export_versions(run_dir)  # files a crash may have left unwritten
-        with contextlib.closing(ProgressBar(config.campaign.progress)) as bar:
-            summary = Campaign(config, task, proposer, backend, archive, run_dir, bar).run(seed_code)
-        if holdout:
-            summary.holdout = holdout_report(config, task, archive, summary)
+        log = log or stack.enter_context(contextlib.closing(RunLog(run_dir)))
+        try:
+            summary = _run_logged(config, run_dir, resuming, holdout, task, seed_path, stack, log, make_proposer,
+                                  (changes, allow_changes))
+        except UserError as exc:
+            log.line(f"error: {exc}", show=False)
+            raise
+        except KeyboardInterrupt:
+            log.line("interrupted; finished work is saved", show=False)
+            raise
+        for line in summary_lines(summary, config.campaign):
+            log.line(line, show=True)
         return summary
+
+
+def _run_logged(config: Config, run_dir: Path, resuming: bool, holdout: bool, task: Task, seed_path: Path | None,
+                stack: contextlib.ExitStack, log: RunLog, make_proposer: Any,
+                resume_changes: tuple[list[resume.Change], Sequence[str]] = ([], ())) -> Summary:
+    for line in start_lines(config, run_dir, resuming, task, seed_path):
+        log.line(line, show=True)
+    proposer = make_proposer(config, run_dir, task)
+    stack.callback(getattr(proposer, "close", lambda: None))
+    backend = make_backend(config.campaign.backend, BackendContext(
+        task, config.campaign.workers, config.task.factory, dict(config.task.options), config.campaign.ray_address))
+    stack.callback(backend.close)
+    archive = Archive(run_dir / ARCHIVE)
+    stack.callback(archive.close)
+    seed_code = None if archive.steps() else read_text_file(_seed_path(config.campaign.seed_program),
+                                                             "campaign.seed_program")
+    _stamp_run(archive, config, task, resuming)
+    resume.record(archive, *resume_changes)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    archive.export_versions(run_dir)  # files a crash may have left unwritten
+    with contextlib.closing(ProgressBar(config.campaign.progress, log=log.line)) as bar:
+        summary = Campaign(config, task, proposer, backend, archive, run_dir, bar).run(seed_code)
+    if holdout:
+        summary.holdout = holdout_report(config, task, archive, summary)
+    return summary
+
+
+def start_lines(config: Config, run_dir: Path, resuming: bool, task: Task, seed_path: Path | None) -> list[str]:
+    """What a run is about to do and where it reads and writes: printed before the first evaluation."""
+    c = config.campaign
+    lines = [f"{'resuming' if resuming else 'new'} run: {run_dir.resolve()} (log: {run_dir.resolve() / 'run.log'})"]
+    if seed_path is not None:
+        lines.append(f"seed program: {seed_path.resolve()}{_origin(seed_path)}")
+    lines.append(f"task: {task.name}; {_describe(task.stamp())}")
+    proposer = config.proposer.kind
+    if proposer == "llm":
+        llm = config.llm_config()
+        models = ", ".join(str(m.get("name") if isinstance(m, dict) else m) for m in llm.models)
+        proposer += f" ({models} at {llm.base_url or '$' + llm.base_url_env + ' or the OpenAI API'})"
+    lines.append(f"proposer: {proposer}; backend: {c.backend} with {c.workers} worker(s)")
+    lines.append(budget_line(c))
+    return lines
+
+
+def budget_line(c: CampaignConfig) -> str:
+    def cap(value: float, text: str, flag: str) -> str:
+        return f"{text} ({flag})" if value else f"none on {flag.removeprefix('--max-')} ({flag})"
+
+    return "budgets: " + "; ".join([
+        f"{c.max_evaluations} evaluations (--max-evaluations)",
+        cap(c.max_minutes, f"{c.max_minutes:g} minutes over all sessions", "--max-minutes"),
+        cap(c.max_cost, f"${c.max_cost:g}", "--max-cost"),
+        cap(c.max_tokens, f"{c.max_tokens} tokens", "--max-tokens"),
+    ])
+
+
+def _describe(stamp: dict[str, Any]) -> str:
+    """A task stamp as `key value` pairs, nested tables flattened and checksums shortened."""
+    parts = []
+    for key, value in stamp.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} {str(v)[:12] if k == 'sha256' else v}" for k, v in value.items())
+            parts.append(f"{key} ({inner})")
+        else:
+            parts.append(f"{key} {value}")
+    return "; ".join(parts)
+
+
+def check_budget_left(config: Config, run_dir: Path) -> None:
+    """A resumed run whose budget is spent would do nothing: say which budget, and the flag to extend it."""
+    archive = Archive(run_dir / ARCHIVE)
+    try:
+        steps = archive.steps()
+        elapsed_min = float(archive.meta("elapsed_s", 0.0) or 0.0) / 60
+    finally:
+        archive.close()
+    if not steps:
+        return
+    c = config.campaign
+    evaluations = sum(s.kind == "evaluated" for s in steps)
+    cost, tokens = sum(s.cost for s in steps), sum(s.tokens_in + s.tokens_out for s in steps)
+    spent = [
+        (evaluations >= c.max_evaluations, f"evaluation budget ({evaluations} of {c.max_evaluations})", "max_evaluations"),
+        (bool(c.max_minutes) and elapsed_min >= c.max_minutes,
+         f"time budget ({elapsed_min:.1f} of {c.max_minutes:g} minutes, counted over all sessions)", "max_minutes"),
+        (bool(c.max_cost) and cost >= c.max_cost, f"cost budget (${cost:.2f} of ${c.max_cost:g})", "max_cost"),
+        (bool(c.max_tokens) and tokens >= c.max_tokens, f"token budget ({tokens} of {c.max_tokens})", "max_tokens"),
+    ]
+    for reached, what, key in spent:
+        if reached:
+            raise UserError(f"{run_dir} has already used its {what}; to continue, raise it: "
+                            f"eplb-evolve run --resume {run_dir} {extend_flag(c, key, elapsed_min)}")
+
+
+def extend_flag(c: CampaignConfig, key: str, elapsed_min: float = 0.0) -> str:
+    """The flag and a value that extends budget `key` (about as much again as it allowed so far)."""
+    flag = "--" + key.replace("_", "-")
+    value = getattr(c, key)
+    if key == "max_minutes":
+        return f"{flag} {max(2 * value, elapsed_min + value):g}"
+    if key == "max_cost":
+        return f"{flag} {2 * value:g}"
+    return f"{flag} {2 * value}"
 
 
 def make_task(factory: str, options: dict[str, Any]) -> Task:
@@ -195,11 +375,26 @@ def make_task(factory: str, options: dict[str, Any]) -> Task:
     return task
 
 
-def _read_seed(path_text: str) -> str:
+def _seed_path(path_text: str) -> Path:
+    """The seed program: relative to the working directory, else the copy bundled with the install."""
     for path in (Path(path_text), REPO_ROOT / path_text):
         if path.is_file():
-            return read_text_file(path, "campaign.seed_program")
+            return path
     raise UserError(f"campaign.seed_program {path_text} does not exist; give a program with --set campaign.seed_program=PATH")
+
+
+def _origin(path: Path) -> str:
+    """Where a file came from, when that is not the working directory."""
+    try:
+        path.resolve().relative_to(Path.cwd().resolve())
+        return ""
+    except ValueError:
+        pass
+    try:
+        path.resolve().relative_to(REPO_ROOT)
+        return " (bundled with the install: the working directory has none)"
+    except ValueError:
+        return ""
 
 
 def _resume_changes(run_dir: Path, config: Config, task: Task, allow: Sequence[str]) -> list[resume.Change]:
@@ -272,7 +467,7 @@ def holdout_report(config: Config, task: Task, archive: Archive, summary: Summar
     return f"holdout: best {best:.6g} vs seed {seed:.6g} ({objective.key}, change {best - seed:+.6g})"
 
 
-def summary_lines(s: Summary) -> list[str]:
+def summary_lines(s: Summary, config: CampaignConfig | None = None) -> list[str]:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.6g}"
 
@@ -286,87 +481,15 @@ def summary_lines(s: Summary) -> list[str]:
         lines.append(f"  {s.holdout}")
     if s.best_file:
         lines.append(f"  best program: {s.best_file}")
-    lines += [f"  archive: {s.run_dir / ARCHIVE}",
-              f"  lineage: eplb-evolve show {s.run_dir} --best; continue: eplb-evolve run --resume {s.run_dir}",
-              f"  browse it: eplb-evolve ui {s.run_dir} --open"]
-    return lines
-
-
-# ---- runs and show ----------------------------------------------------------------------------------
-def cmd_runs(args: argparse.Namespace) -> int:
-    root = Path(args.root)
-    runs = sorted(p.parent for p in root.glob(f"*/{ARCHIVE}")) if root.is_dir() else []
-    if not runs:
-        print(f"no runs under {root}/; start one with `eplb-evolve run`")
-        return 0
-    print(f"{'run':<28} {'steps':>6} {'evals':>6} {'best':>10} {'proposer':<10} status")
-    for run_dir in runs:
-        archive = Archive(run_dir / ARCHIVE)
-        try:
-            q = archive.conn.execute
-            steps = q("SELECT COUNT(*) FROM steps").fetchone()[0]
-            evals = q("SELECT COUNT(*) FROM steps WHERE kind = 'evaluated'").fetchone()[0]
-            best = q("SELECT MAX(score) FROM versions").fetchone()[0]
-            finished = archive.events("run_finished")
-            proposer = (archive.meta("config") or {}).get("proposer", {}).get("kind", "?").rsplit(":", 1)[-1]
-            status = _status(run_dir, finished[-1]["detail"].get("reason", "") if finished else "incomplete")
-        finally:
-            archive.close()
-        best_text = "-" if best is None else f"{best:.5g}"
-        print(f"{run_dir.name:<28} {steps:>6} {evals:>6} {best_text:>10} {proposer[:10]:<10} {status}")
-    return 0
-
-
-def _status(run_dir: Path, last: str) -> str:
-    """'running' while a process holds the run's lock, else how the last session ended."""
-    try:
-        with open(run_dir / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return "running"
-    except OSError:
-        pass
-    return last
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run)
-    if not (run_dir / ARCHIVE).is_file() and (RESULTS / args.run / ARCHIVE).is_file():
-        run_dir = RESULTS / args.run
-    if not (run_dir / ARCHIVE).is_file():
-        raise UserError(f"no run at {args.run}; list runs with `eplb-evolve runs`")
-    archive = Archive(run_dir / ARCHIVE)
-    try:
-        versions = archive.versions()
-        if args.lineage or args.best:
-            if not versions and args.best:
-                raise UserError(f"{run_dir} has no best program yet (the seed was never applied)")
-            pid = archive.resolve(args.lineage) if args.lineage else versions[-1]["program_id"]
-            print("\n".join(lineage_lines(archive, pid)))
-            return 0
-        print(f"run {run_dir}: {len(archive.steps())} steps, {len(versions)} best versions")
-        for line in resume.recorded_lines(archive):
-            print(line)
-        for v in versions:
-            print(f"  v{v['version']:03d} {v['program_id'][:12]} score {v['score']:.6g} step {v['idx']:>5}  {v['path']}")
-        if versions:
-            print(f"lineage of the best: eplb-evolve show {run_dir} --best")
-        return 0
-    finally:
-        archive.close()
-
-
-def lineage_lines(archive: Archive, pid: str) -> list[str]:
-    """One line per generation: program, score, change from its parent, and the patch that made it."""
-    lines = [f"{'gen':>4} {'program':<12} {'score':>10} {'change':>10}  patch"]
-    previous = None
-    for record, result in archive.lineage(pid):
-        score = result.score if result is not None and result.correct else None
-        change = "" if score is None or previous is None else f"{score - previous:+.4g}"
-        name = record.patch_name or "seed"
-        description = record.patch_description.strip().splitlines()[0][:70] if record.patch_description.strip() else ""
-        score_text = "incorrect" if score is None else f"{score:.6g}"
-        lines.append(f"{record.generation:>4} {record.id[:12]:<12} {score_text:>10} {change:>10}  {name}"
-                     + (f": {description}" if description else ""))
-        previous = score if score is not None else previous
+    lines += [f"  archive: {s.run_dir / ARCHIVE}; log: {s.run_dir / 'run.log'}",
+              f"  lineage: eplb-evolve show {s.run_dir} --best"]
+    if s.limit and config is not None:
+        lines.append(f"  stopped by campaign.{s.limit}; to continue: eplb-evolve run --resume {s.run_dir} "
+                     f"{extend_flag(config, s.limit, s.elapsed_s / 60)}")
+    elif s.new_evaluations == 0:
+        lines.append("  no child was evaluated in this session; fix what the first line names, then: "
+                     f"eplb-evolve run --resume {s.run_dir}")
+    else:
+        lines.append(f"  continue: eplb-evolve run --resume {s.run_dir}")
+    lines.append(f"  browse it: eplb-evolve ui {s.run_dir} --open")
     return lines

@@ -206,7 +206,8 @@ def _merge(target: Any, values: Any, where: str, source: str) -> None:
         name = f"{where}.{key}"
         if key not in fields:
             raise UserError(
-                f"{source}: unknown key {name}{_did_you_mean(key, list(fields))}; known: {', '.join(fields)}"
+                f"{source}: unknown key {name}{_elsewhere(key, where) or _did_you_mean(key, list(fields))}; "
+                f"known in [{where}]: {', '.join(fields)}"
             )
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
@@ -284,6 +285,20 @@ def _bad(name: str, value: Any, expected: str, source: str) -> UserError:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
+
+
+def _elsewhere(key: str, where: str) -> str:
+    """A hint for a key written in the wrong section: the section that has it, or [task.options] for a
+    key no section has and no known key resembles (a typo gets "did you mean" instead)."""
+    homes = [f"[{path.rsplit('.', 1)[0]}]" for path, _, _ in field_help() if path.rsplit(".", 1)[-1] == key
+             and path.rsplit(".", 1)[0] != where]
+    if homes:
+        return f"; '{key}' belongs in {' or '.join(homes)}"
+    known = [path.rsplit(".", 1)[-1] for path, _, _ in field_help() if path.rsplit(".", 1)[0] == where]
+    if where != "task.options" and not difflib.get_close_matches(key, known, n=1):
+        return (f"; if '{key}' is a task option (dataset, split, scorer, ...), put it under [task.options] "
+                f"(or --set task.options.{key}=...), as `run --print-config` lists")
+    return ""
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:

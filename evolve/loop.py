@@ -90,6 +90,8 @@ class Summary:
     best_file: str = ""
     elapsed_s: float = 0.0
     holdout: str = ""  # best vs seed on the task's holdout split, filled in by the caller
+    limit: str = ""  # the campaign budget that stopped the run (a CampaignConfig field), "" for none
+    new_evaluations: int = 0  # children this session evaluated (a resumed run counts only its own)
 
 
 class Campaign:
@@ -118,6 +120,8 @@ class Campaign:
         self.last_error = ""
         self.exhausted = False
         self.stop_reason = ""
+        self.stop_limit = ""
+        self.replayed_evaluations = 0
         self.stored: dict[int, Step] = {}  # during replay: the archived outcome of each index
         self.seed_member: Member | None = None
         self._views: OrderedDict[str, ProgramView] = OrderedDict()
@@ -140,9 +144,11 @@ class Campaign:
             self._loop()
         finally:
             self._proposer_pool.shutdown(wait=False, cancel_futures=True)
-        reason = self.stop_reason or self._why_stopped()
-        self.archive.add_event(Event("run_finished", detail={"reason": reason}), self.applied)
-        return self.summary(reason)
+        reason, limit = (self.stop_reason, self.stop_limit) if self.stop_reason else self._why_stopped()
+        self.archive.add_event(Event("run_finished", detail={"reason": reason, "limit": limit}), self.applied)
+        summary = self.summary(reason)
+        summary.limit, summary.new_evaluations = limit, self.evaluations - self.replayed_evaluations
+        return summary
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started_at
@@ -185,6 +191,7 @@ class Campaign:
             self._apply(step, result, record, live=False)
             self._issue()
         self.stored = {}
+        self.replayed_evaluations = self.evaluations
         self.exhausted = False  # a resumed proposer starts with whatever budget it has now
         self.archive.add_event(Event("run_resumed", detail={"steps": len(steps)}), self.applied)
 
@@ -201,7 +208,7 @@ class Campaign:
         if self.fail_streak >= self._fail_limit():
             return False
         if live and c.max_minutes and self.elapsed() >= c.max_minutes * 60:
-            self._stop(f"time budget reached ({c.max_minutes:g} minutes)")
+            self._stop(f"time budget reached ({c.max_minutes:g} minutes over all sessions)", "max_minutes")
             return False
         return True
 
@@ -269,7 +276,7 @@ class Campaign:
                 timeout = max(0.0, c.max_minutes * 60 - self.elapsed())
             done, _ = wait(list(self.waiting), timeout=timeout, return_when=FIRST_COMPLETED)
             if not done:
-                self._stop(f"time budget reached ({c.max_minutes:g} minutes)")
+                self._stop(f"time budget reached ({c.max_minutes:g} minutes over all sessions)", "max_minutes")
             for future in done:
                 kind, key = self.waiting.pop(future)
                 if future.cancelled():
@@ -280,11 +287,11 @@ class Campaign:
                     self._on_evaluation(key, future)
             self._apply_ready()
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, limit: str = "") -> None:
         """Draw nothing more; proposals not yet started are dropped, work already running finishes."""
         if self.stop_reason:
             return
-        self.stop_reason = reason
+        self.stop_reason, self.stop_limit = reason, limit
         for future, (kind, _) in list(self.waiting.items()):
             if kind == "propose" and future.cancel():
                 del self.waiting[future]
@@ -455,23 +462,27 @@ class Campaign:
         limit = self.config.campaign.max_failed_proposals
         return limit if self.usable else min(limit, FIRST_FAILURES)
 
-    def _why_stopped(self) -> str:
+    def _why_stopped(self) -> tuple[str, str]:
+        """(why the run stopped, the campaign budget field that stopped it or "")."""
         c = self.config.campaign
         if self.evaluations >= c.max_evaluations:
-            return f"evaluation budget reached ({self.evaluations} of {c.max_evaluations})"
+            return f"evaluation budget reached ({self.evaluations} of {c.max_evaluations})", "max_evaluations"
         if c.max_cost and self.cost >= c.max_cost:
-            return f"cost budget reached (${self.cost:.2f} of ${c.max_cost:.2f})"
+            return f"cost budget reached (${self.cost:.2f} of ${c.max_cost:.2f})", "max_cost"
         if c.max_tokens and self.tokens >= c.max_tokens:
-            return f"token budget reached ({self.tokens} of {c.max_tokens})"
+            return f"token budget reached ({self.tokens} of {c.max_tokens})", "max_tokens"
         if self.exhausted:
-            return "the proposer reported its budget exhausted"
+            return "the proposer reported its budget exhausted", ""
         if self.fail_streak >= self._fail_limit():
             if not self.usable:
                 return (f"the proposer's first {self.fail_streak} proposals all failed (last: {self.last_error}); "
-                        "check the proposer (for an LLM: the base URL, the model name and the API key variable)")
+                        "check the proposer (for an LLM: the base URL, the model name and the API key variable)"), ""
             return (f"{self.fail_streak} proposals in a row gave nothing to evaluate (campaign.max_failed_proposals "
-                    f"is {c.max_failed_proposals}; last: {self.last_error}); check the proposer")
-        return "finished"
+                    f"is {c.max_failed_proposals}; last: {self.last_error}); check the proposer"), ""
+        return "finished", ""
+
+
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines in run.log (and on stdout without a terminal)
 
 
 def _scrubbed(proposal: Proposal) -> Proposal:
@@ -483,13 +494,20 @@ def _scrubbed(proposal: Proposal) -> Proposal:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr (shown on a terminal): evaluations, valid share, best score, cost."""
+    """A tqdm bar on stderr (shown on a terminal): evaluations, valid share, best score, cost.
 
-    def __init__(self, enabled: bool = True) -> None:
+    With `log`, a plain progress line also goes to it on the first step, on every new best and at least
+    every `every_s` seconds: that is what a run without a terminal shows, and what `run.log` keeps."""
+
+    def __init__(self, enabled: bool = True, log: Callable[[str], None] | None = None,
+                 every_s: float = PROGRESS_EVERY_S) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(unit="eval", desc="evolve", file=sys.stderr, disable=None if enabled else True,
                         dynamic_ncols=True)
+        self.log, self.every_s = log, every_s
+        self._last_line = -float("inf")
+        self._last_best: str | None = None
 
     def __call__(self, campaign: "Campaign") -> None:
         self.bar.total = campaign.config.campaign.max_evaluations
@@ -499,6 +517,32 @@ class ProgressBar:
         text += f"best {best.primary:.4g} " if best else ""
         self.bar.set_postfix_str(text + f"cost ${campaign.cost:.2f}", refresh=False)
         self.bar.refresh()
+        now = time.monotonic()
+        best_id = best.id if best else None
+        if self.log is not None and (best_id != self._last_best or now - self._last_line >= self.every_s):
+            self._last_best, self._last_line = best_id, now
+            if not self.bar.disable:
+                self.bar.clear()
+            new_best = best is not None and campaign.applied > 0 and best.order == campaign.applied
+            self.log(progress_line(campaign, new_best))
+            if not self.bar.disable:
+                self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
+
+
+def progress_line(campaign: "Campaign", new_best: bool = False) -> str:
+    """One line of numbers: evaluations against their budget, valid share, best, cost, time against its budget."""
+    c = campaign.config.campaign
+    best = campaign.population.best
+    minutes = campaign.elapsed() / 60
+    parts = [
+        f"step {campaign.applied}",
+        f"evaluations {campaign.evaluations}/{c.max_evaluations}",
+        f"valid {campaign.valid / max(1, campaign.evaluations):.0%}",
+        f"best {best.primary:.6g}" + (" (new)" if new_best else "") if best else "best -",
+        f"cost ${campaign.cost:.2f}" + (f"/${c.max_cost:g}" if c.max_cost else ""),
+        f"{minutes:.1f}" + (f"/{c.max_minutes:g}" if c.max_minutes else "") + " min",
+    ]
+    return "progress: " + ", ".join(parts)

@@ -71,6 +71,17 @@ def run_diff(args: argparse.Namespace) -> int:
     name = args.name or re.sub(r"\W+", "_", args.new.stem).strip("_") or "manual_edit"
     description = args.description or f"Turns {args.old.name} into {args.new.name}."
     text = make_patch(old, new, name=name, description=description)
+    try:
+        apply_patch(old, text, entry_function=None)
+    except PatchError as exc:  # e.g. an edit of frozen code: `apply` and every campaign would refuse it
+        if exc.kind == "outside-evolve-block" and not args.force:
+            raise UserError(f"{args.new} changes frozen code of {args.old} (outside its EVOLVE-BLOCK markers), so "
+                            f"`apply` would reject the patch: {exc}; move the edit inside a block, or pass --force "
+                            "to write it anyway") from None
+        if not args.force:
+            raise UserError(f"the patch from {args.old} to {args.new} would not apply: {exc}; pass --force to "
+                            "write it anyway") from None
+        print(f"warning: written although `apply` will reject it: {exc}", file=sys.stderr)
     if args.output:
         _write(args.output, text)
         print(f"wrote {args.output}")
@@ -99,11 +110,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff = subparsers.add_parser(
         "diff",
         help="turn a hand edit (OLD -> NEW) into a patch",
-        description="Write a NAME / DESCRIPTION / DIFF patch whose SEARCH blocks are the smallest that match once.",
+        description="Write a NAME / DESCRIPTION / DIFF patch whose SEARCH blocks are the smallest that match once. "
+        "The patch is checked against A.py as `apply` would check it: an edit of frozen code (outside the "
+        "EVOLVE-BLOCK markers) is refused unless --force.",
     )
     diff.add_argument("old", type=Path, metavar="A.py", help="the program before the edit")
     diff.add_argument("new", type=Path, metavar="B.py", help="the program after the edit")
     diff.add_argument("-o", "--output", type=Path, metavar="PATCH.txt", help="write the patch here (default: stdout)")
     diff.add_argument("--name", help="patch name (default: from B's file name)")
-    diff.add_argument("--description", help="patch description")
+    diff.add_argument("--description", help="patch description (default: 'Turns A.py into B.py.')")
+    diff.add_argument("--force", action="store_true",
+                      help="write the patch even when `apply` would reject it (an edit of frozen code)")
     diff.set_defaults(func=run_diff)

@@ -8,6 +8,7 @@ archived or opened from any folder.
 """
 from __future__ import annotations
 
+import ast
 import base64
 import difflib
 import html
@@ -22,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
@@ -41,6 +42,24 @@ class Reference:
     label: str
     balance: float
     runtime_s: float | None = None
+
+
+@dataclass
+class Timing:
+    """Runtimes measured for the report in one session (one warm evaluator, one after the other), so the
+    points of a figure are comparable. `points`: program id -> (runtime_s, balance); `note` says when and how."""
+
+    points: dict[str, tuple[float, float]]
+    note: str
+
+
+@dataclass
+class SplitResults:
+    """Seed and best scored on one more split of the data (holdout, generalisation), for the report."""
+
+    label: str  # e.g. "deepseek-v3 (holdout split)"
+    seed: Result | None
+    best: Result | None
 
 
 @dataclass
@@ -77,12 +96,12 @@ class RunView:
         return list(reversed(chain))
 
 
-def resolve_run(text: str) -> Path:
-    """A run directory from a path or a name under results/."""
-    for candidate in (Path(text), RESULTS_ROOT / text):
+def resolve_run(text: str, results: Path = RESULTS_ROOT) -> Path:
+    """A run directory from a path or a name under `results` (both relative to the working directory)."""
+    for candidate in (Path(text), results / text):
         if (candidate / ARCHIVE_NAME).is_file():
             return candidate
-    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {RESULTS_ROOT}/); list runs with `eplb-evolve runs`")
+    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {results}/); list runs with `eplb-evolve runs`")
 
 
 def load_run(run_dir: Path) -> RunView:
@@ -139,6 +158,7 @@ def progress_figure(run: RunView, path: Path) -> Path:
     axes[0].legend(loc="lower right", fontsize=8)
     axes[0].set_title("best score over evaluations")
     axes[1].set_title(f"best score over {by_cost[0]}")
+    fig.suptitle(f"search progress on {data_label(run)}", fontsize=11)
     return _save(fig, path)
 
 
@@ -155,6 +175,14 @@ def _score_label(run: RunView) -> str:
     return f"score ({stamp.get('scorer', 'primary')})"
 
 
+def data_label(run: RunView) -> str:
+    """The data a run was scored on, as every figure names it: `NAME (SPLIT split)`."""
+    dataset = (run.meta.get("task_stamp") or {}).get("dataset")
+    if isinstance(dataset, dict) and dataset.get("name"):
+        return f"{dataset['name']} ({dataset.get('split', '?')} split)"
+    return str(run.meta.get("task") or "the run's task")
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated in (lower runtime, higher balance), by runtime ascending."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
@@ -166,44 +194,80 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def pareto_figure(run: RunView, path: Path, balance_key: str, runtime_key: str,
-                  references: list[Reference] = ()) -> Path | None:  # type: ignore[assignment]
-    """Balance against runtime of every correct program, the front drawn, seed, best and references marked."""
+CAMPAIGN_TIMING = ("runtimes as measured during the campaign, each program in its own evaluation under the load "
+                   "of that moment: compare them with care")
+
+
+def pareto_plot(run: RunView, balance_key: str, runtime_key: str, references: list[Reference] = (),  # type: ignore[assignment]
+                timing: Timing | None = None) -> plt.Figure | None:
+    """Balance against runtime: every correct program (or, with `timing`, the programs timed for the
+    report), the front drawn as steps, seed, best and references marked, and how runtimes were measured."""
     ids, points = [], []
-    for pid, r in run.results.items():
-        if r.correct and balance_key in r.metrics and runtime_key in r.metrics:
+    if timing is not None:
+        for pid, (runtime_s, balance) in timing.points.items():
             ids.append(pid)
-            points.append((r.metrics[runtime_key] * 1e3, r.metrics[balance_key]))
+            points.append((runtime_s * 1e3, balance))
+    else:
+        for pid, r in run.results.items():
+            if r.correct and balance_key in r.metrics and runtime_key in r.metrics:
+                ids.append(pid)
+                points.append((r.metrics[runtime_key] * 1e3, r.metrics[balance_key]))
     if not points:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(7.5, 5.6))
     ax.scatter([p[0] for p in points], [p[1] for p in points], s=12, color="0.65", label="programs")
     front = pareto_front(points)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-o", color="tab:blue", markersize=4,
-            label="Pareto front")
+    xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
+    # the front is a staircase: between two front programs the faster one's balance is all one gets
+    ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.5, label="Pareto front")
+    ax.scatter(xs, ys, s=18, color="tab:blue", zorder=3)
     for pid, marker, color, label in ((run.seed_id, "*", "tab:red", "seed"), (run.best_id, "D", "tab:green", "best")):
         if pid in ids:
             x, y = points[ids.index(pid)]
             ax.scatter([x], [y], marker=marker, s=140, color=color, zorder=5, label=label)
+    levels = 0
     for n, ref in enumerate(references):
         if ref.runtime_s is None:
             ax.axhline(ref.balance, linestyle="--", color="tab:purple", linewidth=1)
-            ax.annotate(ref.label, (0.01, ref.balance), xycoords=("axes fraction", "data"), fontsize=8,
-                        color="tab:purple", va="bottom")
+            left = levels % 2 == 0  # neighbouring levels label at opposite ends: close lines keep legible labels
+            ax.annotate(ref.label, (0.01 if left else 0.99, ref.balance), xycoords=("axes fraction", "data"),
+                        fontsize=8, color="tab:purple", va="bottom", ha="left" if left else "right")
+            levels += 1
         else:
             ax.scatter([ref.runtime_s * 1e3], [ref.balance], marker="^", s=60, color="tab:orange", zorder=4)
             ax.annotate(ref.label, (ref.runtime_s * 1e3, ref.balance), fontsize=8, xytext=(4, 4 if n % 2 else -11),
                         textcoords="offset points")  # alternate above and below: neighbours rarely collide
     ax.set_xscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # "3, 4, 6, 10", not "3x10^0"
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    # labels on 1-2-5 ticks only: labelling every minor tick of a log axis runs them together ("8090")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"runtime per call, ms (log scale; {runtime_key})")
     ax.set_ylabel(balance_key)
-    ax.set_title("balance against runtime (up and left is better)")
+    ax.set_title(f"balance against runtime on {data_label(run)} (up and left is better)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    note = timing.note if timing is not None else CAMPAIGN_TIMING
+    lines = _wrap(note, 120)
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, color="0.35", va="bottom")
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * len(lines), 1, 1))  # room below the axis label for the note
+    return fig
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+def pareto_figure(run: RunView, path: Path, balance_key: str, runtime_key: str,
+                  references: list[Reference] = (), timing: Timing | None = None) -> Path | None:  # type: ignore[assignment]
+    fig = pareto_plot(run, balance_key, runtime_key, references, timing)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def per_window_figure(run: RunView, path: Path, key: str) -> Path | None:
@@ -222,7 +286,7 @@ def per_window_figure(run: RunView, path: Path, key: str) -> Path | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("scored window")
     ax.set_ylabel(key)
-    ax.set_title(f"{key} per window: best vs seed")
+    ax.set_title(f"{key} per window on {data_label(run)}: best vs seed", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -261,8 +325,35 @@ def lineage_figure(run: RunView, path: Path, max_children: int = 8) -> Path | No
     ax.set_xlim(-0.25 * max_children - 0.4, 6.0)
     ax.set_ylim(-lowest - 0.5, 0.5)
     ax.axis("off")
-    ax.set_title("lineage of the best program (green: ancestors; grey: their other children, hollow if incorrect)",
-                 fontsize=10)
+    ax.set_title(f"lineage of the best program, scores on {data_label(run)}\n(green: ancestors; grey: their other "
+                 "children, hollow if incorrect)", fontsize=10)
+    return _save(fig, path)
+
+
+def splits_figure(run: RunView, path: Path, key: str, splits: list[SplitResults]) -> Path | None:
+    """Per window, best against seed on the search split (from the archive) and on each other split given."""
+    panels = [(data_label(run), run.results.get(run.seed_id or ""), run.results.get(run.best_id or ""))]
+    panels += [(s.label, s.seed, s.best) for s in splits]
+    panels = [p for p in panels if any(r is not None and r.correct and r.per_window for r in p[1:])]
+    if len(panels) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True, squeeze=False)
+    for ax, (label, seed, best) in zip(axes[0], panels):
+        means = []
+        for result, name, color in ((seed, "seed", "tab:red"), (best, "best", "tab:green")):
+            if result is None or not result.correct or not result.per_window or key not in result.per_window[0]:
+                continue
+            xs = [w.get("window", i) for i, w in enumerate(result.per_window)]
+            ys = [w[key] for w in result.per_window]
+            ax.plot(xs, ys, "-o", markersize=2.5, color=color, label=f"{name} (mean {sum(ys) / len(ys):.4f})")
+            means.append(name)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("scored window")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel(key)
+    fig.suptitle(f"{key} per window, best vs seed, on each split (the search never saw the others)", fontsize=11)
     return _save(fig, path)
 
 
@@ -270,12 +361,16 @@ def lineage_figure(run: RunView, path: Path, max_children: int = 8) -> Path | No
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.85em; } td, th { padding: 2px 8px; border-bottom: 1px solid #eee; }
-th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.8em; line-height: 1.35; }
-.add { color: #116611; background: #eaffea; display: block; } .del { color: #991111; background: #ffecec; display: block; }
-.hunk { color: #555; display: block; } img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-.note { color: #666; font-size: 0.85em; } .wide { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.85em; } td, th { padding: 2px 6px; border-bottom: 1px solid #eee; }
+th { text-align: left; background: #f6f6f6; vertical-align: bottom; } td { font-variant-numeric: tabular-nums; }
+table.board { font-size: 0.72em; width: 100%; table-layout: auto; } table.board th { white-space: normal; word-break: break-word; }
+table.board td:first-child { word-break: break-word; } table.board td { max-width: 16em; }
+pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.8em; line-height: 1.35; margin: 0.5em 0; }
+pre.diff span { display: block; white-space: pre; min-height: 1.35em; }
+.add { color: #116611; background: #eaffea; } .del { color: #991111; background: #ffecec; } .hunk { color: #555; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.note { color: #666; font-size: 0.85em; } .wide { overflow-x: auto; max-width: 100%; }
+summary { cursor: pointer; color: #335; }
 """
 
 
@@ -290,13 +385,22 @@ def diff_html(old: str, new: str, old_name: str = "seed", new_name: str = "best"
         return "<p class=\"note\">identical to the seed</p>"
     out = []
     for line in lines:
-        cls = "hunk" if line.startswith("@@") else "add" if line.startswith("+") else "del" if line.startswith("-") else ""
-        text = html.escape(line) or " "
-        out.append(f'<span class="{cls}">{text}</span>' if cls else text)
-    return "<pre>" + "\n".join(out) + "</pre>"
+        cls = "hunk" if line.startswith("@@") else "add" if line.startswith("+") else "del" if line.startswith("-") else "ctx"
+        out.append(f'<span class="{cls}">{html.escape(line) or " "}</span>')
+    # one block per line and no newline between them: a newline as well would double the spacing
+    return '<pre class="diff">' + "".join(out) + "</pre>"
 
 
-def summary_rows(run: RunView) -> list[tuple[str, str]]:
+def inherited_docstring(seed: str, best: str) -> bool:
+    """True when the best program changed code but kept the seed's module docstring word for word."""
+    try:
+        old, new = ast.get_docstring(ast.parse(seed)), ast.get_docstring(ast.parse(best))
+    except SyntaxError:
+        return False
+    return bool(old) and old == new and seed != best
+
+
+def summary_rows(run: RunView, splits: list[SplitResults] = ()) -> list[tuple[str, str]]:  # type: ignore[assignment]
     stamp = run.meta.get("task_stamp") or {}
     dataset = stamp.get("dataset") or {}
     kinds: dict[str, int] = {}
@@ -320,8 +424,45 @@ def summary_rows(run: RunView) -> list[tuple[str, str]]:
     ]
     if holdout:
         h = holdout[-1]
-        rows.append(("holdout", f"{h.get('objective', '')}: best {_fmt(h.get('best'))} vs seed {_fmt(h.get('seed'))}"))
+        rows.append(("holdout (end of run)", f"{h.get('objective', '')}: best {_fmt(h.get('best'))} vs seed {_fmt(h.get('seed'))}"))
+    for split in splits:
+        b, s_ = (r.score if r is not None and r.correct else None for r in (split.best, split.seed))
+        change = f", change {b - s_:+.6g}" if b is not None and s_ is not None else ""
+        rows.append((split.label, f"best {_fmt(b)} vs seed {_fmt(s_)}{change} (scored for this report)"))
     return rows
+
+
+def summary_data(run: RunView, splits: list[SplitResults] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    """The summary as numbers and names (what `summary.json` holds): for scripts and papers, not eyes."""
+    stamp = run.meta.get("task_stamp") or {}
+    kinds: dict[str, int] = {}
+    for s in run.steps:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    evaluated = [s for s in run.steps if s.kind == "evaluated"]
+    correct = sum(1 for s in evaluated if run.score(s.program_id) is not None)
+    best, seed = run.score(run.best_id), run.score(run.seed_id)
+    record = run.programs.get(run.best_id or "")
+    holdout = [e["detail"] for e in run.events if e["kind"] == "holdout"]
+    return {
+        "run": str(run.run_dir),
+        "task": run.meta.get("task"),
+        "scorer": stamp.get("scorer"),
+        "evaluator_version": stamp.get("evaluator_version"),
+        "dataset": stamp.get("dataset") or {},
+        "steps": kinds,
+        "evaluations": len(evaluated),
+        "correct": correct,
+        "correct_fraction": correct / len(evaluated) if evaluated else None,
+        "cost_usd": sum(s.cost for s in run.steps),
+        "tokens": sum(s.tokens_in + s.tokens_out for s in run.steps),
+        "best": {"program_id": run.best_id, "patch": (record.patch_name or "seed") if record else None,
+                 "generation": record.generation if record else None, "score": best},
+        "seed_score": seed,
+        "change": best - seed if best is not None and seed is not None else None,
+        "holdout": holdout[-1] if holdout else None,
+        "splits": {s.label: {"best": s.best.score if s.best is not None and s.best.correct else None,
+                             "seed": s.seed.score if s.seed is not None and s.seed.correct else None} for s in splits},
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -329,11 +470,12 @@ def _fmt(value: Any) -> str:
 
 
 def table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, na_rep="-", border=0, float_format=lambda v: f"{v:.4f}")
+    return df.to_html(index=False, escape=True, na_rep="-", border=0, float_format=lambda v: f"{v:.4f}",
+                      classes="board")
 
 
 def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFrame | None = None,
-                leaderboard_note: str = "") -> str:
+                leaderboard_note: str = "", splits: list[SplitResults] = ()) -> str:  # type: ignore[assignment]
     """The report page: summary, figures, best program and its diff against the seed, leaderboard rows."""
     title = f"eplb-evolve report: {run.run_dir.name}"
     parts = [
@@ -344,7 +486,7 @@ def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFram
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">generated {html.escape(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}</p>',
         "<h2>Summary</h2><table>",
-        *(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(run)),
+        *(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(run, splits)),
         "</table>",
         "<h2>Figures</h2>",
     ]
@@ -359,10 +501,16 @@ def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFram
             parts.append(f'<div class="wide">{table_html(leaderboard)}</div>')
     best, seed = run.programs.get(run.best_id or ""), run.programs.get(run.seed_id or "")
     if best is not None:
-        parts += ["<h2>Best program</h2>", f'<p class="note">program {html.escape(best.id)}</p>',
-                  f"<pre>{html.escape(best.code)}</pre>"]
+        parts += ["<h2>Best program: its changes against the seed</h2>",
+                  f'<p class="note">program {html.escape(best.id)}; patches along its lineage: '
+                  + html.escape(" -> ".join(r.patch_name or "seed" for r in run.lineage(best.id))) + "</p>"]
+        if seed is not None and inherited_docstring(seed.code, best.code):
+            parts.append('<p class="note">Its module docstring is the seed\'s, inherited unchanged: it describes the '
+                         "seed, not this program. The diff and the patch names say what changed.</p>")
         if seed is not None:
-            parts += ["<h2>Diff against the seed</h2>", diff_html(seed.code, best.code)]
+            parts.append(diff_html(seed.code, best.code))
+        parts.append(f"<details><summary>the whole program ({len(best.code.splitlines())} lines)</summary>"
+                     f"<pre>{html.escape(best.code)}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -376,7 +524,8 @@ class ReportFiles:
 def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: str,
                  references: list[Reference] = (),  # type: ignore[assignment]
                  leaderboard: pd.DataFrame | None = None, leaderboard_note: str = "",
-                 out_dir: Path | None = None) -> ReportFiles:
+                 out_dir: Path | None = None, timing: Timing | None = None,
+                 splits: list[SplitResults] = ()) -> ReportFiles:  # type: ignore[assignment]
     """Write the figures and `report.html` into `out_dir` (default: the run's `report/` folder)."""
     run = load_run(run_dir)
     if not run.steps:
@@ -386,15 +535,16 @@ def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: 
     candidates = {
         "best score over evaluations and cost": progress_figure(run, out / "progress.png"),
         f"{balance_key} against runtime (Pareto front)": pareto_figure(run, out / "pareto.png", balance_key,
-                                                                          runtime_key, list(references)),
+                                                                          runtime_key, list(references), timing),
         f"{window_key} per window: best vs seed": per_window_figure(run, out / "per_window.png", window_key),
+        f"{window_key} on every split": splits_figure(run, out / "splits.png", window_key, list(splits)),
         "lineage of the best program": lineage_figure(run, out / "lineage.png"),
     }
     figures = {name: path for name, path in candidates.items() if path is not None}
-    page = scrub(render_html(run, figures, leaderboard, leaderboard_note))  # the page shows code too
+    page = scrub(render_html(run, figures, leaderboard, leaderboard_note, list(splits)))  # the page shows code too
     html_path = out / "report.html"
     tmp = html_path.with_name("report.html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(html_path)
-    (out / "summary.json").write_text(json.dumps(scrub_data(dict(summary_rows(run))), indent=2))
+    (out / "summary.json").write_text(json.dumps(scrub_data(summary_data(run, list(splits))), indent=2))
     return ReportFiles(html_path, figures)

@@ -93,9 +93,14 @@ def stall(seconds: float, then: Responder) -> Responder:
 
 
 class ChatServer:
-    """A chat-completions endpoint on an ephemeral port; `script` holds the next responses."""
+    """A chat-completions endpoint on an ephemeral port; `script` holds the next responses.
 
-    def __init__(self, default: Responder | None = None) -> None:
+    `GET /v1/models` lists `models` (or answers `models_status` with an error body when it is set)."""
+
+    def __init__(self, default: Responder | None = None, models: tuple[str, ...] = ("m", "fast", "slow")) -> None:
+        self.models = list(models)
+        self.models_status = 200
+        self.gets: list[str] = []
         self.script: deque[Responder] = deque()
         self.default = default or reply(good_patch())
         self.requests: list[dict[str, Any]] = []
@@ -105,6 +110,23 @@ class ChatServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
+
+            def do_GET(self) -> None:
+                server.gets.append(self.path)
+                if self.path.rstrip("/") != "/v1/models":
+                    code, data = 404, json.dumps({"error": {"message": "not found"}}).encode()
+                elif server.models_status != 200:
+                    code = server.models_status
+                    data = json.dumps({"error": {"message": "Incorrect API key provided", "code": code}}).encode()
+                else:
+                    code = 200
+                    data = json.dumps({"object": "list", "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]}).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

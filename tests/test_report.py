@@ -100,7 +100,9 @@ def test_report_command_adds_leaderboard_rows(run_dir: Path, capsys) -> None:
     assert f"report: {run_dir / 'report' / 'report.html'}" in out
     assert "Leaderboard" in page and "ceiling (lower bounds)" in page and "oracle (best (archive" in page
     assert "seed (archive)" in page and "greedy_snake" in page
-    assert json.loads((run_dir / "report" / "summary.json").read_text())["evaluations"].startswith("4 (75% correct)")
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert (summary["evaluations"], summary["correct"], summary["correct_fraction"]) == (4, 3, 0.75)
+    assert summary["best"]["score"] > summary["seed_score"] and summary["dataset"]["split"]
 
 
 def test_report_without_its_dataset_still_draws_the_archive(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -121,13 +123,25 @@ def find_chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-CHECK = ("<script>window.addEventListener('load', function () { var p = document.createElement('pre'); p.id = 'check';"
-         " p.textContent = JSON.stringify(Array.from(document.images).map(function (i) { return i.naturalWidth; }));"
-         " document.body.appendChild(p); });</script>")
+CHECK = """<script>window.addEventListener('load', function () {
+  var diff = document.querySelector('pre.diff'), font = diff ? parseFloat(getComputedStyle(diff).fontSize) : 0;
+  var out = {
+    images: Array.from(document.images).map(function (i) { return i.naturalWidth; }),
+    page_overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    hidden_columns: Array.from(document.querySelectorAll('.wide')).map(function (d) { return d.scrollWidth - d.clientWidth; }),
+    diff_lines: diff ? diff.querySelectorAll('span').length : 0,
+    diff_height: diff ? diff.getBoundingClientRect().height : 0,
+    diff_font: font,
+    headings: Array.from(document.querySelectorAll('h2')).map(function (h) { return h.textContent; })
+  };
+  var p = document.createElement('pre'); p.id = 'check'; p.textContent = JSON.stringify(out);
+  document.body.appendChild(p);
+});</script>"""
+WINDOW = "--window-size=1200,900"  # a laptop screen
 
 
-def render(page: Path) -> tuple[list[int], list[str]]:
-    """Load `page` (with a probe appended) in headless Chromium: image widths and console lines."""
+def render(page: Path, screenshot: Path | None = None) -> tuple[dict, list[str]]:
+    """Load `page` (with a probe appended) in headless Chromium: what the probe measured, console lines."""
     browser = find_chromium()
     if browser is None:
         pytest.skip("Chromium is not installed (Debian: apt-get update && apt-get install -y chromium; "
@@ -139,9 +153,13 @@ def render(page: Path) -> tuple[list[int], list[str]]:
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp}/profile", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-             "--dump-dom", probe.as_uri()],
+             WINDOW, "--dump-dom", probe.as_uri()],
             capture_output=True, text=True, timeout=120,
         )
+        if screenshot is not None:
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+                            f"--user-data-dir={tmp}/shot", WINDOW, f"--screenshot={screenshot}", page.as_uri()],
+                           capture_output=True, timeout=120)
     found = re.search(r'<pre id="check">(.*?)</pre>', proc.stdout)
     assert found, f"the page did not finish loading (chromium exit {proc.returncode})"
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
@@ -149,17 +167,70 @@ def render(page: Path) -> tuple[list[int], list[str]]:
 
 
 def test_report_renders_in_a_browser(run_dir: Path, tmp_path: Path) -> None:
-    files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", out_dir=tmp_path)
-    widths, console = render(files.html)
+    assert cli_main(["report", str(run_dir), "--references", "greedy_snake", "--out", str(tmp_path)]) == 0
+    shot = tmp_path / "screenshot.png"
+    seen, console = render(tmp_path / "report.html", screenshot=shot)
     assert console == []
-    assert len(widths) == 4 and all(w > 300 for w in widths)  # every figure decoded
+    assert len(seen["images"]) == 4 and all(w > 300 for w in seen["images"])  # every figure decoded
+    assert seen["page_overflow"] <= 0 and seen["hidden_columns"] == [0]  # the leaderboard fits: no column hidden
+    assert seen["diff_lines"] > 5 and seen["diff_height"] < seen["diff_lines"] * seen["diff_font"] * 1.6 + 40  # single-spaced
+    headings = seen["headings"]
+    assert headings.index("Best program: its changes against the seed") < len(headings)
+    page = (tmp_path / "report.html").read_text()
+    assert page.index('<pre class="diff">') < page.index("<details><summary>the whole program")  # diff first
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_browser_check_catches_a_broken_page(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
-    page.write_text('<!DOCTYPE html><html><body><img src="data:image/png;base64,AAAA"><script>nosuch();</script></body></html>')
-    widths, console = render(page)
-    assert widths == [0] and any("nosuch" in line for line in console)
+    page.write_text('<!DOCTYPE html><html><body><div class="wide" style="overflow-x:auto"><table><tr>'
+                    + "<td>wide-column-text</td>" * 200 + '</tr></table></div><pre class="diff"><span>a</span>\n\n'
+                    '<span>b</span>\n\n<span>c</span>\n\n<span>d</span>\n\n<span>e</span>\n\n<span>f</span></pre>'
+                    '<img src="data:image/png;base64,AAAA"><script>nosuch();</script></body></html>')
+    seen, console = render(page)
+    assert seen["images"] == [0] and any("nosuch" in line for line in console)
+    assert seen["hidden_columns"][0] > 0  # a table wider than its box is seen
+    assert seen["diff_height"] > seen["diff_lines"] * seen["diff_font"] * 1.6 + 40  # and a double-spaced diff
+
+
+def test_figures_name_their_data_and_runtimes_are_timed_in_one_session(run_dir: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    titles: list[str] = []
+    save = report._save
+
+    def record(fig, path):
+        titles.append(" ".join([fig._suptitle.get_text() if fig._suptitle else ""] + [a.get_title() for a in fig.axes]))
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "_save", record)
+    pareto = report.pareto_figure
+    drawn: list = []
+    monkeypatch.setattr(report, "pareto_figure", lambda *a, **k: drawn.append(k.get("timing") or a[-1]) or pareto(*a, **k))
+    assert cli_main(["report", str(run_dir), "--references", "greedy_snake", "--out", str(tmp_path)]) == 0
+    label = report.data_label(report.load_run(run_dir))
+    assert label.startswith("skewed-0 (") and len(titles) == 3  # progress, per window, lineage
+    assert all(label in title for title in titles)
+    timing = drawn[0]
+    run = report.load_run(run_dir)
+    assert isinstance(timing, report.Timing) and {run.seed_id, run.best_id} <= set(timing.points)
+    assert "in one session" in timing.note and "skewed-0" in timing.note
+    fig = report.pareto_plot(run, "balancedness_gpu", "runtime_median_s", [], timing)
+    assert label in fig.axes[0].get_title() and any("in one session" in t.get_text() for t in fig.texts)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].get_xticklabels() if t.get_text() and t.get_visible()]
+    assert boxes and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])  # no "8090"
+    front = [line for line in fig.axes[0].get_lines() if line.get_label() == "Pareto front"][0]
+    assert front.get_drawstyle() == "steps-post"  # a staircase through real programs, not slopes between them
+    assert len(front.get_xdata()) == len(report.pareto_front(list(timing.points.values())))
+    plt_close(fig)
+    assert report.inherited_docstring('"""Seed."""\nx = 1\n', '"""Seed."""\nx = 2\n')
+    assert not report.inherited_docstring('"""Seed."""\nx = 1\n', '"""Tuned."""\nx = 2\n')
+
+
+def plt_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 # ---- promote -------------------------------------------------------------------------------------------------
@@ -191,3 +262,19 @@ def test_promote_and_report_errors_are_one_line(run_dir: Path, tmp_path: Path, c
     assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: no run at") for line in err)
+
+
+def test_report_shows_the_other_splits_beside_search(run_dir: Path, tmp_path: Path) -> None:
+    from evaluator.results.cli import other_splits
+
+    task = EplbTask(EvalOptions(dataset="deepseek-v2-lite", max_windows=3, reference_calls=0))
+    run = report.load_run(run_dir)
+    splits = other_splits(task, run)
+    assert [s.label for s in splits] == ["deepseek-v2-lite (holdout split)"]  # no generalisation split: none shown
+    assert splits[0].seed.correct and splits[0].best.correct
+    files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", out_dir=tmp_path,
+                                splits=splits)
+    assert "balancedness_gpu on every split" in files.figures
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["splits"]["deepseek-v2-lite (holdout split)"]["best"] == splits[0].best.score
+    assert "deepseek-v2-lite (holdout split)" in files.html.read_text()

@@ -4,6 +4,11 @@ leaderboard  every candidate on named datasets and splits under every scorer, wi
 compare      paired comparison of programs on the same windows, with bootstrap intervals
 report       figures and a self-contained report.html for a run
 promote      copy an archived program into candidates/ with a header recording where it came from
+
+Paths resolve from the working directory, as `run` does: candidates from `./candidates/` (or
+`--candidates DIR`), runs and tables under `./results/` (or `--results DIR`). Read-only commands fall
+back to the candidates bundled with the install when the working directory has none; `promote` always
+writes to the working directory's folder. Each command prints (on stderr) where it reads and writes.
 """
 from __future__ import annotations
 
@@ -27,7 +32,9 @@ from evolve.errors import UserError
 # comparisons and leaderboards are final numbers: a bundled dataset's holdout split (data the search never saw),
 # an imported trace whole (`leaderboard.REPORT_SPLIT`)
 DEFAULT_SPLIT = "holdout for a bundled dataset, all for an imported trace"
-LEADERBOARD_DIR = Path("results") / "leaderboard"
+RESULTS_DIR = Path("results")
+LEADERBOARD_DIR = RESULTS_DIR / "leaderboard"
+CANDIDATES = Path("candidates")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,20 +53,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             f"spread of the runtimes (default {lb.DEFAULT_REPEATS})")
     board.add_argument("--out", default=str(LEADERBOARD_DIR), metavar="DIR",
                        help=f"where leaderboard.csv and leaderboard.md go (default {LEADERBOARD_DIR})")
-    board.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(board)
     board.set_defaults(func=cmd_leaderboard)
 
     comp = subparsers.add_parser("compare", help="paired comparison of programs on the same windows",
                                  description="Compare each program against the first on the same scored windows: mean "
-                                             "difference with a bootstrap 95%% interval, win rate, runtime ratio.")
-    comp.add_argument("programs", nargs="+", metavar="PROGRAM", help="the baseline first, then the programs to compare")
+                                             "difference with a bootstrap 95% interval, win rate, runtime ratio.")
+    comp.add_argument("programs", nargs="+", metavar="PROGRAM",
+                      help="candidate names or .py files: the baseline first, then the programs to compare")
     _task_flags(comp)
     comp.add_argument("--metric", default="balancedness_gpu", choices=cmp.PER_WINDOW_METRICS,
                       help="per-window metric to compare (default balancedness_gpu, the native score)")
     comp.add_argument("--resamples", type=int, default=10000, metavar="N", help="bootstrap resamples (default 10000)")
     comp.add_argument("--bootstrap-seed", type=int, default=0, metavar="S", help="numpy seed of the bootstrap (default 0)")
     comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    comp.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(comp)
     comp.set_defaults(func=cmd_compare)
 
     rep = subparsers.add_parser("report", help="figures and a self-contained report.html for a run")
@@ -69,16 +77,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--no-evaluate", action="store_true",
                      help="evaluate nothing: figures from the archive only, no leaderboard rows")
     rep.add_argument("--out", metavar="DIR", help="where the report goes (default: RUN/report)")
-    rep.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(rep)
+    rep.add_argument("--results", default=str(RESULTS_DIR), metavar="DIR", help="where run names are looked up")
     rep.set_defaults(func=cmd_report)
 
     pro = subparsers.add_parser("promote", help="copy an archived program into candidates/")
     pro.add_argument("run", metavar="RUN", help="run directory, or its name under results/")
     pro.add_argument("program", metavar="PROGRAM_ID", help="program id or unique prefix (see `eplb-evolve show RUN`)")
-    pro.add_argument("--name", help="file name in candidates/, without .py (default: from the patch name)")
+    pro.add_argument("--name", metavar="NAME", help="file name in candidates/, without .py (default: from the patch name)")
     pro.add_argument("--force", action="store_true", help="replace an existing candidate of that name")
-    pro.add_argument("--candidates-dir", default=str(lb.CANDIDATES_DIR), metavar="DIR", help="where candidates live")
+    _candidates_flag(pro, writing=True)
+    pro.add_argument("--results", default=str(RESULTS_DIR), metavar="DIR", help="where run names are looked up")
     pro.set_defaults(func=cmd_promote)
+
+
+def _candidates_flag(parser: argparse.ArgumentParser, writing: bool = False) -> None:
+    default = "./candidates" if writing else "./candidates, else the ones bundled with the install"
+    parser.add_argument("--candidates", "--candidates-dir", dest="candidates_dir", metavar="DIR",
+                        help=f"{'where to write the program' if writing else 'where candidates live'} (default: {default})")
+
+
+def candidates_dir(args: argparse.Namespace, writing: bool = False) -> tuple[Path, str]:
+    """The candidates folder, resolved from the working directory like every path, and a line saying so.
+
+    Commands print the line once they succeed: a failure stays one line."""
+    if args.candidates_dir:
+        path, origin = Path(args.candidates_dir), "--candidates"
+    elif CANDIDATES.is_dir() or writing:
+        path, origin = CANDIDATES, "working directory"
+    else:
+        path, origin = lb.CANDIDATES_DIR, "bundled with the install: the working directory has no candidates/"
+    return path, f"{'written to' if writing else 'candidates from'} {path.resolve()} ({origin})"
+
+
+def data_sources() -> str:
+    """Dataset manifests ship with the install; traces live in the cache: a line naming both."""
+    from evaluator.paths import DATASETS_DIR
+    from evaluator.traces.registry import cache_dir
+
+    return f"datasets from {DATASETS_DIR} (bundled with the install); traces cached in {cache_dir().resolve()}"
 
 
 def _task_flags(parser: argparse.ArgumentParser) -> None:
@@ -104,14 +141,15 @@ def _split_list(text: str) -> list[str]:
 # ---- leaderboard -------------------------------------------------------------------------------------------
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     datasets, splits, options = _lists(args)
-    programs = lb.discover(args.programs, Path(args.candidates_dir))
+    folder, where = candidates_dir(args)
+    programs = lb.discover(args.programs, folder)
     scorer = options.get("scorer", "native")
     spec = lb.BoardSpec(programs, datasets, splits, options, oracle=args.oracle, ceiling=not args.no_ceiling,
                         repeats=args.repeats, scorer=scorer)
     df = lb.build(spec, progress=lb.stderr_progress)
     csv_path, md_path = lb.write_board(df, Path(args.out), scorer)
     print(lb.format_board(df, scorer))
-    print(f"\nwritten: {csv_path}, {md_path}")
+    print(f"\n{where}\n{data_sources()}\nwritten: {csv_path.resolve()}, {md_path.resolve()}")
     return 0 if bool(df.loc[df["kind"] == "candidate", "correct"].all()) else 1
 
 
@@ -122,12 +160,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.resamples < 100:
         raise UserError(f"--resamples must be at least 100 for a 95% interval, got {args.resamples}")
     datasets, splits, options = _lists(args)
-    programs = lb.discover(args.programs, Path(args.candidates_dir))
+    folder, where = candidates_dir(args)
+    programs = lb.discover(args.programs, folder)
     stamps, results = cmp.evaluate_all(programs, datasets, splits, options)
     comparisons = cmp.compare_results([p.name for p in programs], results, args.metric, args.bootstrap_seed,
                                       args.resamples)
     report = cmp.CompareReport(args.metric, args.bootstrap_seed, args.resamples, stamps, comparisons)
     print(report.to_json() if args.json else cmp.format_report(report))
+    print(f"{where}\n{data_sources()}", file=sys.stderr if args.json else sys.stdout)  # --json: stdout is the object
     return 0 if all(not c.failures for c in comparisons) else 1
 
 
@@ -135,36 +175,110 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from evolve import report
 
-    run_dir = report.resolve_run(args.run)
+    run_dir = report.resolve_run(args.run, Path(args.results))
     run = report.load_run(run_dir)
     references: list[report.Reference] = []
-    table, note = None, ""
+    table, note, timing, splits = None, "", None, []
+    sources = [f"run from {run_dir.resolve()}"]
     if not args.no_evaluate:
         try:
-            table, references, note = _report_rows(run, args)
+            table, references, note, task, programs, where = _report_rows(run, args)
+            sources += [where, data_sources()] if where else []
+            if task is not None:
+                timing, references = report_timing(task, run, references, programs)
+                splits = other_splits(task, run)
         except UserError as exc:  # the figures still come from the archive
             note = f"no leaderboard rows: {exc}"
             print(f"warning: {note}", file=sys.stderr)
     files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", references,
-                                table, note, Path(args.out) if args.out else None)
-    print(f"report: {files.html}")
+                                table, note, Path(args.out) if args.out else None, timing=timing, splits=splits)
+    print("\n".join(sources))
+    print(f"report: {files.html.resolve()}")
     for path in files.figures.values():
         print(f"figure: {path}")
     return 0
 
 
-def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | None, list[Any], str]:
+def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | None, list[Any], str, Any, list[Any], str]:
     task = run_task(run.meta)
     if task is None:
-        return None, [], "the run's task is not the EPLB task; no leaderboard rows"
+        return None, [], "the run's task is not the EPLB task; no leaderboard rows", None, [], ""
     names = args.references
-    programs = [p for p in lb.discover(names or (), Path(args.candidates_dir)) if names or p.name != "seed"]
+    folder, where = candidates_dir(args)
+    programs = [p for p in lb.discover(names or (), folder) if names or p.name != "seed"]
     table, references = report_board(task, run, programs)
     dataset = task.stamp()["dataset"]
     note = (f"evaluated now on the run's task ({dataset['name']}, {dataset['split']}, protocol "
-            f"{task.options.protocol}); archive points were timed during the campaign, so compare runtimes "
-            "within this table")
-    return table, references, note
+            f"{task.options.protocol}); every runtime in this table was measured in this session, so they "
+            "compare with each other (not with the runtimes the campaign recorded)")
+    return table, references, note, task, programs, where
+
+
+FRONT_RETIMED = 12  # programs of the campaign's Pareto front timed again for the report's figure
+
+
+def report_timing(task: EplbTask, run: Any, references: list[Any], programs: list[lb.Program]) -> tuple[Any, list[Any]]:
+    """Seed, best, the campaign's Pareto front and the reference candidates evaluated again now, one after
+    another in the task's warm sandbox, so the Pareto figure compares runtimes measured in one session."""
+    from evolve.report import Reference, Timing, pareto_front
+
+    ids = [pid for pid, r in run.results.items() if r.correct and "runtime_median_s" in r.metrics]
+    points = [(run.results[pid].metrics["runtime_median_s"], run.results[pid].metrics["balancedness_gpu"]) for pid in ids]
+    chosen = [ids[i] for i in pareto_front(points)][:FRONT_RETIMED]
+    chosen = list(dict.fromkeys([pid for pid in (run.seed_id, run.best_id) if pid] + chosen))
+    measured: dict[str, tuple[float, float]] = {}
+    if chosen:  # the first evaluation of a session also pays for warming the sandbox: keep it out of the figure
+        task.evaluate(run.programs[chosen[0]].code)
+    for n, pid in enumerate(chosen, 1):
+        lb.stderr_progress(f"timing program {n}/{len(chosen)} of the campaign's front for the Pareto figure")
+        result = task.evaluate(run.programs[pid].code)
+        if result.correct:
+            measured[pid] = (result.metrics["runtime_median_s"], result.metrics["balancedness_gpu"])
+    by_name = {p.name: p for p in programs}
+    timed_refs = []
+    for ref in references:  # the references too, so every point of the figure comes from this loop
+        if ref.runtime_s is not None and ref.label in by_name:
+            result = task.evaluate(by_name[ref.label].code)
+            if not result.correct:
+                continue
+            ref = Reference(ref.label, result.metrics["balancedness_gpu"], result.metrics["runtime_median_s"])
+        elif ref.runtime_s is not None:  # the oracle row: its balance is the point, drawn as a level
+            ref = Reference(ref.label, ref.balance)
+        timed_refs.append(ref)
+    o, dataset = task.options, task.stamp()["dataset"]
+    note = (f"Runtimes measured for this report on {time.strftime('%Y-%m-%d %H:%M')} in one session: {len(measured)} "
+            f"programs (seed, best and the campaign's Pareto front) and the references, one after another in the "
+            f"same warm sandbox on {o.device}; median time per call over the {dataset['name']} {dataset['split']} "
+            f"windows ({o.protocol} protocol). Other archive programs are not drawn: their runtimes come from the "
+            f"campaign.")
+    return Timing(measured, note), timed_refs
+
+
+SPLITS_BESIDE = ("holdout", "generalisation")  # splits shown beside the search split when the dataset has them
+
+
+def other_splits(task: EplbTask, run: Any) -> list[Any]:
+    """Seed and best scored on the dataset's other splits (those it has), for the report."""
+    from evolve.report import SplitResults
+
+    seed, best = run.programs.get(run.seed_id or ""), run.programs.get(run.best_id or "")
+    if seed is None or best is None:
+        return []
+    found = []
+    mine = task.stamp()["dataset"]
+    for split in SPLITS_BESIDE:
+        if split == mine["split"]:
+            continue
+        try:
+            other = task.with_options(split=split)
+        except UserError:  # the dataset has no such split
+            continue
+        stamp = other.stamp()["dataset"]
+        if stamp["sha256"] == mine["sha256"]:  # a trace file has one split only
+            continue
+        lb.stderr_progress(f"scoring seed and best on {stamp['name']} ({split} split)")
+        found.append(SplitResults(f"{stamp['name']} ({split} split)", other.evaluate(seed.code), other.evaluate(best.code)))
+    return found
 
 
 def run_task(meta: dict[str, Any]) -> EplbTask | None:
@@ -204,7 +318,7 @@ def report_board(task: EplbTask, run: Any, programs: list[lb.Program]) -> tuple[
 def cmd_promote(args: argparse.Namespace) -> int:
     from evolve.report import resolve_run
 
-    run_dir = resolve_run(args.run)
+    run_dir = resolve_run(args.run, Path(args.results))
     archive = Archive(run_dir / "archive.sqlite")
     try:
         pid = archive.resolve(args.program)
@@ -217,7 +331,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()[:60]
     if not re.match(r"^[a-z_][a-z0-9_]*$", name or "-"):
         raise UserError(f"cannot make a file name from '{args.name or record.patch_name}'; give --name NAME (letters, digits, _)")
-    target = Path(args.candidates_dir) / f"{name}.py"
+    folder, where = candidates_dir(args, writing=True)
+    target = folder / f"{name}.py"
     if target.exists() and not args.force:
         raise UserError(f"{target} exists; choose another --name or pass --force to replace it")
     header = promote_header(run_dir, record, result, chain)
@@ -225,7 +340,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(header + record.code)
     tmp.replace(target)
-    print(f"promoted {pid[:12]} to {target}")
+    print(f"promoted {pid[:12]} to {target.resolve()}")
+    print(f"  {where}; run from {run_dir.resolve()}")
     return 0
 
 

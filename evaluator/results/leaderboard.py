@@ -33,7 +33,7 @@ from evolve.errors import UserError
 from evolve.task import Result
 
 CANDIDATES_DIR = REPO_ROOT / "candidates"
-FILE_SPLIT = "file"  # the split label of a trace given as a file (a file is one split)
+FILE_SPLIT = "all"  # the split label of a trace given as a file: a file is scored whole
 SCORER_NAMES = list(SCORERS)
 METRIC_COLUMNS = ["balancedness_gpu", "balancedness_expert", "balancedness_node"]
 COLUMNS = (

@@ -31,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("stats", help="calibration statistics beside the published figures")
     p.add_argument("name", help="dataset name, NAME:split, or a trace file")
-    p.add_argument("--split", default=None)
+    p.add_argument("--split", default=None, help="dataset split (default: search; all for an imported dataset)")
     p.add_argument("--window", type=int, default=None, help="steps per window (default 100)")
-    p.add_argument("--replicas", type=int, default=None)
-    p.add_argument("--groups", type=int, default=None)
-    p.add_argument("--nodes", type=int, default=None)
-    p.add_argument("--gpus", type=int, default=None)
+    p.add_argument("--replicas", type=int, default=None, help="physical slots R (default: the layout for the trace's model)")
+    p.add_argument("--groups", type=int, default=None, help="expert groups (default: the model's)")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default: the layout for the trace's model)")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs (default: the layout for the trace's model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_stats)
 
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="dataset name, NAME:split, or a trace file")
     p.add_argument("out", help="output file")
     p.add_argument("--format", default="adrs-json", help="adrs-json (default), npz or csv")
-    p.add_argument("--split", default=None)
+    p.add_argument("--split", default=None, help="dataset split (default: search; all for an imported dataset)")
     p.set_defaults(func=cmd_export)
 
 

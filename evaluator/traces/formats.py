@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
@@ -71,14 +72,21 @@ class _JsonStream:
     """Decode one JSON value at a time from a text file, holding only the undecoded tail in memory."""
 
     def __init__(self, fh: TextIO, path: Path) -> None:
+        from tqdm import tqdm
+
         self.fh, self.path = fh, path
         self.buf, self.pos, self.eof = "", 0, False
         self.decoder = json.JSONDecoder()
+        size = path.stat().st_size if path.is_file() else None  # a large file takes a while: show how far
+        self.bar = tqdm(total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, leave=False,
+                        disable=None if size and size > _CHUNK else True, file=sys.stderr)
 
     def _fill(self) -> bool:
         data = self.fh.read(_CHUNK)
+        self.bar.update(len(data))
         if not data:
             self.eof = True
+            self.bar.close()
             return False
         self.buf = self.buf[self.pos:] + data
         self.pos = 0

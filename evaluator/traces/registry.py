@@ -168,7 +168,7 @@ def load_trace(spec: str, split: str | None = None, progress: bool = True, devic
         trace = formats.read_trace(spec)
         if split not in (None, "", "all", "file"):
             raise TraceError(f"a trace file is scored whole: it has no split '{split}' (import it to get search and holdout halves)")
-        return _stamp(trace, name=Path(spec).stem, split="all", origin="file")
+        return _stamp(trace, name=str(trace.meta.get("name") or Path(spec).stem), split="all", origin="file")
     name, _, inline = spec.partition(":")
     if inline and split and inline != split:
         raise TraceError(f"dataset '{spec}' names split '{inline}' but split '{split}' was also asked for")
@@ -218,6 +218,9 @@ def generate_split(manifest: Manifest, split: str, progress: bool = True, device
         )
     params = generator.TraceParams.from_dict(manifest.params)
     seed = int(manifest.splits[split]["traffic_seed"])
+    if progress:  # the bar below names the model shape; this line names the data
+        print(f"generating dataset {manifest.name}, split {split} (once per machine, cached in {cache_dir()})",
+              file=sys.stderr, flush=True)
     trace = generator.generate(manifest.preset, params, manifest.model_seed, seed, device=device, progress=progress)
     trace.meta.update(name=manifest.name, split=split, description=manifest.description)
     return trace
