@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     try:
         summary = run_campaign(config, run_dir, resuming, check_endpoint=not args.skip_endpoint_check,
-                               allow_changes=getattr(args, "allow_config_change", None) or [])
+                               allow_changes=getattr(args, "allow_config_change", None) or [], need_budget=True)
     except KeyboardInterrupt:
         print(f"interrupted; finished work is saved; continue with: eplb-evolve run --resume {run_dir}", file=sys.stderr)
         return 130
@@ -228,8 +228,11 @@ def config_reference(config: Config) -> list[str]:
 
 def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = True,
                  check_endpoint: bool = False, log: RunLog | None = None,
-                 allow_changes: Sequence[str] = ()) -> Summary:
+                 allow_changes: Sequence[str] = (), need_budget: bool = False) -> Summary:
     """Build task, proposer and backend, open (or create) the archive, and run the campaign.
+
+    `need_budget` (the command line's resume) refuses to resume a run whose budget is already spent,
+    naming the flag that extends it, instead of only repairing its files.
 
     Everything that can fail on a user mistake (the seed, the task, an LLM endpoint) is checked before
     the archive exists, so a failed start leaves no half-made run behind. Start lines, progress and the
@@ -238,6 +241,8 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
     from evolve.proposers.factory import make_proposer
 
     seed_path = None if resuming else _seed_path(config.campaign.seed_program)
+    if seed_path is not None:
+        read_text_file(seed_path, "campaign.seed_program")  # a seed that cannot be read fails before any file exists
     task = make_task(config.task.factory, config.task.options)
     resolve_objectives(config.campaign.objectives, task.objectives())
     if check_endpoint and config.proposer.kind == "llm":
@@ -245,11 +250,11 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
 
         check(config.llm_config())
     changes = _resume_changes(run_dir, config, task, allow_changes) if resuming else []
-    if resuming:
-        check_budget_left(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_locked(run_dir))
+        if resuming and need_budget:
+            check_budget_left(config, run_dir)
         log = log or stack.enter_context(contextlib.closing(RunLog(run_dir)))
         try:
             summary = _run_logged(config, run_dir, resuming, holdout, task, seed_path, stack, log, make_proposer,
