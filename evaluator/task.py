@@ -17,6 +17,7 @@ import torch
 
 from evaluator import EVALUATOR_VERSION
 from evaluator.contract import validate_placements
+from evaluator.migration import DEEPSEEK_V3_EXPERT_PARAMS, MigrationModel, migration_cost, migration_metrics, migration_per_window
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
@@ -48,6 +49,12 @@ class EvalOptions:
     threads: int = 1
     reference_calls: int = 3
     reference: str = "candidates/seed.py"
+    # migration cost model (evaluator.migration; defaults: DeepSeek-V3 experts in FP8 on H800-class GPUs)
+    migration_params_per_expert: float = float(DEEPSEEK_V3_EXPERT_PARAMS)
+    migration_bytes_per_param: float = 1.0
+    migration_bandwidth_gbs: float = 50.0  # per GPU
+    migration_gpu_tflops: float = 400.0  # effective, turns routed tokens into seconds
+    migration_interval_steps: int = 0  # steps a plan is kept; 0: every scored window is a rebalance
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
@@ -78,6 +85,22 @@ class EvalOptions:
                 f"num_replicas ({self.num_replicas}) must divide by num_gpus ({self.num_gpus}), "
                 f"and num_gpus by num_nodes ({self.num_nodes})"
             )
+        self.migration_model()  # checks its values
+
+    def migration_model(self) -> MigrationModel:
+        """The migration cost model these options describe."""
+        positive = {"migration_params_per_expert": self.migration_params_per_expert,
+                    "migration_bytes_per_param": self.migration_bytes_per_param,
+                    "migration_bandwidth_gbs": self.migration_bandwidth_gbs,
+                    "migration_gpu_tflops": self.migration_gpu_tflops}
+        for name, value in positive.items():
+            if not value > 0:
+                raise UserError(f"task option '{name}' must be a positive number, got {value}")
+        if self.migration_interval_steps < 0:
+            raise UserError(f"task option 'migration_interval_steps' must be 0 (every window) or a number of steps, "
+                            f"got {self.migration_interval_steps}")
+        return MigrationModel(self.migration_params_per_expert, self.migration_bytes_per_param,
+                              self.migration_bandwidth_gbs, self.migration_gpu_tflops, self.migration_interval_steps)
 
 
 def load_task_trace(options: EvalOptions) -> traces.Trace:
@@ -162,6 +185,11 @@ class EplbTask:
         return [
             Objective(self.options.scorer, maximise=True, deterministic=not get_scorer(self.options.scorer).uses_time),
             Objective("runtime_median_s", maximise=False, deterministic=False),
+            # transfers charged against the layer-time model (evaluator.migration)
+            Objective("balancedness_gpu_effective", maximise=True),
+            Objective("effective_speedup", maximise=True),
+            Objective("migration_bytes_per_rebalance", maximise=False),
+            Objective("migration_slots_per_rebalance", maximise=False),
         ]
 
     def problem_statement(self) -> str:
@@ -210,8 +238,13 @@ class EplbTask:
             self.options.num_nodes,
         )
         metrics = self._metrics(sim, run)
+        moves = migration_cost(np.stack([p[0] for p in run.placements]), sim, self.options.num_gpus,
+                               self.options.window, self.options.migration_model())
+        metrics.update(migration_metrics(moves))
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)
+        for i, entry in enumerate(per_window):
+            entry.update(migration_per_window(moves, i))
         feedback = self._feedback(metrics, per_window, sim)
         balancer_s = (sum(run.call_ns) + sum(run.reference_ns) + run.warmup_ns) / 1e9
         metrics["harness_overhead_s"] = max(0.0, time.perf_counter() - started - balancer_s)

@@ -23,7 +23,7 @@ from evaluator.task import EplbTask, EvalOptions
 from evolve.errors import UserError
 from evolve.task import Result
 
-PER_WINDOW_METRICS = ("balancedness_gpu", "balancedness_expert", "balancedness_node")
+PER_WINDOW_METRICS = ("balancedness_gpu", "balancedness_expert", "balancedness_node", "balancedness_gpu_effective")
 
 
 @dataclass

@@ -35,6 +35,8 @@ CANDIDATES_DIR = REPO_ROOT / "candidates"
 FILE_SPLIT = "file"  # the split label of a trace given as a file (a file is one split)
 SCORER_NAMES = list(SCORERS)
 METRIC_COLUMNS = ["balancedness_gpu", "balancedness_expert", "balancedness_node"]
+MIGRATION_COLUMNS = ["migration_slot_share", "migration_bytes_per_rebalance", "balancedness_gpu_effective",
+                     "effective_speedup"]
 COLUMNS = (
     ["dataset", "split", "entry", "kind"]
     + SCORER_NAMES
@@ -42,6 +44,7 @@ COLUMNS = (
     + ["runtime_ms", "runtime_p10_ms", "runtime_p90_ms", "speed_vs_seed", "windows", "correct", "error"]
     + ["protocol", "sha256", "evaluator"]
     + ["vs_best", "vs_best_low", "vs_best_high", "vs_best_p_holm"]
+    + MIGRATION_COLUMNS
 )
 VS_BEST_RESAMPLES = 5000  # bootstrap resamples of the paired interval against the best candidate
 # the leaderboard's best possible adrs-leaderboard speed term: 5 * min(0.002 / t, 2) <= 10
@@ -129,6 +132,7 @@ def result_row(entry: str, kind: str, result: Result, task: EplbTask) -> dict[st
         m = result.metrics
         row.update({name: result.scores.get(name, math.nan) for name in SCORER_NAMES})
         row.update({k: m[k] for k in METRIC_COLUMNS})
+        row.update({k: m.get(k, math.nan) for k in MIGRATION_COLUMNS})
         row.update(
             runtime_ms=m["runtime_median_s"] * 1e3,
             runtime_p10_ms=m["runtime_p10_s"] * 1e3,
@@ -307,6 +311,8 @@ DISPLAY = [
     ("balancedness_expert", "bal_expert", "{:.4f}"),
     ("runtime_ms", "ms/call", "{:.2f}"),
     ("speed_vs_seed", "x seed speed", "{:.2f}"),
+    ("migration_slot_share", "moved", "{:.0%}"),
+    ("balancedness_gpu_effective", "bal_gpu w/ moves", "{:.4f}"),
     ("windows", "windows", "{:.0f}"),
     ("vs_best", "vs best (95% CI)", "{:+.4f}"),
 ]
@@ -367,6 +373,8 @@ NOTES = [
     "oracle = that balancer planned on the window it is scored on (its predictive ceiling), same scored windows.",
     "ceiling = sum of mean GPU load / sum of per-layer lower bounds max(total/G, T*): no placement scores higher;",
     "  its adrs-leaderboard value adds the best speed term (10); adrs-openevolve has no upper bound.",
+    "moved = share of slots whose expert changed per rebalance; bal_gpu w/ moves = balancedness_gpu with the transfer",
+    "  time of those experts charged to the hottest GPU (evaluator.migration; defaults: DeepSeek-V3 FP8 experts, 50 GB/s).",
     "vs best = paired balancedness_gpu difference with the best candidate on the same windows, 95% circular block",
     "  bootstrap interval (neighbouring windows are correlated); ~ = not significantly below the best after Holm's",
     "  correction over the candidates on the board. Rest on the 'scored windows' of the header: few windows, wide intervals.",
