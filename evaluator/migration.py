@@ -73,20 +73,17 @@ def migration_cost(phy2log: np.ndarray, sim: Simulation, num_gpus: int, window: 
     """Cost of moving from each plan `phy2log [W, L, R]` to the next, charged against `sim`'s windows."""
     plans = np.asarray(phy2log, dtype=np.int64)
     num_windows, num_layers, num_slots = plans.shape
-    num_experts = int(plans.max()) + 1 if plans.size else 1
     per_gpu = num_slots // num_gpus
-    gpu_of_slot = np.arange(num_slots) // per_gpu
 
     changed = np.zeros((num_windows, num_layers, num_slots), dtype=bool)
     remote = np.zeros_like(changed)
     if num_windows > 1:
         before, after = plans[:-1], plans[1:]
         changed[1:] = after != before
-        # which experts each GPU held in the previous plan: [W-1, L, G, E]
-        held = np.zeros((num_windows - 1, num_layers, num_gpus, num_experts), dtype=bool)
-        w, layer, slot = np.indices(before.shape)
-        held[w, layer, gpu_of_slot[slot], before] = True
-        already_there = held[w, layer, gpu_of_slot[slot], after]
+        # a new slot's expert was already on its GPU when any of that GPU's previous slots held it
+        shape = (num_windows - 1, num_layers, num_gpus, per_gpu)
+        before_gpu, after_gpu = before.reshape(shape), after.reshape(shape)
+        already_there = (after_gpu[..., :, None] == before_gpu[..., None, :]).any(-1).reshape(before.shape)
         remote[1:] = changed[1:] & ~already_there
 
     remote_per_gpu = remote.reshape(num_windows, num_layers, num_gpus, per_gpu).sum(axis=(1, 3))  # [W, G]
