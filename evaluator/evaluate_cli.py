@@ -53,8 +53,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     parser.add_argument("--timeout", type=float, help=f"seconds per evaluation (default {d.timeout_s:g})")
     cost = parser.add_argument_group("migration cost (reported beside balancedness; see docs/benchmark-realism.md)")
     cost.add_argument("--expert-params", type=float, metavar="N",
-                      help=f"parameters per routed expert per layer (default {d.migration_params_per_expert:.0f}, DeepSeek-V3)")
-    cost.add_argument("--bytes-per-param", type=float, metavar="B", help=f"default {d.migration_bytes_per_param:g} (FP8)")
+                      help="parameters per routed expert per layer (default: from the model shape; DeepSeek-V3 3 x 7168 x 2048)")
+    cost.add_argument("--bytes-per-param", type=float, metavar="B", help="default: the model's usual weights (1 for DeepSeek-V3's FP8, else 2 for BF16)")
     cost.add_argument("--migration-bandwidth", type=float, metavar="GBS",
                       help=f"GB/s into each GPU (default {d.migration_bandwidth_gbs:g})")
     cost.add_argument("--gpu-tflops", type=float, metavar="T",

@@ -28,13 +28,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluator.simulate import Simulation
+from evolve.errors import UserError
 
 DEEPSEEK_V3_EXPERT_PARAMS = 3 * 7168 * 2048  # gate, up and down projections of one routed expert
+# Routed-expert size of the bundled model shapes: (hidden size, expert intermediate size, bytes per
+# parameter of the usual serving weights). An expert is three hidden x intermediate matrices.
+EXPERT_SHAPES: dict[str, tuple[int, int, float]] = {
+    "deepseek-v3": (7168, 2048, 1.0),  # FP8 weights
+    "qwen3-30b-a3b": (2048, 768, 2.0),  # BF16
+    "deepseek-v2-lite": (2048, 1408, 2.0),  # BF16
+    "mixtral-8x7b": (4096, 14336, 2.0),  # BF16
+}
 
 
 @dataclass(frozen=True)
 class MigrationModel:
-    """The constants of the cost model (DeepSeek-V3 on H800-class GPUs by default)."""
+    """The constants of the cost model (DeepSeek-V3 on H800-class GPUs by default; see `build_model`)."""
 
     params_per_expert: float = float(DEEPSEEK_V3_EXPERT_PARAMS)
     bytes_per_param: float = 1.0  # FP8 weights
@@ -52,6 +61,24 @@ class MigrationModel:
         return 2 * self.params_per_expert / (self.gpu_tflops * 1e12)
 
 
+def build_model(params_per_expert: float, bytes_per_param: float, bandwidth_gbs: float, gpu_tflops: float,
+                interval_steps: int, model_name: str = "") -> MigrationModel:
+    """A checked cost model; 0 for params or bytes per parameter means: from the model shape `model_name`
+    (DeepSeek-V3's when the shape is not one of EXPERT_SHAPES)."""
+    for name, value in (("migration_params_per_expert", params_per_expert), ("migration_bytes_per_param", bytes_per_param)):
+        if not value >= 0:
+            raise UserError(f"task option '{name}' must be 0 (from the model shape) or a positive number, got {value}")
+    for name, value in (("migration_bandwidth_gbs", bandwidth_gbs), ("migration_gpu_tflops", gpu_tflops)):
+        if not value > 0:
+            raise UserError(f"task option '{name}' must be a positive number, got {value}")
+    if interval_steps < 0:
+        raise UserError(f"task option 'migration_interval_steps' must be 0 (every window) or a number of steps, "
+                        f"got {interval_steps}")
+    hidden, intermediate, width = EXPERT_SHAPES.get(model_name, EXPERT_SHAPES["deepseek-v3"])
+    return MigrationModel(params_per_expert or float(3 * hidden * intermediate), bytes_per_param or width,
+                          bandwidth_gbs, gpu_tflops, interval_steps)
+
+
 @dataclass
 class Migration:
     """Per scored window (the first has no previous plan, so it moves nothing)."""
@@ -66,6 +93,7 @@ class Migration:
     effective_balancedness: np.ndarray  # [W] mean GPU time / (hottest GPU time + charge)
     effective_speedup: float  # time without EPLB over time with it, transfers included (pooled)
     slots_total: int  # layers x physical slots
+    expert_bytes: float  # the size of one expert in one layer, as the model assumed
 
 
 def migration_cost(phy2log: np.ndarray, sim: Simulation, num_gpus: int, window: int,
@@ -111,6 +139,7 @@ def migration_cost(phy2log: np.ndarray, sim: Simulation, num_gpus: int, window: 
         effective_balancedness=effective,
         effective_speedup=speedup,
         slots_total=num_layers * num_slots,
+        expert_bytes=model.expert_bytes,
     )
 
 
@@ -129,6 +158,7 @@ def migration_metrics(m: Migration) -> dict[str, float]:
         "migration_overhead": float(m.charge_s.sum()) / max(compute, 1e-300),
         "balancedness_gpu_effective": float(m.effective_balancedness.mean()),
         "effective_speedup": m.effective_speedup,
+        "migration_expert_bytes": m.expert_bytes,
     }
 
 

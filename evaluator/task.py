@@ -17,7 +17,7 @@ import torch
 
 from evaluator import EVALUATOR_VERSION
 from evaluator.contract import validate_placements
-from evaluator.migration import DEEPSEEK_V3_EXPERT_PARAMS, MigrationModel, migration_cost, migration_metrics, migration_per_window
+from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
@@ -49,9 +49,9 @@ class EvalOptions:
     threads: int = 1
     reference_calls: int = 3
     reference: str = "candidates/seed.py"
-    # migration cost model (evaluator.migration; defaults: DeepSeek-V3 experts in FP8 on H800-class GPUs)
-    migration_params_per_expert: float = float(DEEPSEEK_V3_EXPERT_PARAMS)
-    migration_bytes_per_param: float = 1.0
+    # migration cost model (evaluator.migration; expert size from the trace's model shape, H800-class GPUs)
+    migration_params_per_expert: float = 0.0  # 0: from the model shape (DeepSeek-V3: 3 x 7168 x 2048)
+    migration_bytes_per_param: float = 0.0  # 0: the model's usual weights (FP8 for DeepSeek-V3, else BF16)
     migration_bandwidth_gbs: float = 50.0  # per GPU
     migration_gpu_tflops: float = 400.0  # effective, turns routed tokens into seconds
     migration_interval_steps: int = 0  # steps a plan is kept; 0: every scored window is a rebalance
@@ -87,20 +87,11 @@ class EvalOptions:
             )
         self.migration_model()  # checks its values
 
-    def migration_model(self) -> MigrationModel:
-        """The migration cost model these options describe."""
-        positive = {"migration_params_per_expert": self.migration_params_per_expert,
-                    "migration_bytes_per_param": self.migration_bytes_per_param,
-                    "migration_bandwidth_gbs": self.migration_bandwidth_gbs,
-                    "migration_gpu_tflops": self.migration_gpu_tflops}
-        for name, value in positive.items():
-            if not value > 0:
-                raise UserError(f"task option '{name}' must be a positive number, got {value}")
-        if self.migration_interval_steps < 0:
-            raise UserError(f"task option 'migration_interval_steps' must be 0 (every window) or a number of steps, "
-                            f"got {self.migration_interval_steps}")
-        return MigrationModel(self.migration_params_per_expert, self.migration_bytes_per_param,
-                              self.migration_bandwidth_gbs, self.migration_gpu_tflops, self.migration_interval_steps)
+    def migration_model(self, model_name: str = "") -> MigrationModel:
+        """The migration cost model these options describe, for a trace of model shape `model_name`."""
+        return build_model(self.migration_params_per_expert, self.migration_bytes_per_param,
+                           self.migration_bandwidth_gbs, self.migration_gpu_tflops, self.migration_interval_steps,
+                           model_name)
 
 
 def load_task_trace(options: EvalOptions) -> traces.Trace:
@@ -239,7 +230,8 @@ class EplbTask:
         )
         metrics = self._metrics(sim, run)
         moves = migration_cost(np.stack([p[0] for p in run.placements]), sim, self.options.num_gpus,
-                               self.options.window, self.options.migration_model())
+                               self.options.window,
+                               self.options.migration_model(str((self.trace.meta.get("model") or {}).get("name", ""))))
         metrics.update(migration_metrics(moves))
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)

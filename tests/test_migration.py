@@ -115,3 +115,12 @@ def test_bad_migration_options_are_one_line_errors() -> None:
         EvalOptions.from_dict({"migration_bandwidth_gbs": 0})
     with pytest.raises(UserError, match="migration_interval_steps"):
         EvalOptions.from_dict({"migration_interval_steps": -5})
+
+
+def test_expert_size_follows_the_model_shape_unless_given() -> None:
+    from evaluator.migration import build_model
+
+    assert build_model(0, 0, 50, 400, 0, "deepseek-v3").expert_bytes == 3 * 7168 * 2048  # FP8: one byte each
+    assert build_model(0, 0, 50, 400, 0, "qwen3-30b-a3b").expert_bytes == 3 * 2048 * 768 * 2  # BF16
+    assert build_model(0, 0, 50, 400, 0, "an-unknown-shape").expert_bytes == 3 * 7168 * 2048
+    assert build_model(1e6, 4, 50, 400, 0, "qwen3-30b-a3b").expert_bytes == 4e6
