@@ -97,6 +97,9 @@ def test_compare_command_on_a_trace(tmp_path: Path, capsys) -> None:
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["metric"] == "balancedness_gpu"
     assert data["comparisons"][0]["other"] == "greedy_snake" and data["comparisons"][0]["pooled"]["windows"] == 5
+    pooled = data["comparisons"][0]["pooled"]
+    assert pooled["naive_difference"]["low"] <= pooled["difference"]["value"] <= pooled["naive_difference"]["high"]
+    assert pooled["blocks"] >= 1 and pooled["block_lengths"] and data["holm_tests"] == 1
 
 
 def test_compare_needs_two_programs(capsys) -> None:
