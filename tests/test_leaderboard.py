@@ -166,10 +166,3 @@ def test_discover_and_option_errors_are_one_line(tmp_path: Path, capsys) -> None
     assert err.startswith("error: ") and "\n" not in err
     with pytest.raises(UserError, match="--oracle"):
         lb.build(lb.BoardSpec(lb.discover(["seed"]), ["x.npz"], ["holdout"], {}, oracle="greedy_snake"))
-
-
-def test_the_generalisation_split_joins_the_board_where_a_dataset_has_it(trace_file: Path) -> None:
-    assert lb.splits_of("deepseek-v3", ["holdout"], ["holdout-model"]) == ["holdout", "holdout-model"]
-    assert lb.splits_of("deepseek-v3", ["holdout-model"], ["holdout-model"]) == ["holdout-model"]
-    assert lb.splits_of("my-import", ["holdout"], ["holdout-model"]) == ["holdout"]  # not bundled: no such split
-    assert lb.splits_of(str(trace_file), ["holdout"], ["holdout-model"]) == [lb.FILE_SPLIT]

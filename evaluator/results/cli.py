@@ -25,17 +25,13 @@ from evolve.archive import Archive
 from evolve.errors import UserError
 
 DEFAULT_SPLIT = "holdout"  # comparisons and leaderboards are final numbers: scored on data the search never saw
-# without --split the leaderboard also shows the generalisation split (another router model) where there is one
-BOARD_OPTIONAL_SPLITS = ("holdout-model",)
 LEADERBOARD_DIR = Path("results") / "leaderboard"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     board = subparsers.add_parser("leaderboard", help="score candidates on datasets under every scorer",
                                   description="Evaluate candidate balancers on each dataset and split under every scorer "
-                                              "(runtimes measured in the same session), with an oracle and a ceiling row. "
-                                              "Without --split: the holdout and, where the dataset has one, the "
-                                              "holdout-model split (another router model: the generalisation test).")
+                                              "(runtimes measured in the same session), with an oracle and a ceiling row.")
     board.add_argument("programs", nargs="*", metavar="CANDIDATE",
                        help="names in candidates/ or .py files (default: every file in candidates/)")
     _task_flags(board)
@@ -106,9 +102,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     datasets, splits, options = _lists(args)
     programs = lb.discover(args.programs, Path(args.candidates_dir))
     scorer = options.get("scorer", "native")
-    optional = () if args.split else BOARD_OPTIONAL_SPLITS
     spec = lb.BoardSpec(programs, datasets, splits, options, oracle=args.oracle, ceiling=not args.no_ceiling,
-                        repeats=args.repeats, scorer=scorer, optional_splits=optional)
+                        repeats=args.repeats, scorer=scorer)
     df = lb.build(spec, progress=lb.stderr_progress)
     csv_path, md_path = lb.write_board(df, Path(args.out), scorer)
     print(lb.format_board(df, scorer))

@@ -28,7 +28,6 @@ from evaluator.results.bootstrap import block_bootstrap, holm
 from evaluator.scoring import SCORERS
 from evaluator.task import REPO_ROOT, EplbTask, EvalOptions, load_task_trace
 from evaluator.traces import Trace
-from evaluator.traces.registry import manifests
 from evolve.errors import UserError
 from evolve.task import Result
 
@@ -93,18 +92,10 @@ def _read(path: Path) -> Program:
         raise UserError(f"{path}: cannot read the program ({exc})") from None
 
 
-def splits_of(dataset: str, splits: list[str], optional: Iterable[str] = ()) -> list[str]:
-    """The splits to score a dataset on: a trace file has none of its own, so it is scored once.
-
-    `optional` splits are added where the dataset is bundled and has them (the generalisation split
-    `holdout-model` beside the holdout, by default on the leaderboard).
-    """
+def splits_of(dataset: str, splits: list[str]) -> list[str]:
+    """The splits to score a dataset on: a trace file has none of its own, so it is scored once."""
     path = Path(dataset)
-    if path.suffix == ".npz" and path.is_file():
-        return [FILE_SPLIT]
-    manifest = manifests().get(dataset.partition(":")[0])
-    extra = [s for s in optional if manifest is not None and s in manifest.splits and s not in splits]
-    return list(splits) + extra
+    return [FILE_SPLIT] if path.suffix == ".npz" and path.is_file() else splits
 
 
 def load_dataset(options: EvalOptions) -> Trace:
@@ -196,7 +187,6 @@ class BoardSpec:
     splits: list[str]
     options: dict[str, Any]  # EvalOptions fields other than dataset and split
     oracle: str = "best"  # a program name, "best" (the best candidate by native score) or "none"
-    optional_splits: tuple[str, ...] = ()  # also scored where the dataset has them
     ceiling: bool = True
     repeats: int = 1
     scorer: str = "native"  # sort order
@@ -211,7 +201,7 @@ def build(spec: BoardSpec, progress: Callable[[str], None] | None = None) -> pd.
     say = progress or (lambda _line: None)
     rows: list[dict[str, Any]] = []
     for dataset in spec.datasets:
-        for split in splits_of(dataset, spec.splits, spec.optional_splits):
+        for split in splits_of(dataset, spec.splits):
             options = EvalOptions.from_dict({**spec.options, "dataset": dataset, "split": split})
             task = EplbTask(options, trace=load_dataset(options))
             rows += board_for_task(task, spec, say)
