@@ -43,12 +43,14 @@ COLUMNS = (
     + METRIC_COLUMNS
     + ["runtime_ms", "runtime_p10_ms", "runtime_p90_ms", "speed_vs_seed", "windows", "correct", "error"]
     + ["protocol", "sha256", "evaluator"]
-    + ["vs_best", "vs_best_low", "vs_best_high", "vs_best_p_holm"]
-    + MIGRATION_COLUMNS
 )
-VS_BEST_RESAMPLES = 5000  # bootstrap resamples of the paired interval against the best candidate
 # the leaderboard's best possible adrs-leaderboard speed term: 5 * min(0.002 / t, 2) <= 10
 ADRS_LEADERBOARD_SPEED_MAX = 10.0
+
+# each candidate's paired interval against the best one, and what moving experts costs
+INTERVAL_COLUMNS = ["vs_best", "vs_best_low", "vs_best_high", "vs_best_p_holm"]
+COLUMNS = COLUMNS + INTERVAL_COLUMNS + MIGRATION_COLUMNS
+VS_BEST_RESAMPLES = 5000  # bootstrap resamples of the paired interval against the best candidate
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,6 @@ def board_for_task(task: EplbTask, spec: BoardSpec, say: Callable[[str], None]) 
             say(f"{label} {p.name} (repeat {repeat + 1}/{spec.repeats}) {time.perf_counter() - started:.1f}s")
     results = {name: median_run(rs) for name, rs in runs.items()}
     rows = [result_row(name, "candidate", r, task) for name, r in results.items()]
-    _intervals_against_best(rows, results)
     chosen = _oracle_choice(spec.oracle, results)
     if chosen:
         code = next(p.code for p in spec.programs if p.name == chosen)
@@ -229,6 +230,7 @@ def board_for_task(task: EplbTask, spec: BoardSpec, say: Callable[[str], None]) 
         say(f"{label} oracle ({chosen})")
     if spec.ceiling:
         rows.append(ceiling_row(task))
+    _intervals_against_best(rows, results)
     _speed_against_seed(rows, spec.programs, task)
     return rows
 

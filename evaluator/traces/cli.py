@@ -70,16 +70,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no datasets (no manifests in datasets/ and nothing imported)")
         return 0
-    print(f"{'name':<20} {'kind':<9} {'model':<17} {'splits (cached*)':<48} description")
+    print(f"{'name':<20} {'kind':<9} {'model':<17} {'splits (cached*)':<26} description")
     for d in rows:
         splits = ",".join(s + ("*" if s in d.cached and d.kind == "bundled" else "") for s in d.splits)
-        print(f"{d.name:<20} {d.kind:<9} {d.model:<17} {splits:<48} {d.description}")
-        for note in d.split_notes:
-            print(f"{'':<20}   {note}")
-    print("search: tune on it; holdout: same router model, new traffic; holdout-model: another router model of the "
-          "same shape (other hot experts), new traffic; holdout-long: same model, new traffic, twice as long")
+        print(f"{d.name:<20} {d.kind:<9} {d.model:<17} {splits:<26} {d.description}")
     print(f"cache: {registry.cache_dir()}")
+
+    print_split_notes()
     return 0
+
+
+def print_split_notes() -> None:
+    """What each bundled split is: its router model, traffic and length (which splits test generalisation)."""
+    print("\nsplits of the bundled datasets (search: tune on it; holdout: same router model, new traffic; "
+          "holdout-model: another router model of the same shape, other hot experts; holdout-long: same model, "
+          "new traffic, twice as long):")
+    for m in registry.manifests().values():
+        for split in m.splits:
+            print(f"  {m.name + ':' + split:<34} {m.split_summary(split)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

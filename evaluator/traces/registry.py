@@ -138,7 +138,6 @@ class DatasetInfo:
     description: str
     model: str
     cached: tuple[str, ...]  # splits already on this machine
-    split_notes: tuple[str, ...] = ()  # one line per split: router model, traffic, length
 
 
 def list_datasets() -> list[DatasetInfo]:
@@ -146,8 +145,7 @@ def list_datasets() -> list[DatasetInfo]:
     out = []
     for m in sorted(manifests().values(), key=lambda m: (m.name != DEFAULT_DATASET, m.name)):
         cached = tuple(s for s in m.splits if m.cache_path(s).exists())
-        notes = tuple(f"{s}: {m.split_summary(s)}" for s in m.splits)
-        out.append(DatasetInfo(m.name, "bundled", tuple(m.splits), m.description, m.preset, cached, notes))
+        out.append(DatasetInfo(m.name, "bundled", tuple(m.splits), m.description, m.preset, cached))
     for name in user_datasets():
         out.append(DatasetInfo(name, "imported", USER_SPLITS, "imported trace", "", USER_SPLITS))
     return out
