@@ -334,7 +334,7 @@ def display_frame(df: pd.DataFrame, scorer: str) -> pd.DataFrame:
 
 
 def _vs_best_cell(row: Any) -> str:
-    """`+0.0000 best`, or the difference with its interval, `~` when not significantly below the best."""
+    """`best`, or the difference with its interval and `~` when not significantly below the best."""
     if row.kind != "candidate" or not bool(row.correct) or math.isnan(row.vs_best):
         return "-"
     if math.isnan(row.vs_best_low):
@@ -376,7 +376,7 @@ NOTES = [
     "ceiling = sum of mean GPU load / sum of per-layer lower bounds max(total/G, T*): no placement scores higher;",
     "  its adrs-leaderboard value adds the best speed term (10); adrs-openevolve has no upper bound.",
     "moved = share of slots whose expert changed per rebalance; bal_gpu w/ moves = balancedness_gpu with the transfer",
-    "  time of those experts charged to the hottest GPU (evaluator.migration; defaults: DeepSeek-V3 FP8 experts, 50 GB/s).",
+    "  time of those experts charged to the hottest GPU (evaluator.migration: expert size from the model shape, 50 GB/s).",
     "vs best = paired balancedness_gpu difference with the best candidate on the same windows, 95% circular block",
     "  bootstrap interval (neighbouring windows are correlated); ~ = not significantly below the best after Holm's",
     "  correction over the candidates on the board. Rest on the 'scored windows' of the header: few windows, wide intervals.",
