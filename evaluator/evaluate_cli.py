@@ -31,6 +31,11 @@ OPTION_FLAGS = {
     "gpus": "num_gpus",
     "timeout": "timeout_s",
     "unsafe_no_isolation": "unsafe_no_isolation",
+    "expert_params": "migration_params_per_expert",
+    "bytes_per_param": "migration_bytes_per_param",
+    "migration_bandwidth": "migration_bandwidth_gbs",
+    "gpu_tflops": "migration_gpu_tflops",
+    "rebalance_interval": "migration_interval_steps",
 }
 
 
@@ -59,6 +64,17 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     parser.add_argument("--unsafe-no-isolation", action="store_const", const=True,
                         help="run candidate programs without OS isolation (no bubblewrap, no namespaces): only for "
                              "trusted programs on machines without user namespaces; results are stamped unisolated")
+    cost = parser.add_argument_group("migration cost (reported beside balancedness; see docs/benchmark-realism.md)")
+    cost.add_argument("--expert-params", type=float, metavar="N",
+                      help="parameters per routed expert per layer (default: from the model shape; DeepSeek-V3 3 x 7168 x 2048)")
+    cost.add_argument("--bytes-per-param", type=float, metavar="B", help="default: the model's usual weights (1 for DeepSeek-V3's FP8, else 2 for BF16)")
+    cost.add_argument("--migration-bandwidth", type=float, metavar="GBS",
+                      help=f"GB/s into each GPU (default {d.migration_bandwidth_gbs:g})")
+    cost.add_argument("--gpu-tflops", type=float, metavar="T",
+                      help=f"effective TFLOP/s of the expert GEMMs (default {d.migration_gpu_tflops:g})")
+    cost.add_argument("--rebalance-interval", type=int, metavar="STEPS",
+                      help="steps a plan is kept, its transfer spread over them (default: every scored window; "
+                           "vLLM's default is 3000)")
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,6 +197,11 @@ def format_table(program: str, result: Result, settings: dict[str, Any] | None =
         ("balancedness_expert", f"{m['balancedness_expert']:.4f}"),
         ("balancedness_node", f"{m['balancedness_node']:.4f}"),
         ("speed-up vs no EPLB", f"{m['speedup']:.3f}x"),
+        ("migration", f"{m['migration_slots_per_rebalance']:.0f} slots changed per rebalance "
+                      f"({m['migration_slot_share']:.1%}), {m['migration_bytes_per_rebalance'] / 1e9:.2f} GB moved, "
+                      f"busiest GPU {m['migration_time_s'] * 1e3:.0f} ms"),
+        ("with transfers", f"balancedness_gpu {m['balancedness_gpu_effective']:.4f}, speed-up "
+                           f"{m['effective_speedup']:.3f}x ({m['migration_overhead']:.1%} of MoE time)"),
         ("runtime per call", f"{m['runtime_median_s'] * 1e3:.2f} ms median "
                              f"(p10 {m['runtime_p10_s'] * 1e3:.2f}, p90 {m['runtime_p90_s'] * 1e3:.2f})"),
     ]

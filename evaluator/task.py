@@ -17,6 +17,7 @@ import torch
 
 from evaluator import EVALUATOR_VERSION
 from evaluator.contract import validate_placements
+from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all
 from evaluator.simulate import Simulation, simulate
@@ -59,6 +60,12 @@ class EvalOptions:
     reference_calls: int = 3
     reference: str = "candidates/seed.py"
     unsafe_no_isolation: bool = False  # run candidates without OS isolation (results are stamped unisolated)
+    # migration cost model (evaluator.migration; expert size from the trace's model shape, H800-class GPUs)
+    migration_params_per_expert: float = 0.0  # 0: from the model shape (DeepSeek-V3: 3 x 7168 x 2048)
+    migration_bytes_per_param: float = 0.0  # 0: the model's usual weights (FP8 for DeepSeek-V3, else BF16)
+    migration_bandwidth_gbs: float = 50.0  # per GPU
+    migration_gpu_tflops: float = 400.0  # effective, turns routed tokens into seconds
+    migration_interval_steps: int = 0  # steps a plan is kept; 0: every scored window is a rebalance
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
@@ -93,6 +100,13 @@ class EvalOptions:
                 f"num_replicas ({self.num_replicas}) must divide by num_gpus ({self.num_gpus}), "
                 f"and num_gpus by num_nodes ({self.num_nodes})"
             )
+        self.migration_model()  # checks its values
+
+    def migration_model(self, model_name: str = "") -> MigrationModel:
+        """The migration cost model these options describe, for a trace of model shape `model_name`."""
+        return build_model(self.migration_params_per_expert, self.migration_bytes_per_param,
+                           self.migration_bandwidth_gbs, self.migration_gpu_tflops, self.migration_interval_steps,
+                           model_name)
 
 
 def load_task_trace(options: EvalOptions) -> traces.Trace:
@@ -191,6 +205,11 @@ class EplbTask:
         return [
             Objective(self.options.scorer, maximise=True, deterministic=not get_scorer(self.options.scorer).uses_time),
             Objective("runtime_median_s", maximise=False, deterministic=False),
+            # transfers charged against the layer-time model (evaluator.migration)
+            Objective("balancedness_gpu_effective", maximise=True),
+            Objective("effective_speedup", maximise=True),
+            Objective("migration_bytes_per_rebalance", maximise=False),
+            Objective("migration_slots_per_rebalance", maximise=False),
         ]
 
     def problem_statement(self) -> str:
@@ -244,8 +263,14 @@ class EplbTask:
             self.options.num_nodes,
         )
         metrics = self._metrics(sim, run)
+        moves = migration_cost(np.stack([p[0] for p in run.placements]), sim, self.options.num_gpus,
+                               self.options.window,
+                               self.options.migration_model(str((self.trace.meta.get("model") or {}).get("name", ""))))
+        metrics.update(migration_metrics(moves))
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)
+        for i, entry in enumerate(per_window):
+            entry.update(migration_per_window(moves, i))
         feedback = self._feedback(metrics, per_window, sim)
         balancer_s = (sum(run.call_ns) + run.warmup_ns + run.reference_cost_ns) / 1e9
         metrics["harness_overhead_s"] = max(0.0, time.perf_counter() - started - balancer_s)
@@ -340,6 +365,11 @@ OPTION_HELP = {
     "reference_calls": "timed calls of the reference balancer, for speed-ups",
     "reference": "the reference balancer, relative to the install",
     "unsafe_no_isolation": "run candidates without OS isolation (trusted programs only); results are stamped unisolated",
+    "migration_params_per_expert": "parameters per routed expert per layer; 0: from the model shape",
+    "migration_bytes_per_param": "bytes per parameter moved; 0: the model's usual weights (FP8 for DeepSeek-V3)",
+    "migration_bandwidth_gbs": "GB/s into each GPU while experts move",
+    "migration_gpu_tflops": "effective TFLOP/s of the expert GEMMs, to turn routed tokens into seconds",
+    "migration_interval_steps": "steps a plan is kept, its transfer spread over them; 0: every scored window",
 }
 
 

@@ -97,8 +97,88 @@ def test_compare_command_on_a_trace(tmp_path: Path, capsys) -> None:
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["metric"] == "balancedness_gpu"
     assert data["comparisons"][0]["other"] == "greedy_snake" and data["comparisons"][0]["pooled"]["windows"] == 5
+    pooled = data["comparisons"][0]["pooled"]
+    assert pooled["naive_difference"]["low"] <= pooled["difference"]["value"] <= pooled["naive_difference"]["high"]
+    assert pooled["blocks"] >= 1 and pooled["block_lengths"] and data["holm_tests"] == 1
 
 
 def test_compare_needs_two_programs(capsys) -> None:
     assert cli_main(["compare", "seed"]) == 2
     assert "at least two programs" in capsys.readouterr().err
+
+
+# ---- the block bootstrap's coverage on correlated windows ------------------------------------------------
+def ar1_windows(rng: np.random.Generator, reps: int, n: int, phi: float) -> np.ndarray:
+    """`reps` stationary AR(1) series of `n` windows (unit innovations)."""
+    noise = rng.normal(size=(reps, n))
+    x = np.empty_like(noise)
+    x[:, 0] = noise[:, 0] / np.sqrt(1 - phi * phi)
+    for t in range(1, n):
+        x[:, t] = phi * x[:, t - 1] + noise[:, t]
+    return x
+
+
+def coverage(n: int, phi: float, reps: int = 400, seed: int = 11) -> tuple[float, float]:
+    """Share of paired data sets whose block and naive 95% intervals cover the true difference."""
+    rng = np.random.default_rng(seed)
+    true_difference = 0.004
+    # two balancers on the same windows: a shared window difficulty cancels in the paired difference,
+    # what is left is a known difference plus correlated per-window noise
+    hardness = rng.normal(0.8, 0.05, size=(reps, n))
+    base = hardness + 0.002 * rng.normal(size=(reps, n))
+    other = base + true_difference + 0.003 * ar1_windows(rng, reps, n, phi)
+    strata = np.zeros(n, dtype=int)
+    block_hits = naive_hits = 0
+    for b, o in zip(base, other):
+        s = cmp.pair_stats("d/s", b, o, np.ones(n), np.ones(n), strata, int(rng.integers(1 << 30)), 500)
+        block_hits += s.difference.low <= true_difference <= s.difference.high
+        naive_hits += s.naive_difference.low <= true_difference <= s.naive_difference.high
+    return block_hits / reps, naive_hits / reps
+
+
+@pytest.mark.parametrize("n", [11, 16, 40])
+def test_block_interval_covers_correlated_windows_where_the_naive_one_does_not(n: int) -> None:
+    block, naive = coverage(n, phi=0.6)
+    assert block >= 0.90, f"block bootstrap covered {block:.3f} at nominal 0.95"
+    assert naive < 0.80, f"the iid bootstrap covered {naive:.3f}: the data are not correlated enough to show it"
+    assert block > naive + 0.15
+
+
+def test_block_interval_stays_close_to_nominal_on_independent_windows() -> None:
+    block, naive = coverage(20, phi=0.0)
+    assert 0.92 <= block <= 0.995 and naive >= 0.88
+
+
+def test_block_length_follows_the_autocorrelation() -> None:
+    from evaluator.results import bootstrap as bs
+
+    rng = np.random.default_rng(4)
+    assert bs.block_length(rng.normal(size=40)) <= 2
+    assert bs.block_length(ar1_windows(rng, 1, 40, 0.9)[0]) >= 5
+    assert bs.block_length(np.arange(11.0)) == 3  # a trend: the cap (n // 3) keeps three blocks
+
+
+def test_student_t_and_holm_against_known_values() -> None:
+    from evaluator.results import bootstrap as bs
+
+    for df, q in [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042)]:
+        assert bs.student_t_quantile(0.975, df) == pytest.approx(q, abs=1e-3)
+    assert bs.student_t_cdf(0.0, 7) == pytest.approx(0.5)
+    assert bs.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_many_comparisons_are_holm_corrected() -> None:
+    rng = np.random.default_rng(8)
+    base = rng.uniform(0.6, 0.8, size=30)
+    results = {"d/s": {"base": fake(list(base), [1e-3] * 30)}}
+    # one modest gain (p a little under 0.05 alone) among several programs with no gain
+    gain = base + 0.0025 + rng.normal(0, 0.005, size=30)
+    results["d/s"]["gain"] = fake(list(gain), [1e-3] * 30)
+    for i in range(5):
+        results["d/s"][f"same{i}"] = fake(list(base + rng.normal(0, 0.005, size=30)), [1e-3] * 30)
+    names = ["base", "gain"] + [f"same{i}" for i in range(5)]
+    comparisons = cmp.compare_results(names, results, "balancedness_gpu", resamples=2000)
+    s = comparisons[0].pooled
+    assert s.p_holm >= s.p_value and all(c.pooled.p_holm >= c.pooled.p_value for c in comparisons)
+    report = cmp.CompareReport("balancedness_gpu", 0, 2000, [], comparisons)
+    assert report.tests == 6 and "Holm's correction over 6 comparisons" in cmp.format_report(report)

@@ -120,6 +120,20 @@ def test_board_has_every_candidate_the_oracle_and_the_ceiling(board: pd.DataFram
     assert set(board["evaluator"]) == {EVALUATOR_VERSION}
 
 
+
+def test_board_gives_each_candidate_a_paired_interval_against_the_best(board: pd.DataFrame) -> None:
+    candidates = board[board["kind"] == "candidate"].set_index("entry")
+    best = candidates["balancedness_gpu"].idxmax()
+    assert candidates.loc[best, "vs_best"] == 0 and np.isnan(candidates.loc[best, "vs_best_low"])
+    for name, row in candidates.drop(index=best).iterrows():
+        assert row["vs_best"] == pytest.approx(row["balancedness_gpu"] - candidates.loc[best, "balancedness_gpu"])
+        assert row["vs_best_low"] <= row["vs_best"] <= row["vs_best_high"]
+        assert 0 <= row["vs_best_p_holm"] <= 1
+    assert (candidates["migration_slot_share"].between(0, 1)).all()
+    assert (candidates["balancedness_gpu_effective"] <= candidates["balancedness_gpu"] + 1e-12).all()
+    text = lb.format_board(board, "adrs-leaderboard")
+    assert "vs best (95% CI)" in text and "Holm" in text
+
 def test_oracle_scores_the_windows_the_predictive_task_scores(trace_file: Path) -> None:
     task = EplbTask(EvalOptions(**small_options(trace_file), dataset=str(trace_file), max_windows=4))
     oracle = lb.oracle_task(task)

@@ -109,19 +109,37 @@ def bundled() -> dict[str, Trace]:
     return {name: load_trace(name, progress=False) for name in BUNDLED}
 
 
-def test_bundled_datasets_are_listed_with_both_splits() -> None:
+GENERALISATION_SPLITS = ("holdout-model", "holdout-long")
+
+
+def test_bundled_datasets_are_listed_with_every_split() -> None:
     listed = {d.name: d for d in traces.list_datasets()}
+    manifests = traces.manifests()
     for name in BUNDLED:
         assert listed[name].kind == "bundled"
-        assert set(listed[name].splits) == {"search", "holdout"}
+        assert {"search", "holdout", "holdout-model"} <= set(listed[name].splits) <= {"search", "holdout", *GENERALISATION_SPLITS}
+        m = manifests[name]
+        # holdout-model comes from another router model of the same shape; the others share the search model
+        assert m.split_model_seed("holdout-model") != m.model_seed
+        assert m.split_model_seed("holdout") == m.split_model_seed("search") == m.model_seed
+        if "holdout-long" in m.splits:
+            assert m.split_model_seed("holdout-long") == m.model_seed
+            assert int(m.split_params("holdout-long")["steps"]) == 2 * int(m.params["steps"])
+    assert "holdout-long" in manifests["deepseek-v3"].splits
     assert traces.DEFAULT_DATASET == "deepseek-v3"
+
+
+def test_traces_list_shows_the_generalisation_splits(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli("traces", "list") == 0
+    out = capsys.readouterr().out
+    assert "holdout-model" in out and "other router (model_seed" in out and "holdout-long" in out
 
 
 # Splits no other test needs are slow to generate on a fresh machine: `make test-slow` checks them.
 ALL_SPLITS = [
-    pytest.param(name, split, marks=[pytest.mark.slow] if (name, split) in {("deepseek-v3-shift", "holdout"), ("qwen3-30b-a3b", "holdout")} else [])
+    pytest.param(name, split, marks=[pytest.mark.slow] if (name, split) in {("deepseek-v3-shift", "holdout"), ("qwen3-30b-a3b", "holdout")} or split in GENERALISATION_SPLITS else [])
     for name in BUNDLED
-    for split in ("search", "holdout")
+    for split in traces.manifests()[name].splits
 ]
 
 
@@ -271,6 +289,31 @@ def test_generator_version_mismatch(private_datasets: Path) -> None:
     write_manifest(private_datasets, version="0-old")
     with pytest.raises(TraceError, match="made by generator version 0-old"):
         load_trace("tiny-mixtral", progress=False)
+
+
+def test_a_split_may_name_its_own_router_model_and_length(private_datasets: Path) -> None:
+    from evaluator.traces.similarity import hot_overlap, share_correlation
+
+    path = write_manifest(private_datasets).path
+    path.write_text(path.read_text() + "\n[splits.other]\ntraffic_seed = 3\nmodel_seed = 9\nsteps = 60\n")
+    manifest = traces.read_manifest(path)
+    search = traces.generate_split(manifest, "search", progress=False)
+    holdout = traces.generate_split(manifest, "holdout", progress=False)
+    other = traces.generate_split(manifest, "other", progress=False)
+    assert other.meta["model_seed"] == 9 and search.meta["model_seed"] == holdout.meta["model_seed"] == 3
+    assert other.steps == 60 and search.steps == 40
+    # same router, new traffic: similar hot experts; another router: not
+    assert share_correlation(search, holdout) > share_correlation(search, other) + 0.2
+    assert hot_overlap(search, search) == 1.0
+
+
+@pytest.mark.parametrize("bad", ["model_seed = -1", "steps = 0", "model_seed = 'x'"])
+def test_bad_split_overrides_are_one_line_errors(private_datasets: Path, bad: str) -> None:
+    path = write_manifest(private_datasets).path
+    path.write_text(path.read_text() + f"\n[splits.other]\ntraffic_seed = 3\n{bad}\n")
+    with pytest.raises(TraceError, match="split 'other'") as exc:
+        traces.read_manifest(path)
+    assert "\n" not in str(exc.value)
 
 
 def test_unpinned_split_warns_and_works(private_datasets: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,10 +1,13 @@
 """Paired comparison of balancers on the same scoring windows: which is better, by how much, how sure.
 
 Every program is scored on the same windows, so per-window differences cancel what the windows share
-(a hard window is hard for both). The mean difference gets a percentile bootstrap 95% interval that
-resamples windows within each dataset (seeded numpy, so the interval is reproducible); a difference whose
-interval includes 0 is reported as not significant. Runtime is compared as the per-window ratio of call
-times measured in the same session.
+(a hard window is hard for both). Consecutive windows are correlated, so the mean difference gets a
+circular block bootstrap 95% interval (`evaluator.results.bootstrap`: blocks of consecutive windows within
+each dataset, block length from the lag-1 autocorrelation, Student's t on the number of blocks; seeded
+numpy, so the interval is reproducible). The naive iid bootstrap interval is shown beside it for contrast.
+Several programs against one baseline are several tests: significance then uses Holm's correction over
+the comparisons made. Runtime is compared as the per-window ratio of call times measured in the same
+session.
 """
 from __future__ import annotations
 
@@ -14,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from evaluator.results.bootstrap import BlockInterval, block_bootstrap, holm
 from evaluator.results.leaderboard import Program, load_dataset, splits_of
 from evaluator.task import EplbTask, EvalOptions
 from evolve.errors import UserError
 from evolve.task import Result
 
-PER_WINDOW_METRICS = ("balancedness_gpu", "balancedness_expert", "balancedness_node")
+PER_WINDOW_METRICS = ("balancedness_gpu", "balancedness_expert", "balancedness_node", "balancedness_gpu_effective")
 
 
 @dataclass
@@ -39,17 +43,24 @@ class PairStats:
     windows: int
     baseline_mean: float
     other_mean: float
-    difference: Interval  # other - baseline, mean over windows
+    difference: Interval  # other - baseline, mean over windows, circular block bootstrap
     wins: int  # windows where other > baseline
     ties: int
     losses: int
     runtime_ratio: Interval  # other time / baseline time: geometric mean with a bootstrap interval
     runtime_ratio_p10: float  # spread of the per-window ratios
     runtime_ratio_p90: float
+    naive_difference: Interval  # the iid bootstrap interval, which ignores correlation between windows
+    block_lengths: list[int]  # windows per block, one per dataset
+    lag1: list[float]  # lag-1 autocorrelation of the differences, one per dataset (nan: too few windows)
+    blocks: int  # whole blocks the interval rests on
+    df: int  # degrees of freedom of its t quantile
+    p_value: float  # two-sided, for "no difference"
+    p_holm: float  # Holm-adjusted over the comparisons made (equal to p_value for one comparison)
 
     @property
     def significant(self) -> bool:
-        return self.difference.low > 0 or self.difference.high < 0
+        return self.p_holm < 0.05 and (self.difference.low > 0 or self.difference.high < 0)
 
     @property
     def win_rate(self) -> float:
@@ -74,15 +85,32 @@ class CompareReport:
     stamps: list[str]
     comparisons: list[Comparison]
 
+    @property
+    def tests(self) -> int:
+        """Comparisons whose significance Holm's correction accounts for."""
+        return sum(1 for c in self.comparisons if c.pooled is not None)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps(_finite({**asdict(self), "holm_tests": self.tests}), indent=2)
+
+
+def _finite(value: Any) -> Any:
+    """The same structure with NaN (an undefined autocorrelation) as null: strict JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def stratified_bootstrap(values: np.ndarray, strata: np.ndarray, rng: np.random.Generator, resamples: int,
                          statistic: str = "mean") -> tuple[float, float]:
-    """95% percentile interval of the mean of `values` (or the geometric mean: statistic="gmean").
+    """Naive 95% percentile interval of the mean of `values` (or the geometric mean: statistic="gmean").
 
-    Windows are resampled with replacement within each stratum (dataset), keeping each stratum's size.
+    Windows are resampled one by one with replacement within each stratum (dataset), keeping each
+    stratum's size. This treats windows as independent; it is shown only beside the block interval.
     """
     x = np.log(values) if statistic == "gmean" else np.asarray(values, dtype=np.float64)
     totals = np.zeros(resamples)
@@ -102,9 +130,10 @@ def pair_stats(scope: str, base: np.ndarray, other: np.ndarray, base_rt: np.ndar
     """Paired statistics of `other - base` over matching windows."""
     rng = np.random.default_rng(seed)
     diff = other - base
-    low, high = stratified_bootstrap(diff, strata, rng, resamples)
+    block: BlockInterval = block_bootstrap(diff, strata, rng, resamples)
+    naive_low, naive_high = stratified_bootstrap(diff, strata, rng, resamples)
     ratio = np.maximum(other_rt, 1e-12) / np.maximum(base_rt, 1e-12)
-    r_low, r_high = stratified_bootstrap(ratio, strata, rng, resamples, statistic="gmean")
+    ratio_block = block_bootstrap(ratio, strata, rng, resamples, log=True)
     # a difference below float noise of the metric is a tie
     tol = 1e-12 * np.maximum(np.abs(base), 1.0)
     return PairStats(
@@ -112,13 +141,20 @@ def pair_stats(scope: str, base: np.ndarray, other: np.ndarray, base_rt: np.ndar
         windows=int(diff.size),
         baseline_mean=float(base.mean()),
         other_mean=float(other.mean()),
-        difference=Interval(float(diff.mean()), low, high),
+        difference=Interval(float(diff.mean()), block.low, block.high),
         wins=int((diff > tol).sum()),
         ties=int((np.abs(diff) <= tol).sum()),
         losses=int((diff < -tol).sum()),
-        runtime_ratio=Interval(float(np.exp(np.log(ratio).mean())), r_low, r_high),
+        runtime_ratio=Interval(float(np.exp(np.log(ratio).mean())), ratio_block.low, ratio_block.high),
         runtime_ratio_p10=float(np.percentile(ratio, 10)),
         runtime_ratio_p90=float(np.percentile(ratio, 90)),
+        naive_difference=Interval(float(diff.mean()), naive_low, naive_high),
+        block_lengths=list(block.block_lengths),
+        lag1=list(block.lag1),
+        blocks=block.blocks,
+        df=block.df,
+        p_value=block.p_value,
+        p_holm=block.p_value,
     )
 
 
@@ -174,18 +210,33 @@ def compare_results(names: list[str], results: dict[str, dict[str, Result]], met
             b, o, b_rt, o_rt, strata = (np.concatenate(parts) for parts in zip(*pooled))
             comparison.pooled = pair_stats("all", b, o, b_rt, o_rt, strata, seed, resamples)
         comparisons.append(comparison)
+    tested = [c.pooled for c in comparisons if c.pooled is not None]
+    for stats, adjusted in zip(tested, holm([s.p_value for s in tested])):
+        stats.p_holm = adjusted
     return comparisons
 
 
 # ---- presentation ------------------------------------------------------------------------------------
-def verdict(c: Comparison, s: PairStats) -> str:
+def verdict(c: Comparison, s: PairStats, tests: int = 1) -> str:
     """One plain sentence: which is better, and whether the data can tell."""
     d = s.difference
-    if not s.significant:
+    if not (d.low > 0 or d.high < 0):
         return (f"no significant difference: the 95% interval of {c.other} - {c.baseline} "
                 f"[{d.low:+.4f}, {d.high:+.4f}] includes 0")
+    if not s.significant:
+        return (f"no significant difference after Holm's correction for {tests} comparisons: p = {s.p_value:.3g}, "
+                f"adjusted {s.p_holm:.3g} (the interval alone excludes 0)")
     better, worse = (c.other, c.baseline) if d.value > 0 else (c.baseline, c.other)
-    return f"{better} is better than {worse} by {abs(d.value):.4f} {c.metric} per window (significant: the 95% interval excludes 0)"
+    holm_note = f"; Holm-adjusted p = {s.p_holm:.3g} over {tests} comparisons" if tests > 1 else ""
+    return (f"{better} is better than {worse} by {abs(d.value):.4f} {c.metric} per window (significant: the 95% "
+            f"interval excludes 0{holm_note})")
+
+
+def _block_text(s: PairStats) -> str:
+    lags = ", ".join("n/a" if np.isnan(r) else f"{r:+.2f}" for r in s.lag1)
+    lengths = ", ".join(str(b) for b in s.block_lengths)
+    return (f"lag-1 autocorrelation of the differences {lags}; blocks of {lengths} consecutive windows, "
+            f"{s.blocks} blocks, t on {s.df} df")
 
 
 def _ratio_text(s: PairStats, baseline: str) -> str:
@@ -194,7 +245,7 @@ def _ratio_text(s: PairStats, baseline: str) -> str:
             f"{r.low:.2f}-{r.high:.2f}x; per-window p10-p90 {s.runtime_ratio_p10:.2f}-{s.runtime_ratio_p90:.2f}x)")
 
 
-def format_comparison(c: Comparison, datasets: int) -> list[str]:
+def format_comparison(c: Comparison, datasets: int, tests: int = 1) -> list[str]:
     lines = [f"{c.other} vs {c.baseline} ({c.metric}, higher is better)"]
     lines += [f"  INCORRECT {failure}" for failure in c.failures]
     s = c.pooled
@@ -204,17 +255,20 @@ def format_comparison(c: Comparison, datasets: int) -> list[str]:
     d = s.difference
     lines += [
         f"  windows   {s.windows} paired scored windows" + (f" over {len(c.per_dataset)} datasets" if datasets > 1 else ""),
+        f"  blocks    {_block_text(s)}",
         f"  mean      {c.other} {s.other_mean:.4f}, {c.baseline} {s.baseline_mean:.4f}",
-        f"  diff      {d.value:+.4f}, 95% CI [{d.low:+.4f}, {d.high:+.4f}]",
+        f"  diff      {d.value:+.4f}, 95% CI [{d.low:+.4f}, {d.high:+.4f}] (block bootstrap); naive iid "
+        f"[{s.naive_difference.low:+.4f}, {s.naive_difference.high:+.4f}]",
+        f"  p-value   {s.p_value:.3g}" + (f", Holm-adjusted {s.p_holm:.3g} over {tests} comparisons" if tests > 1 else ""),
         f"  win rate  {s.win_rate:.0%} ({s.wins} wins, {s.ties} ties, {s.losses} losses)",
         f"  runtime   {_ratio_text(s, c.baseline)}",
-        f"  verdict   {verdict(c, s)}",
+        f"  verdict   {verdict(c, s, tests)}",
     ]
     if len(c.per_dataset) > 1 or datasets > 1:
-        lines.append("  per dataset:")
+        lines.append("  per dataset: (each alone, not corrected for the number of comparisons)")
         width = max(len(p.scope) for p in c.per_dataset)
         for p in c.per_dataset:
-            flag = "" if p.significant else "  (not significant)"
+            flag = "" if p.difference.low > 0 or p.difference.high < 0 else "  (not significant)"
             lines.append(
                 f"    {p.scope.ljust(width)}  {p.windows:>4} windows  diff {p.difference.value:+.4f} "
                 f"[{p.difference.low:+.4f}, {p.difference.high:+.4f}]  wins {p.wins}/{p.windows}  "
@@ -224,9 +278,12 @@ def format_comparison(c: Comparison, datasets: int) -> list[str]:
 
 
 def format_report(report: CompareReport) -> str:
-    lines = [f"paired comparison on the same scored windows; bootstrap: {report.resamples} resamples within "
-             f"each dataset, numpy seed {report.seed}"]
+    lines = [f"paired comparison on the same scored windows; circular block bootstrap of consecutive windows "
+             f"within each dataset: {report.resamples} resamples, numpy seed {report.seed}"]
     lines += [f"  {stamp}" for stamp in report.stamps]
+    if report.tests > 1:
+        lines.append(f"  {report.tests} programs compared against {report.comparisons[0].baseline}: significance "
+                     f"uses Holm's correction over {report.tests} comparisons")
     for c in report.comparisons:
-        lines += ["", *format_comparison(c, len(report.stamps))]
+        lines += ["", *format_comparison(c, len(report.stamps), report.tests)]
     return "\n".join(lines)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from evaluator import EVALUATOR_VERSION
 from evaluator.bounds import balancedness_ceilings
+from evaluator.results.bootstrap import block_bootstrap, holm
 from evaluator.scoring import SCORERS
 from evaluator.task import REPO_ROOT, EplbTask, EvalOptions, load_task_trace
 from evaluator import traces
@@ -36,6 +37,8 @@ CANDIDATES_DIR = REPO_ROOT / "candidates"
 FILE_SPLIT = "all"  # the split label of a trace given as a file: a file is scored whole
 SCORER_NAMES = list(SCORERS)
 METRIC_COLUMNS = ["balancedness_gpu", "balancedness_expert", "balancedness_node"]
+MIGRATION_COLUMNS = ["migration_slot_share", "migration_bytes_per_rebalance", "balancedness_gpu_effective",
+                     "effective_speedup"]
 COLUMNS = (
     ["dataset", "split", "entry", "kind"]
     + SCORER_NAMES
@@ -48,6 +51,11 @@ COLUMNS = (
 DEFAULT_REPEATS = 3
 # the leaderboard's best possible adrs-leaderboard speed term: 5 * min(0.002 / t, 2) <= 10
 ADRS_LEADERBOARD_SPEED_MAX = 10.0
+
+# each candidate's paired interval against the best one, and what moving experts costs
+INTERVAL_COLUMNS = ["vs_best", "vs_best_low", "vs_best_high", "vs_best_p_holm"]
+COLUMNS = COLUMNS + INTERVAL_COLUMNS + MIGRATION_COLUMNS
+VS_BEST_RESAMPLES = 5000  # bootstrap resamples of the paired interval against the best candidate
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ def result_row(entry: str, kind: str, result: Result, task: EplbTask, repeats: l
         m = result.metrics
         row.update({name: result.scores.get(name, math.nan) for name in SCORER_NAMES})
         row.update({k: m[k] for k in METRIC_COLUMNS})
+        row.update({k: m.get(k, math.nan) for k in MIGRATION_COLUMNS})
         row.update(
             runtime_ms=m["runtime_median_s"] * 1e3,
             runtime_p10_ms=m["runtime_p10_s"] * 1e3,
@@ -251,6 +260,7 @@ def board_for_task(task: EplbTask, spec: BoardSpec, say: Callable[[str], None]) 
         say(f"{label} oracle ({chosen})")
     if spec.ceiling:
         rows.append(ceiling_row(task))
+    _intervals_against_best(rows, results)
     _speed_against_seed(rows, spec.programs, task)
     return rows
 
@@ -268,6 +278,33 @@ def _speed_against_seed(rows: list[dict[str, Any]], programs: list[Program], tas
     for row in rows:
         if row["correct"] and not math.isnan(row["runtime_ms"]):
             row["speed_vs_seed"] = seed_row["runtime_ms"] / max(row["runtime_ms"], 1e-9)
+
+
+def _intervals_against_best(rows: list[dict[str, Any]], results: dict[str, Result]) -> None:
+    """Each candidate's paired balancedness_gpu difference with the best one, on the same windows.
+
+    A circular block bootstrap interval (consecutive windows are correlated), and a Holm-adjusted p-value
+    over the comparisons on this board, so "within noise of the best" accounts for how many were compared.
+    """
+    scored = {name: r for name, r in results.items() if r.correct and r.per_window}
+    if len(scored) < 2:
+        return
+    best = max(scored, key=lambda name: scored[name].metrics["balancedness_gpu"])
+    top = np.array([w["balancedness_gpu"] for w in scored[best].per_window])
+    others = [name for name in scored if name != best]
+    intervals = {}
+    for name in others:
+        values = np.array([w["balancedness_gpu"] for w in scored[name].per_window])
+        intervals[name] = block_bootstrap(values - top, np.zeros(values.size, dtype=int), np.random.default_rng(0),
+                                          VS_BEST_RESAMPLES)
+    adjusted = dict(zip(others, holm([intervals[name].p_value for name in others])))
+    for row in rows:
+        name = row["entry"]
+        if name == best:
+            row.update(vs_best=0.0)
+        elif name in intervals:
+            i = intervals[name]
+            row.update(vs_best=i.value, vs_best_low=i.low, vs_best_high=i.high, vs_best_p_holm=adjusted[name])
 
 
 def _oracle_choice(oracle: str, results: dict[str, Result]) -> str | None:
@@ -307,7 +344,10 @@ DISPLAY = [
     ("runtime_ms", "ms/call", "{:.2f}"),
     ("runtime_spread_ms", "spread ms", "{:.2f}"),
     ("speed_vs_seed", "x seed speed", "{:.2f}"),
+    ("migration_slot_share", "moved", "{:.0%}"),
+    ("balancedness_gpu_effective", "bal_gpu w/ moves", "{:.4f}"),
     ("windows", "windows", "{:.0f}"),
+    ("vs_best", "vs best (95% CI)", "{:+.4f}"),
 ]
 
 
@@ -319,7 +359,19 @@ def display_frame(df: pd.DataFrame, scorer: str) -> pd.DataFrame:
         out[heading] = [
             _cell(value, fmt, correct, error, column) for value, correct, error in zip(df[column], df["correct"], df["error"])
         ]
+        if column == "vs_best":
+            out[heading] = [_vs_best_cell(row) for row in df.itertuples(index=False)]
     return out
+
+
+def _vs_best_cell(row: Any) -> str:
+    """`best`, or the difference with its interval and `~` when not significantly below the best."""
+    if row.kind != "candidate" or not bool(row.correct) or math.isnan(row.vs_best):
+        return "-"
+    if math.isnan(row.vs_best_low):
+        return "best"
+    within = "~" if row.vs_best_p_holm >= 0.05 or row.vs_best_high >= 0 else " "
+    return f"{row.vs_best:+.4f} [{row.vs_best_low:+.4f}, {row.vs_best_high:+.4f}]{within}"
 
 
 def _cell(value: Any, fmt: str, correct: Any, error: Any, column: str) -> str:
@@ -357,6 +409,11 @@ NOTES = [
     "oracle = that balancer planned on the window it is scored on (its predictive ceiling), same scored windows.",
     "ceiling = sum of mean GPU load / sum of per-layer lower bounds max(total/G, T*): no placement scores higher;",
     "  its adrs-leaderboard value adds the best speed term (10); adrs-openevolve has no upper bound.",
+    "moved = share of slots whose expert changed per rebalance; bal_gpu w/ moves = balancedness_gpu with the transfer",
+    "  time of those experts charged to the hottest GPU (evaluator.migration: expert size from the model shape, 50 GB/s).",
+    "vs best = paired balancedness_gpu difference with the best candidate on the same windows, 95% circular block",
+    "  bootstrap interval (neighbouring windows are correlated); ~ = not significantly below the best after Holm's",
+    "  correction over the candidates on the board. Rest on the 'scored windows' of the header: few windows, wide intervals.",
 ]
 
 

@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("similarity", help="how alike the splits' hot experts are (is a holdout a generalisation test?)")
+    p.add_argument("name", help="bundled dataset name")
+    p.add_argument("--splits", default=None, help="comma-separated splits (default: every split); the first is the reference")
+    p.set_defaults(func=cmd_similarity)
+
     p = sub.add_parser("import", help="import a trace file as a named user dataset")
     p.add_argument("file", help="trace file (or TensorRT-LLM statistics folder)")
     p.add_argument("--format", default=None, help="adrs-json, sglang, trtllm, npz or csv (default: from the name)")
@@ -77,7 +82,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("shape: layers x experts, g = expert groups, k = experts per token ('?' = not recorded); "
           "partial window: whether a trailing window shorter than the window size is scored by default")
     print(f"cache: {registry.cache_dir()}")
+
+    print_split_notes()
     return 0
+
+
+def print_split_notes() -> None:
+    """What each bundled split is: its router model, traffic and length (which splits test generalisation)."""
+    print("\nsplits of the bundled datasets (search: tune on it; holdout: same router model, new traffic; "
+          "holdout-model: another router model of the same shape, other hot experts; holdout-long: same model, "
+          "new traffic, twice as long):")
+    for m in registry.manifests().values():
+        for split in m.splits:
+            print(f"  {m.name + ':' + split:<34} {m.split_summary(split)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -94,6 +111,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
             path.unlink()
         trace = registry.dataset_trace(manifest, split, progress=True, device=args.device)
         print(f"{manifest.name}:{split}  {trace.steps}x{trace.num_layers}x{trace.num_experts}  sha256 {trace.sha256}  {path}")
+    return 0
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from evaluator.traces.similarity import HOT_FRACTION, hot_overlap, share_correlation
+
+    known = registry.manifests()
+    if args.name not in known:
+        raise TraceError(f"unknown bundled dataset '{args.name}'; known: {', '.join(known) or 'none'}")
+    manifest = known[args.name]
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else list(manifest.splits)
+    loaded = {split: registry.load_trace(args.name, split) for split in splits}
+    reference = splits[0]
+    print(f"{args.name}: expert-share correlation and hot-expert overlap (top {HOT_FRACTION:.0%} per layer) "
+          f"against '{reference}'")
+    for split in splits[1:]:
+        corr = share_correlation(loaded[reference], loaded[split])
+        overlap = hot_overlap(loaded[reference], loaded[split])
+        note = manifest.split_summary(split) if split in manifest.splits else ""
+        print(f"  {split:<16} correlation {corr:+.3f}  hot overlap {overlap:.0%}  ({note})")
+    print(f"  (unrelated routers: correlation about 0, hot overlap about {HOT_FRACTION:.0%})")
     return 0
 
 

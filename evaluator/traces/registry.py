@@ -2,7 +2,9 @@
 
 A manifest in `datasets/NAME.toml` pins a simulated trace (generator preset, parameters, seeds,
 generator version, and the content sha256 of each split), so `load_trace("deepseek-v3")` means the same
-numbers everywhere. Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or
+numbers everywhere. A split normally shares the dataset's router model (`model_seed`) and differs in
+traffic (`traffic_seed`); a split may also name its own `model_seed` (another simulated router of the same
+shape: a generalisation test, since it has other hot experts) and its own `steps` (a longer holdout). Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or
 `$EPLB_EVOLVE_CACHE`), made once per machine; imported real traces live there too, as user datasets.
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ from evaluator.traces.shape import describe, require_groups, resolve_model
 from evaluator.traces.trace import Trace, TraceError, load_npz, read_npz_meta, save_npz
 
 DEFAULT_DATASET = "deepseek-v3"
-SPLITS = ("search", "holdout")
+SPLITS = ("search", "holdout")  # every bundled dataset has these two; more are optional
+SPLIT_OVERRIDES = ("model_seed", "steps")  # per-split keys that replace the dataset's own values
 USER_SPLITS = ("all", "search", "holdout")  # imported traces: whole, first half, second half
 # What a dataset is scored on when no split is named: a bundled dataset's search split (its holdout is kept
 # for final reports); an imported trace or a trace file whole, as the published evaluators read it.
@@ -47,8 +50,26 @@ class Manifest:
     generator_version: str
     model_seed: int
     params: dict[str, Any]
-    splits: dict[str, dict[str, Any]]  # split -> {"traffic_seed": int, "sha256": str}
+    splits: dict[str, dict[str, Any]]  # split -> {"traffic_seed": int, "sha256": str, optional overrides}
     path: Path
+
+    def split_model_seed(self, split: str) -> int:
+        """The router model a split was generated from (its own, or the dataset's)."""
+        return int(self.splits[split].get("model_seed", self.model_seed))
+
+    def split_params(self, split: str) -> dict[str, Any]:
+        """Generator parameters of a split: the dataset's, with the split's `steps` if it names one."""
+        params = dict(self.params)
+        if "steps" in self.splits[split]:
+            params["steps"] = int(self.splits[split]["steps"])
+        return params
+
+    def split_summary(self, split: str) -> str:
+        """Short words for a split: its router model and traffic seeds and its length."""
+        own = self.split_model_seed(split) != self.model_seed
+        model = f"other router (model_seed {self.split_model_seed(split)})" if own else f"model_seed {self.model_seed}"
+        steps = self.split_params(split).get("steps", "default")
+        return f"{model}, traffic_seed {self.splits[split]['traffic_seed']}, {steps} steps"
 
     def cache_path(self, split: str) -> Path:
         pinned = self.splits[split].get("sha256") or "unpinned"
@@ -83,6 +104,11 @@ def read_manifest(path: str | Path) -> Manifest:
     for split, spec in splits.items():
         if not isinstance(spec, dict) or "traffic_seed" not in spec:
             raise TraceError(f"{path}: split '{split}' needs a traffic_seed")
+        for key in ("traffic_seed", *SPLIT_OVERRIDES):
+            if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 0):
+                raise TraceError(f"{path}: split '{split}': {key} must be a non-negative whole number, got {spec[key]!r}")
+        if spec.get("steps") == 0:
+            raise TraceError(f"{path}: split '{split}': steps must be positive")
     return Manifest(
         name=str(data["name"]),
         description=str(data.get("description", "")),
@@ -216,12 +242,13 @@ def generate_split(manifest: Manifest, split: str, progress: bool = True, device
             f"dataset '{manifest.name}' was made by generator version {manifest.generator_version}, "
             f"this code has version {generator.GENERATOR_VERSION}; re-pin {manifest.path.name} or use an older checkout"
         )
-    params = generator.TraceParams.from_dict(manifest.params)
+    params = generator.TraceParams.from_dict(manifest.split_params(split))
     seed = int(manifest.splits[split]["traffic_seed"])
     if progress:  # the bar below names the model shape; this line names the data
         print(f"generating dataset {manifest.name}, split {split} (once per machine, cached in {cache_dir()})",
               file=sys.stderr, flush=True)
-    trace = generator.generate(manifest.preset, params, manifest.model_seed, seed, device=device, progress=progress)
+    trace = generator.generate(manifest.preset, params, manifest.split_model_seed(split), seed, device=device,
+                               progress=progress)
     trace.meta.update(name=manifest.name, split=split, description=manifest.description)
     return trace
 
