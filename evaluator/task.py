@@ -18,7 +18,8 @@ import torch
 from evaluator import EVALUATOR_VERSION
 from evaluator.contract import validate_placements
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
-from evaluator.scoring import get_scorer, score_all
+from evaluator.scoring import get_scorer, score_all, speed_octaves
+from evaluator.speed_memo import remembered, timing_key
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
@@ -37,7 +38,7 @@ class EvalOptions:
     protocol: str = "predictive"  # plan on window i, score on i+1; or `in-sample`: score on i
     window: int = 100  # steps per window
     max_windows: int = 0  # 0: every window of the trace
-    scorer: str = "native"
+    scorer: str = "balance-speed"  # docs/search.md: balance plus whole octaves of speed
     device: str = "cpu"  # where the balancer runs and the simulation happens
     num_replicas: int = 288
     num_groups: int = 0  # 0: from the trace's model shape (1 when it has none)
@@ -48,6 +49,7 @@ class EvalOptions:
     threads: int = 1
     reference_calls: int = 3
     reference: str = "candidates/seed.py"
+    speed_memo: bool = True  # reuse this machine's first measured speed octave of a program (docs/search.md)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
@@ -210,6 +212,7 @@ class EplbTask:
             self.options.num_nodes,
         )
         metrics = self._metrics(sim, run)
+        self._remember_speed(program_text, metrics)
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)
         feedback = self._feedback(metrics, per_window, sim)
@@ -247,6 +250,19 @@ class EplbTask:
             metrics["reference_runtime_median_s"] = float(np.median(ref))
             metrics["speedup_vs_reference"] = float(np.median(ref)) / max(median, 1e-12)
         return metrics
+
+    def _remember_speed(self, program_text: str, metrics: dict[str, float]) -> None:
+        """Fix the program's speed octave to the first one measured on this machine (see evaluator.speed_memo)."""
+        if "speedup_vs_reference" not in metrics:
+            return
+        measured = speed_octaves(metrics)
+        if self.options.speed_memo:
+            o = self.options
+            conditions = {"evaluator": EVALUATOR_VERSION, "trace": self.trace.sha256, "args": self.args,
+                          "windows": len(self.plan_windows), "protocol": o.protocol, "window": o.window,
+                          "device": o.device, "threads": o.threads, "reference": self.sandbox.reference_code}
+            measured = remembered(timing_key(program_text, conditions), measured)
+        metrics["speed_octaves"] = float(measured)
 
     def _per_window(self, sim: Simulation, run: SandboxRun) -> list[dict[str, float]]:
         offset = 1 if self.options.protocol == "predictive" else 0
