@@ -49,6 +49,7 @@ class EvalOptions:
     threads: int = 1
     reference_calls: int = 3
     reference: str = "candidates/seed.py"
+    first_stage_windows: int = 3  # windows scored by the cascade's cheap first stage (docs/search.md)
     speed_memo: bool = True  # reuse this machine's first measured speed octave of a program (docs/search.md)
 
     @classmethod
@@ -71,6 +72,8 @@ class EvalOptions:
         if self.protocol not in PROTOCOLS:
             raise UserError(f"task option 'protocol' must be one of {', '.join(PROTOCOLS)}, got '{self.protocol}'")
         get_scorer(self.scorer)
+        if self.first_stage_windows < 1:
+            raise UserError(f"task option 'first_stage_windows' must be at least 1, got {self.first_stage_windows}")
         if self.window <= 0:
             raise UserError(f"task option 'window' must be a positive number of steps, got {self.window}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -102,6 +105,7 @@ class EplbTask:
     def __init__(self, options: EvalOptions | None = None, trace: traces.Trace | None = None) -> None:
         self.options = options or EvalOptions()
         self.options.check()
+        self._first_stage: EplbTask | None = None
         # The harness's tensors are small: extra intra-op threads only add synchronisation (on a 2-core
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
         torch.set_num_threads(1)
@@ -133,6 +137,30 @@ class EplbTask:
             entry=self.entry_function,
             device=self.options.device,
         )
+
+    # ---- the cascade's first stage (evolve.task.StagedTask) -------------------------------------------
+    def evaluate_first_stage(self, program_text: str) -> Result:
+        """Balance on the first `first_stage_windows` scoring windows, with no reference timing: the stage
+        judges balance and correctness only, and costs a fraction of the full evaluation."""
+        if self._first_stage is None:
+            stage_windows = min(self.options.first_stage_windows, self.score_windows.size(0))
+            extra = 1 if self.options.protocol == "predictive" else 0
+            options = dataclasses.replace(self.options, max_windows=stage_windows + extra, reference_calls=0)
+            self._first_stage = EplbTask(options, trace=self.trace)
+        return self._first_stage.evaluate(program_text)
+
+    def first_stage_of(self, result: Result) -> Result:
+        """A full result seen as its first stage: balance over the same first windows, no speed term."""
+        if not result.correct or not result.per_window:
+            return Result(correct=False, error=result.error or "no per-window results", **self.stamp())
+        head = result.per_window[: max(1, self.options.first_stage_windows)]
+        metrics = {k: v for k, v in result.metrics.items() if k not in ("speedup_vs_reference", "speed_octaves")}
+        for key in ("balancedness_gpu", "balancedness_expert", "balancedness_node"):
+            metrics[key] = float(np.mean([w[key] for w in head]))
+        runtimes = [w["runtime_s"] for w in head]
+        metrics.update(runtime_mean_s=float(np.mean(runtimes)), runtime_median_s=float(np.median(runtimes)),
+                       windows=float(len(head)))
+        return Result(correct=True, metrics=metrics, scores=score_all(metrics), **self.stamp())
 
     def mutation_catalogue(self) -> dict[str, list]:
         """Alternative implementations of the seed's EVOLVE blocks, for the offline mutator."""

@@ -67,6 +67,14 @@ class CampaignConfig:
         default=1.0, metadata=_meta("reject a child whose normalised code similarity to an island program is >= this",
                                     min=0.5, max=1.0)
     )
+    cascade: bool = field(
+        default=True, metadata=_meta("evaluate each child on the task's cheap first stage before the full evaluation "
+                                     "(tasks that offer one)")
+    )
+    cascade_tolerance: float = field(
+        default=0.02, metadata=_meta("first stage: stop a child scoring below its parent's first stage by more than "
+                                     "this fraction of the parent's value", min=0)
+    )
     max_failed_proposals: int = field(
         default=25, metadata=_meta("stop after this many proposals in a row give nothing to evaluate", min=1)
     )

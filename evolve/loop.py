@@ -31,7 +31,7 @@ from evolve.config import Config
 from evolve.errors import UserError
 from evolve.proposers.base import ProgramView, Proposal, ProposalRequest, Proposer
 from evolve.selection import Member, Population, Settings, fitness
-from evolve.task import Objective, Result, Task
+from evolve.task import Objective, Result, StagedTask, Task
 
 RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
 FIRST_FAILURES = 4  # failed proposals that end a run whose proposer never gave a child
@@ -124,6 +124,10 @@ class Campaign:
         self.started_at = time.monotonic()
         self.progress = progress or (lambda campaign: None)
         self._proposer_pool = ThreadPoolExecutor(max_workers=c.proposers, thread_name_prefix="propose")
+        self.staged = c.cascade and isinstance(task, StagedTask)
+        # cascade threads run a child's first stage, then wait on the backend for its full evaluation: at
+        # most `workers` of them, so the cascade never runs more evaluations at once than the backend would
+        self._cascade_pool = ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="cascade") if self.staged else None
 
     # ---- entry ---------------------------------------------------------------------------------------
     def run(self, seed_code: str | None = None) -> Summary:
@@ -139,6 +143,8 @@ class Campaign:
             self._loop()
         finally:
             self._proposer_pool.shutdown(wait=False, cancel_futures=True)
+            if self._cascade_pool is not None:
+                self._cascade_pool.shutdown(wait=False, cancel_futures=True)
         reason = self.stop_reason or self._why_stopped()
         self.archive.add_event(Event("run_finished", detail={"reason": reason}), self.applied)
         return self.summary(reason)
@@ -316,9 +322,51 @@ class Campaign:
         if cached is not None:
             slot.result, slot.done = cached, True
             return
-        future = self.backend.submit(code)
+        future = self._submit(code, slot.parent.id)
         self.evals[pid] = (future, [slot.idx])
         self.waiting[future] = ("evaluate", pid)
+
+    def _submit(self, code: str, parent_id: str) -> Future:
+        """The child's evaluation: straight to the backend, or through the cascade's first stage."""
+        if self._cascade_pool is None:
+            return self.backend.submit(code)
+        parent = self.archive.result(parent_id)
+        parent_stage = self.task.first_stage_of(parent) if parent is not None else None  # type: ignore[attr-defined]
+        parent_value = self.objectives[0].value(parent_stage) if parent_stage is not None else None
+        return self._cascade_pool.submit(self._cascade, code, parent_value)
+
+    def _cascade(self, code: str, parent_value: float | None) -> Result:
+        """First stage, then (when the child is not clearly worse than its parent) the full evaluation.
+
+        The decision is kept in the result's metrics (`cascade_*`), so it is archived with the program."""
+        tolerance = self.config.campaign.cascade_tolerance
+        stage = self.task.evaluate_first_stage(code)  # type: ignore[attr-defined]
+        if not isinstance(stage, Result):
+            raise TypeError(f"{type(self.task).__name__}.evaluate_first_stage returned {type(stage).__name__}, not a Result")
+        value = self.objectives[0].value(stage)
+        decision: dict[str, float] = {"cascade_first_stage_passed": 0.0}
+        if value is not None:
+            decision["cascade_first_stage_value"] = value
+        if parent_value is not None:
+            decision["cascade_parent_first_stage_value"] = parent_value
+        if value is None:
+            stage.correct = False
+            stage.error = stage.error or "the first stage gave no value for the objective"
+            stage.metrics.update(decision)
+            return stage
+        if parent_value is not None and value < parent_value - tolerance * abs(parent_value):
+            return Result(
+                correct=False, metrics={**stage.metrics, **decision}, per_window=stage.per_window,
+                feedback=stage.feedback, evaluator_version=stage.evaluator_version, dataset=stage.dataset,
+                scorer=stage.scorer, stdout=stage.stdout, stderr=stage.stderr,
+                error=(f"stopped by the first stage: {value:.6g} against the parent's {parent_value:.6g} on the same "
+                       f"data (campaign.cascade_tolerance {tolerance:g})"),
+            )
+        full = self.backend.submit(code).result()
+        if isinstance(full, Result):
+            decision["cascade_first_stage_passed"] = 1.0
+            full.metrics.update(decision)
+        return full
 
     def _on_evaluation(self, pid: str, future: Future) -> None:
         _, indices = self.evals.pop(pid)
@@ -399,6 +447,8 @@ class Campaign:
             self.evaluations += step.kind == "evaluated"
             self.valid += result.correct and step.kind == "evaluated"
             version = self._place(step, result, record, members, events)
+            if result.metrics.get("cascade_first_stage_passed") == 0.0:
+                events.append(Event("cascade_stopped", record.id, {"error": result.error}))
             if not result.correct:
                 self._note_failure(step.parent_id, result.error)
                 if "timed out" in result.error.lower() or "timeout" in result.error.lower():
