@@ -162,6 +162,11 @@ class EplbTask:
                        windows=float(len(head)))
         return Result(correct=True, metrics=metrics, scores=score_all(metrics), **self.stamp())
 
+    def prompt_metrics(self) -> list[str]:
+        """What a model should see of a program (evolve.task.DescribedTask): no harness internals."""
+        return ["balancedness_gpu", "balancedness_gpu_worst", "balancedness_expert", "balancedness_node",
+                "runtime_median_s", "speedup_vs_reference", "speed_octaves", "reference_runtime_median_s"]
+
     def mutation_catalogue(self) -> dict[str, list]:
         """Alternative implementations of the seed's EVOLVE blocks, for the offline mutator."""
         from evaluator.mutations import CATALOGUE
@@ -208,7 +213,13 @@ class EplbTask:
             f"{'next' if o.protocol == 'predictive' else 'same'} window (R={o.num_replicas}, "
             f"{self.num_groups} expert groups, {o.num_nodes} nodes, {o.num_gpus} GPUs). "
             f"Objective: maximise the '{o.scorer}' score ({get_scorer(o.scorer).formula}); keep the balancer "
-            "fast (runtime per call is measured and reported). No file, network or process access."
+            "fast (runtime per call is measured and reported). No file, network or process access.\n"
+            f"Shape in numbers: weight is [{self.trace.num_layers}, {self.trace.num_experts}] (layers x experts), "
+            f"{o.num_replicas} slots ({o.num_replicas - self.trace.num_experts} redundant), "
+            f"{o.num_replicas // o.num_gpus} slots per GPU, {o.num_gpus} GPUs, {o.num_nodes} nodes, "
+            f"{self.num_groups} expert groups of {self.trace.num_experts // max(1, self.num_groups)}; "
+            f"{len(self.plan_windows)} windows are planned and scored, one call each. The reference balancer for "
+            f"speed is {o.reference}."
         )
 
     def evaluate(self, program_text: str) -> Result:

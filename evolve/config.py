@@ -67,6 +67,9 @@ class CampaignConfig:
         default=1.0, metadata=_meta("reject a child whose normalised code similarity to an island program is >= this",
                                     min=0.5, max=1.0)
     )
+    history_size: int = field(
+        default=6, metadata=_meta("recent attempts on the island shown in each prompt (name, score change, error)", min=0)
+    )
     cascade: bool = field(
         default=True, metadata=_meta("evaluate each child on the task's cheap first stage before the full evaluation "
                                      "(tasks that offer one)")

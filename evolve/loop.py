@@ -29,9 +29,9 @@ from evolve.archive import Archive, Event, ProgramRecord, Step, program_id
 from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
-from evolve.proposers.base import ProgramView, Proposal, ProposalRequest, Proposer
+from evolve.proposers.base import AdaptiveProposer, ProgramView, Proposal, ProposalRequest, Proposer
 from evolve.selection import Member, Population, Settings, fitness
-from evolve.task import Objective, Result, StagedTask, Task
+from evolve.task import DescribedTask, Objective, Result, StagedTask, Task
 
 RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
 FIRST_FAILURES = 4  # failed proposals that end a run whose proposer never gave a child
@@ -111,6 +111,9 @@ class Campaign:
         self.waiting: dict[Future, tuple[str, Any]] = {}
         self.known: set[str] = set()  # programs applied so far
         self.recent_failures: dict[str, list[str]] = {}
+        self.history: dict[int, list[str]] = {}  # island -> recent attempts, one line each, in index order
+        self.primary: dict[str, float] = {}  # program id -> primary objective value (correct programs)
+        self.metric_keys = list(task.prompt_metrics()) if isinstance(task, DescribedTask) else []
         self.evaluations = self.valid = self.tokens = self.fail_streak = 0
         self.usable = 0  # proposals that gave a child (evaluated, duplicate or rejected)
         self.cost = 0.0
@@ -233,10 +236,44 @@ class Campaign:
             parent=self._view(parent.id), inspirations=[self._view(i) for i in inspirations],
             recent_failures=list(self.recent_failures.get(parent.id, [])), problem_statement=self.statement,
             entry_function=self.task.entry_function, generation=parent.generation + 1, island=island,
-            seed=derive_seed(c.seed, idx, "propose") % (2**31),
+            seed=derive_seed(c.seed, idx, "propose") % (2**31), history=list(self.history.get(island, [])),
+            metric_keys=self.metric_keys, standing=self._standing(parent),
         )
+        if isinstance(self.proposer, AdaptiveProposer):  # chosen here, in proposal order: reproducible
+            request.model = self.proposer.pick_model(request.seed)
         against = [m.id for m in self.population.elites[island]]
         return Slot(idx, island, parent, request, inspirations, against, drawn_after=self.applied)
+
+    def _standing(self, parent: Member) -> str:
+        """The objective in numbers: seed, best so far and this parent, on the primary objective."""
+        key = self.objectives[0].key
+        best, seed = self.population.best, self.seed_member
+        parts = [f"Objective '{key}' (higher is better{'' if self.objectives[0].maximise else '; shown negated'})."]
+        if seed is not None:
+            parts.append(f"Seed program: {seed.primary:.6g}.")
+        if best is not None:
+            parts.append(f"Best so far: {best.primary:.6g} (program {best.id[:12]}, generation {best.generation}).")
+        parts.append(f"This parent: {parent.primary:.6g}.")
+        return " ".join(parts)
+
+    def _remember_attempt(self, step: Step, result: Result | None) -> None:
+        """One line for the island's history: what was tried and what came of it."""
+        size = self.config.campaign.history_size
+        if not size or step.kind == "seed":
+            return
+        name = str(step.detail.get("name") or "unnamed")
+        before = self.primary.get(step.parent_id or "")
+        if step.kind == "evaluated" and result is not None and result.correct and step.program_id in self.primary:
+            after = self.primary[step.program_id]
+            change = f"{before:.6g} -> {after:.6g} ({after - before:+.4g})" if before is not None else f"{after:.6g}"
+            line = f"{name}: score {change}"
+        elif step.kind == "evaluated" and result is not None:
+            line = f"{name}: incorrect or stopped: {result.error}"
+        else:
+            line = f"{name}: {step.kind}: {step.error}"
+        lines = self.history.setdefault(step.island, [])
+        lines.append(line)
+        del lines[:-size]
 
     def _view(self, pid: str) -> ProgramView:
         view = self._views.get(pid)
@@ -460,6 +497,11 @@ class Campaign:
             self._note_failure(step.parent_id, step.error)
             kind = {"failed": "proposal_failed", "duplicate": "duplicate", "rejected": "rejected"}[step.kind]
             events.append(Event(kind, step.program_id, {"error": step.error}))
+        self._remember_attempt(step, result)
+        if step.kind != "seed" and step.model and isinstance(self.proposer, AdaptiveProposer):
+            parent, child = self.primary.get(step.parent_id or ""), self.primary.get(step.program_id or "")
+            improved = step.kind == "evaluated" and parent is not None and child is not None and child > parent
+            self.proposer.observe(step.model, improved, step.tokens_in + step.tokens_out, step.cost)
         if c.migration_interval and step.idx and step.idx % c.migration_interval == 0:
             moves = self.population.migrate(c.migrants, step.idx)
             members += [(dst, pid, "migration") for pid, _, dst in moves]
@@ -479,6 +521,7 @@ class Campaign:
         if not result.correct or values is None:
             return None
         primary = self.objectives[0].value(result)
+        self.primary[record.id] = float(primary)
         member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation)
         before = self.population.best
         islands = range(self.config.campaign.islands) if step.kind == "seed" else [step.island]

@@ -113,3 +113,13 @@ class StagedTask(Task, Protocol):
         `evaluate_first_stage`: the parent's side of the cascade's comparison, with no new evaluation."""
         ...
 
+
+@runtime_checkable
+class DescribedTask(Task, Protocol):
+    """A task that says which of its metrics a model should see (balance, runtime, ...), leaving out
+    harness internals. Optional: without it a prompt shows every metric."""
+
+    def prompt_metrics(self) -> list[str]:
+        """Metric keys worth showing in a prompt, most important first."""
+        ...
+
