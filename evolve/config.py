@@ -78,6 +78,10 @@ class CampaignConfig:
         default=0.02, metadata=_meta("first stage: stop a child scoring below its parent's first stage by more than "
                                      "this fraction of the parent's value", min=0)
     )
+    novelty_structural: bool = field(
+        default=True, metadata=_meta("reject a child whose syntax tree equals an island program's up to renamed "
+                                     "identifiers, docstrings, comments and layout")
+    )
     max_failed_proposals: int = field(
         default=25, metadata=_meta("stop after this many proposals in a row give nothing to evaluate", min=1)
     )

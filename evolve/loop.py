@@ -347,8 +347,9 @@ class Campaign:
         code = proposal.child_code or ""
         slot.child = pid = program_id(code)
         if pid not in self.known:
+            c = self.config.campaign
             slot.near = self.population.near_duplicate(
-                code, slot.island, slot.against, slot.drawn_after, self.config.campaign.novelty_threshold)
+                code, slot.island, slot.against, slot.drawn_after, c.novelty_threshold, c.novelty_structural)
         if pid in self.known or slot.near is not None:
             slot.done = True
             return
