@@ -70,6 +70,10 @@ class CampaignConfig:
     history_size: int = field(
         default=6, metadata=_meta("recent attempts on the island shown in each prompt (name, score change, error)", min=0)
     )
+    notes_interval: int = field(
+        default=25, metadata=_meta("proposals between model-written notes on what worked (proposers that write "
+                                   "them, e.g. llm); 0: never", min=0)
+    )
     cascade: bool = field(
         default=True, metadata=_meta("evaluate each child on the task's cheap first stage before the full evaluation "
                                      "(tasks that offer one)")

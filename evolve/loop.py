@@ -29,7 +29,7 @@ from evolve.archive import Archive, Event, ProgramRecord, Step, program_id
 from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
-from evolve.proposers.base import AdaptiveProposer, ProgramView, Proposal, ProposalRequest, Proposer
+from evolve.proposers.base import AdaptiveProposer, NoteWriter, ProgramView, Proposal, ProposalRequest, Proposer
 from evolve.selection import Member, Population, Settings, fitness
 from evolve.task import DescribedTask, Objective, Result, StagedTask, Task
 
@@ -114,6 +114,8 @@ class Campaign:
         self.history: dict[int, list[str]] = {}  # island -> recent attempts, one line each, in index order
         self.primary: dict[str, float] = {}  # program id -> primary objective value (correct programs)
         self.metric_keys = list(task.prompt_metrics()) if isinstance(task, DescribedTask) else []
+        self.notes = ""  # the latest model-written notes, shown in every prompt drawn after them
+        self._archived_notes = {e["idx"]: str(e["detail"].get("notes", "")) for e in archive.events("meta_notes")}
         self.evaluations = self.valid = self.tokens = self.fail_streak = 0
         self.usable = 0  # proposals that gave a child (evaluated, duplicate or rejected)
         self.cost = 0.0
@@ -237,7 +239,7 @@ class Campaign:
             recent_failures=list(self.recent_failures.get(parent.id, [])), problem_statement=self.statement,
             entry_function=self.task.entry_function, generation=parent.generation + 1, island=island,
             seed=derive_seed(c.seed, idx, "propose") % (2**31), history=list(self.history.get(island, [])),
-            metric_keys=self.metric_keys, standing=self._standing(parent),
+            metric_keys=self.metric_keys, standing=self._standing(parent), notes=self.notes,
         )
         if isinstance(self.proposer, AdaptiveProposer):  # chosen here, in proposal order: reproducible
             request.model = self.proposer.pick_model(request.seed)
@@ -255,6 +257,24 @@ class Campaign:
             parts.append(f"Best so far: {best.primary:.6g} (program {best.id[:12]}, generation {best.generation}).")
         parts.append(f"This parent: {parent.primary:.6g}.")
         return " ".join(parts)
+
+    def _refresh_notes(self, idx: int, events: list[Event], live: bool) -> None:
+        """Ask the proposer for new notes from every island's recent attempts (a resumed run reads them back)."""
+        if idx in self._archived_notes or not live:
+            self.notes = self._archived_notes.get(idx, self.notes)
+            return
+        history = [f"island {i}: {line}" for i in sorted(self.history) for line in self.history[i]]
+        try:
+            notes = self.proposer.write_notes(history, self.notes, derive_seed(self.config.campaign.seed, idx, "notes") % (2**31))  # type: ignore[attr-defined]
+        except UserError:
+            raise
+        except Exception as exc:  # notes are an aid: a failure keeps the old ones
+            notes = ""
+            events.append(Event("meta_notes_failed", None, {"error": f"{type(exc).__name__}: {exc}"}))
+        if notes.strip():
+            self.notes = notes.strip()[:4000]
+            events.append(Event("meta_notes", None, {"notes": self.notes}))
+            self._archived_notes[idx] = self.notes
 
     def _remember_attempt(self, step: Step, result: Result | None) -> None:
         """One line for the island's history: what was tried and what came of it."""
@@ -503,6 +523,8 @@ class Campaign:
             parent, child = self.primary.get(step.parent_id or ""), self.primary.get(step.program_id or "")
             improved = step.kind == "evaluated" and parent is not None and child is not None and child > parent
             self.proposer.observe(step.model, improved, step.tokens_in + step.tokens_out, step.cost)
+        if c.notes_interval and step.idx and step.idx % c.notes_interval == 0 and isinstance(self.proposer, NoteWriter):
+            self._refresh_notes(step.idx, events, live)
         if c.migration_interval and step.idx and step.idx % c.migration_interval == 0:
             moves = self.population.migrate(c.migrants, step.idx)
             members += [(dst, pid, "migration") for pid, _, dst in moves]

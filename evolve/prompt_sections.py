@@ -96,3 +96,18 @@ def mode_instruction(mode: str) -> str:
         return ("Combine the two parents: keep the current program and carry over the blocks or ideas in which "
                 "the second parent is stronger, as a patch against the current program.")
     return ""
+
+
+NOTES_SYSTEM = (
+    "You advise an evolutionary program search. From the recent attempts below (patch name, then the score "
+    "change or the error) and the previous notes, write at most 8 short bullet points: which kinds of change "
+    "raised the score, which did not or broke the program, and what to try next. Plain text, no code."
+)
+
+
+def notes_messages(history: list[str], previous: str) -> list[dict[str, str]]:
+    """The request for model-written notes (meta-recommendations); deterministic in its inputs."""
+    lines = "\n".join(f"- {' '.join(h.split())[:300]}" for h in history[-40:]) or "- (no attempts yet)"
+    user = f"# Previous notes\n{previous.strip() or '(none)'}\n\n# Recent attempts\n{lines}"
+    return [{"role": "system", "content": NOTES_SYSTEM}, {"role": "user", "content": user}]
+

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from evolve import campaign_cli
+from evolve.archive import Archive
 from evolve.bandit import ModelBandit
+from evolve.prompt_sections import NOTES_SYSTEM
 from tests.test_llm_proposer import KEY, KEY_ENV, ChatServer, reply
 from tests.toy_task import TARGETS, fingerprint, toy_config
 
@@ -34,6 +36,8 @@ def _program(values: list[float]) -> str:
 def model(body: dict, headers: dict):
     """'good' moves halfway to the target, 'bad' moves away; the answer's form follows the request's kind."""
     system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+    if system == NOTES_SYSTEM:
+        return reply("- moving every number toward the target at once raised the score")(body, headers)
     parent = _fenced_after(user, "# Current program")
     values = _numbers(parent)
     if "# Second parent" in user:  # crossover: start from the mean of both parents
@@ -61,7 +65,8 @@ def server(monkeypatch):
 
 
 def _config(tmp_path: Path, name: str, url: str):
-    config = toy_config(tmp_path, name, max_evaluations=24, workers=1, islands=1, migration_interval=0)
+    config = toy_config(tmp_path, name, max_evaluations=24, workers=1, islands=1, migration_interval=0,
+                        notes_interval=8)
     (tmp_path / "seed.py").write_text(SEED)
     config.proposer.kind = "llm"
     for key, value in {"models": [{"name": "good"}, {"name": "bad"}], "base_url": url, "api_key_env": KEY_ENV,
@@ -90,8 +95,18 @@ def test_every_llm_feature_in_one_campaign_and_its_replay(tmp_path: Path, server
     assert any("# Where the search stands" in u and "Best so far" in u for u in users)
     assert any("# Recent attempts on this island" in u and "step: score" in u for u in users[3:])
     assert any("# Second parent" in u for u in users)
+    # meta-recommendations: asked for every 8 proposals, archived, shown in later prompts
+    notes_calls = [r for r in asked if r["messages"][0]["content"] == NOTES_SYSTEM]
+    assert len(notes_calls) >= 2 and "step: score" in notes_calls[0]["messages"][1]["content"]
+    assert any("# Notes on what has and has not worked" in u and "toward the target at once" in u for u in users)
+    archive = Archive(Path(config.campaign.out) / "archive.sqlite")
+    try:
+        assert len(archive.events("meta_notes")) == len(notes_calls)
+    finally:
+        archive.close()
     # a replay of the transcript, with no endpoint, rebuilds the same archive
-    replay = toy_config(tmp_path, "replayed", max_evaluations=24, workers=1, islands=1, migration_interval=0)
+    replay = toy_config(tmp_path, "replayed", max_evaluations=24, workers=1, islands=1, migration_interval=0,
+                        notes_interval=8)
     (tmp_path / "seed.py").write_text(SEED)  # toy_config writes its own seed there
     replay.proposer.kind, replay.proposer.transcript = "replay", str(transcript)
     served = len(server.requests)

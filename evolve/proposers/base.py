@@ -85,3 +85,14 @@ class AdaptiveProposer(Proposer, Protocol):
         """The outcome of one proposal made with `model`."""
         ...
 
+
+@runtime_checkable
+class NoteWriter(Proposer, Protocol):
+    """A proposer that can also write notes on what has and has not worked (meta-recommendations). The
+    loop asks every `campaign.notes_interval` proposals, in proposal order, and shows the notes in every
+    later prompt; they are archived as `meta_notes` events."""
+
+    def write_notes(self, history: list[str], previous: str, seed: int) -> str:
+        """Short notes from the recent attempts (one line each) and the previous notes; '' when none came."""
+        ...
+

@@ -436,6 +436,20 @@ class LLMProposer:
         if self.bandit is not None:
             self.bandit.observe(model, improved, tokens, cost)
 
+    def write_notes(self, history: list[str], previous: str, seed: int) -> str:
+        """Meta-recommendations (evolve.proposers.base.NoteWriter): one call, recorded in the transcript."""
+        from evolve.prompt_sections import notes_messages
+        from evolve.proposers.base import ProgramView
+
+        if self.budget.exhausted:
+            return ""
+        request = ProposalRequest(parent=ProgramView("notes", ""), seed=seed, generation=-1)
+        model = self.choose_model(seed)  # a weighted draw: notes do not feed the bandit
+        reply = self._call(model, notes_messages(history, previous), 1, request, random.Random(f"jitter:{seed}"))
+        self.transcript.write({"kind": "notes", "seed": seed, "model": reply.model, "ok": reply.ok,
+                               "error": reply.error, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out})
+        return self.secrets.mask(reply.text) if reply.ok else ""
+
     def choose_mode(self, seed: int) -> str:
         """diff, rewrite or crossover, drawn by the configured mix with the proposal's seed."""
         modes = [m for m in ("diff", "rewrite", "crossover") if float(self.config.mix.get(m, 0)) > 0]
