@@ -53,6 +53,10 @@ class CampaignConfig:
     selection: str = field(
         default="rank", metadata=_meta("parent draw: rank (weight 1/(rank+1)), uniform, greedy", choices=SELECTION_STRATEGIES)
     )
+    map_elites: dict[str, float] = field(
+        default_factory=dict, metadata=_meta("MAP-Elites instead of elite lists: {metric = bin width}, e.g. "
+                                             "{balancedness_gpu = 0.01, speed_octaves = 1}; empty: elite lists")
+    )
     children_penalty: float = field(
         default=0.5, metadata=_meta("parent weight is divided by 1 + penalty * children so far", min=0)
     )

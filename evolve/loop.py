@@ -30,7 +30,7 @@ from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
 from evolve.proposers.base import AdaptiveProposer, NoteWriter, ProgramView, Proposal, ProposalRequest, Proposer
-from evolve.selection import Member, Population, Settings, fitness
+from evolve.selection import Member, Population, Settings, fitness, grid_cell
 from evolve.task import DescribedTask, Objective, Result, StagedTask, Task
 
 RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
@@ -101,7 +101,7 @@ class Campaign:
         c = config.campaign
         self.objectives = resolve_objectives(c.objectives, task.objectives())
         self.population = Population(Settings(c.islands, c.elite_size, c.selection, c.children_penalty,
-                                              pareto=len(self.objectives) > 1))
+                                              pareto=len(self.objectives) > 1, grid=bool(c.map_elites)))
         self.depth = c.workers + c.proposers
         self.statement = task.problem_statement()
         self.applied = -1  # last applied step
@@ -545,7 +545,8 @@ class Campaign:
             return None
         primary = self.objectives[0].value(result)
         self.primary[record.id] = float(primary)
-        member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation)
+        member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation,
+                        cell=grid_cell(result.metrics, self.config.campaign.map_elites) if self.config.campaign.map_elites else None)
         before = self.population.best
         islands = range(self.config.campaign.islands) if step.kind == "seed" else [step.island]
         for island in islands:

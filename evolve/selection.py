@@ -10,6 +10,10 @@ Strategy (documented because lineage depends on it):
   parent that has been tried often yields to its neighbours.
 - Inspirations: the best program overall (if it is not the parent), then programs from every island's
   elites that are least similar to the parent's code, drawn from a small random pool.
+- MAP-Elites (optional, `grid`): instead of an elite list, each island keeps a grid of feature cells
+  (a metric divided by its bin width, rounded down, for each feature the config names) holding the best
+  program of each cell; parents are drawn from the occupied cells ranked by the primary objective, so
+  programs unlike the best (faster but less balanced, say) keep a place to breed from.
 - Migration (ring): every `migration_interval` proposals each island sends its top `migrants` elites to
   the next island.
 - Novelty: a child whose normalised code (comments, docstrings and spacing removed) is identical to any
@@ -227,6 +231,7 @@ class Member:
     primary: float  # the first objective's exact value: what "best" means
     order: int  # the step that brought it into the archive (tie-break: earlier first)
     generation: int = 0
+    cell: tuple[int, ...] | None = None  # MAP-Elites cell (None without a grid)
 
 
 @dataclass
@@ -236,6 +241,18 @@ class Settings:
     strategy: str = "rank"
     children_penalty: float = 0.5
     pareto: bool = False
+    grid: bool = False  # MAP-Elites: members carry a `cell`; one program per cell and island
+
+
+def grid_cell(metrics: dict[str, float], widths: dict[str, float]) -> tuple[int, ...] | None:
+    """The MAP-Elites cell of a program: floor(metric / width) for each feature; None if one is missing."""
+    cell = []
+    for key, width in widths.items():
+        value = metrics.get(key)
+        if value is None or not math.isfinite(value) or width <= 0:
+            return None
+        cell.append(math.floor(value / width + 1e-9))
+    return tuple(cell)
 
 
 @dataclass
@@ -272,6 +289,13 @@ class Population:
             self.best = member
         if any(m.id == member.id for m in self.elites[island]):
             return False
+        if self.settings.grid:  # a program without the features shares one catch-all cell
+            rival = next((m for m in self.elites[island] if m.cell == member.cell), None)
+            if rival is not None and (rival.primary, -rival.order) >= (member.primary, -member.order):
+                return False
+            kept = [m for m in self.elites[island] if m is not rival] + [member]
+            self.elites[island] = sorted(kept, key=lambda m: (-m.primary, m.order))
+            return True
         kept = self._rank([*self.elites[island], member])[: self.settings.elite_size]
         self.elites[island] = kept
         return any(m.id == member.id for m in kept)

@@ -40,3 +40,37 @@ def test_population_rejects_a_renamed_child_only_with_structural_novelty() -> No
 
 def test_structural_novelty_is_on_by_default() -> None:
     assert Config().campaign.novelty_structural is True
+
+
+def test_map_elites_keeps_the_best_program_of_each_cell() -> None:
+    from evolve.selection import grid_cell
+
+    widths = {"balance": 0.01, "speed": 1.0}
+    pop = Population(Settings(islands=1, elite_size=2, grid=True))
+    programs = [("slow-good", 0.815, 0, 0.815), ("fast-ok", 0.805, 2, 0.825), ("fast-better", 0.806, 2, 0.826),
+                ("slow-worse", 0.812, 0, 0.812), ("mid", 0.79, 1, 0.80)]
+    for order, (pid, balance, speed, primary) in enumerate(programs):
+        cell = grid_cell({"balance": balance, "speed": speed}, widths)
+        pop.add(0, Member(pid, (primary,), primary, order, cell=cell), f"x = {order}\n", order)
+    ids = [m.id for m in pop.elites[0]]
+    # one per cell, more than elite_size, best first; the better program of a shared cell wins
+    assert ids == ["fast-better", "slow-good", "mid"]
+    assert grid_cell({"balance": 0.8}, widths) is None
+    parent = pop.draw_parent(0, random.Random(0))
+    assert parent.id in ids
+
+
+def test_map_elites_campaign_is_reproducible(tmp_path) -> None:
+    from evolve import campaign_cli
+    from tests.toy_task import fingerprint, toy_config
+
+    prints = []
+    for name in ("a", "b"):
+        config = toy_config(tmp_path, name, max_evaluations=20, map_elites={"size": 1.0})
+        campaign_cli.run_campaign(config, Path(config.campaign.out), False, holdout=False)
+        prints.append(fingerprint(Path(config.campaign.out) / "archive.sqlite"))
+    assert prints[0] == prints[1]
+    islands = {}
+    for island, pid, *_ in prints[0]["members"]:
+        islands.setdefault(island, []).append(pid)
+    assert max(len(v) for v in islands.values()) > 1
