@@ -90,6 +90,14 @@ class CampaignConfig:
         default=True, metadata=_meta("reject a child whose syntax tree equals an island program's up to renamed "
                                      "identifiers, docstrings, comments and layout")
     )
+    novelty_embeddings: str = field(
+        default="", metadata=_meta("embedding model for novelty by meaning, served by proposer.llm's endpoint "
+                                   "(/v1/embeddings, cached per run); empty: off")
+    )
+    novelty_embedding_threshold: float = field(
+        default=0.995, metadata=_meta("reject a child whose embedding's cosine with an island elite's is >= this",
+                                      min=0.0, max=1.0)
+    )
     max_failed_proposals: int = field(
         default=25, metadata=_meta("stop after this many proposals in a row give nothing to evaluate", min=1)
     )

@@ -16,6 +16,7 @@ run finds such programs by their content address and does not evaluate them agai
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sys
 import time
@@ -30,7 +31,7 @@ from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
 from evolve.proposers.base import AdaptiveProposer, NoteWriter, ProgramView, Proposal, ProposalRequest, Proposer
-from evolve.selection import Member, Population, Settings, fitness, grid_cell
+from evolve.selection import Member, Population, Settings, fitness, grid_cell, normalise
 from evolve.task import DescribedTask, Objective, Result, StagedTask, Task
 
 RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
@@ -114,6 +115,7 @@ class Campaign:
         self.history: dict[int, list[str]] = {}  # island -> recent attempts, one line each, in index order
         self.primary: dict[str, float] = {}  # program id -> primary objective value (correct programs)
         self.metric_keys = list(task.prompt_metrics()) if isinstance(task, DescribedTask) else []
+        self.embedder = self._embedder()
         self.notes = ""  # the latest model-written notes, shown in every prompt drawn after them
         self._archived_notes = {e["idx"]: str(e["detail"].get("notes", "")) for e in archive.events("meta_notes")}
         self.evaluations = self.valid = self.tokens = self.fail_streak = 0
@@ -258,6 +260,31 @@ class Campaign:
         parts.append(f"This parent: {parent.primary:.6g}.")
         return " ".join(parts)
 
+    def _embedder(self) -> Any:
+        """The embedding client for novelty by meaning, when `campaign.novelty_embeddings` names a model."""
+        model = self.config.campaign.novelty_embeddings
+        if not model:
+            return None
+        from evolve.embeddings import Embedder
+
+        llm = self.config.proposer.llm
+        base_url = getattr(llm, "base_url", "") or os.environ.get(getattr(llm, "base_url_env", "OPENAI_BASE_URL"), "")
+        return Embedder(model, base_url, getattr(llm, "api_key_env", "OPENAI_API_KEY"), self.run_dir / "embeddings.sqlite")
+
+    def _semantic_duplicate(self, code: str, slot: Slot) -> tuple[str, float] | None:
+        """(elite id, cosine) when the child's embedding is too close to an island elite's; None otherwise."""
+        if self.embedder is None:
+            return None
+        others = {pid: self.population.normalised.get(pid, "") for pid in slot.against}
+        try:
+            hit = self.embedder.closest(normalise(code), {k: v for k, v in others.items() if v})
+        except Exception as exc:  # an aid, not a gate: a failing endpoint only skips the check
+            self.archive.add_event(Event("embedding_failed", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}))
+            return None
+        if hit is not None and hit[1] >= self.config.campaign.novelty_embedding_threshold:
+            return hit
+        return None
+
     def _refresh_notes(self, idx: int, events: list[Event], live: bool) -> None:
         """Ask the proposer for new notes from every island's recent attempts (a resumed run reads them back)."""
         if idx in self._archived_notes or not live:
@@ -370,6 +397,7 @@ class Campaign:
             c = self.config.campaign
             slot.near = self.population.near_duplicate(
                 code, slot.island, slot.against, slot.drawn_after, c.novelty_threshold, c.novelty_structural)
+            slot.near = slot.near or self._semantic_duplicate(code, slot)
         if pid in self.known or slot.near is not None:
             slot.done = True
             return

@@ -33,8 +33,19 @@ def _program(values: list[float]) -> str:
     return SEED.replace("[0.0, 0.0, 0.0, 0.0]", "[" + ", ".join(f"{v:.4f}" for v in values) + "]")
 
 
+def embedding(body: dict, headers: dict):
+    """A coarse embedding: the program's numbers rounded, so small moves look alike."""
+    numbers = re.findall(r"-?\s*\d+\.\d+", body["input"])  # the text is normalised code: "- 1.0000"
+    values = [float(round(float(n.replace(" ", "")))) for n in numbers] + [1.0]
+    data = {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 5, "total_tokens": 5},
+            "data": [{"object": "embedding", "index": 0, "embedding": values}]}
+    return 200, {}, json.dumps(data).encode(), 0.0
+
+
 def model(body: dict, headers: dict):
     """'good' moves halfway to the target, 'bad' moves away; the answer's form follows the request's kind."""
+    if "input" in body:
+        return embedding(body, headers)
     system, user = body["messages"][0]["content"], body["messages"][1]["content"]
     if system == NOTES_SYSTEM:
         return reply("- moving every number toward the target at once raised the score")(body, headers)
@@ -113,6 +124,23 @@ def test_every_llm_feature_in_one_campaign_and_its_replay(tmp_path: Path, server
     campaign_cli.run_campaign(replay, Path(replay.campaign.out), False, holdout=False)
     assert len(server.requests) == served
     assert fingerprint(Path(replay.campaign.out) / "archive.sqlite") == fingerprint(Path(config.campaign.out) / "archive.sqlite")
+
+
+def test_embedding_novelty_rejects_lookalikes_and_caches_vectors(tmp_path: Path, server: ChatServer) -> None:
+    config = _config(tmp_path, "embedded", server.url)
+    config.set("campaign.novelty_embeddings", "coarse-embedder")
+    config.set("campaign.novelty_embedding_threshold", 0.9999)
+    config.set("proposer.llm.models", [{"name": "good"}])
+    campaign_cli.run_campaign(config, Path(config.campaign.out), False, holdout=False)
+    inputs = [r["input"] for r in server.requests if "input" in r]
+    assert inputs and len(inputs) == len(set(inputs))  # each text embedded once: the rest came from the cache
+    assert (Path(config.campaign.out) / "embeddings.sqlite").is_file()
+    archive = Archive(Path(config.campaign.out) / "archive.sqlite")
+    try:
+        rejected = [s for s in archive.steps() if s.kind == "rejected"]
+    finally:
+        archive.close()
+    assert rejected and all("similarity 1.0000" in s.error for s in rejected)
 
 
 def test_bandit_is_a_pure_function_of_its_observations() -> None:
