@@ -15,8 +15,8 @@ sys.path.insert(0, str(REPO))
 from evolve import campaign_cli  # noqa: E402
 from evolve.config import Config  # noqa: E402
 
-# What the defaults were before the speed objective, the cascade and the speedup operator.
-OLD_DEFAULTS: dict[str, Any] = {"task.options.scorer": "native", "campaign.cascade": False,
+# What the defaults were before the speed objective, structural novelty and the speedup operator.
+OLD_DEFAULTS: dict[str, Any] = {"task.options.scorer": "native", "campaign.novelty_structural": False,
                                 "proposer.options.weights": {"speedup": 0.0}}
 
 

@@ -79,8 +79,8 @@ class CampaignConfig:
                                    "them, e.g. llm); 0: never", min=0)
     )
     cascade: bool = field(
-        default=True, metadata=_meta("evaluate each child on the task's cheap first stage before the full evaluation "
-                                     "(tasks that offer one)")
+        default=False, metadata=_meta("evaluate each child on the task's cheap first stage before the full evaluation "
+                                      "(tasks that offer one; docs/search.md says when it pays)")
     )
     cascade_tolerance: float = field(
         default=0.02, metadata=_meta("first stage: stop a child scoring below its parent's first stage by more than "

@@ -55,7 +55,7 @@ def test_staged_task_is_declared_by_protocol() -> None:
 
 
 def test_first_stage_stops_worse_children_and_archives_its_decision(tmp_path: Path) -> None:
-    path = _run(tmp_path, "cascade", cascade_tolerance=0.0)
+    path = _run(tmp_path, "cascade", cascade=True, cascade_tolerance=0.0)
     archive = Archive(path)
     try:
         stopped = archive.events("cascade_stopped")
@@ -73,7 +73,7 @@ def test_first_stage_stops_worse_children_and_archives_its_decision(tmp_path: Pa
     finally:
         archive.close()
     # same seed, same archive, with the cascade in the loop
-    assert fingerprint(path) == fingerprint(_run(tmp_path, "again", cascade_tolerance=0.0))
+    assert fingerprint(path) == fingerprint(_run(tmp_path, "again", cascade=True, cascade_tolerance=0.0))
 
 
 def test_cascade_off_evaluates_every_child_in_full(tmp_path: Path) -> None:
