@@ -73,3 +73,24 @@ def test_speed_memo_keeps_the_first_measurement(tmp_path: Path) -> None:
     assert remembered(key, 3, path) == 2  # a later, noisier measurement does not change the program's octave
     other = timing_key("def f(): pass", {"trace": "abd"})
     assert other != key and remembered(other, -1, path) == -1
+
+
+def test_the_task_states_its_shape_and_the_metrics_a_prompt_shows(tmp_path: Path) -> None:
+    from evolve.prompts import build_messages
+    from evolve.proposers.base import ProgramView, ProposalRequest
+    from evolve.task import DescribedTask
+    from tests.evaluator_helpers import SEED_CODE, small_task
+
+    task = small_task(tmp_path)
+    statement = task.problem_statement()
+    assert "weight is [4, 16]" in statement and "24 slots (8 redundant)" in statement
+    assert "3 slots per GPU, 8 GPUs, 2 nodes, 4 expert groups of 4" in statement and "balance-speed" in statement
+    assert isinstance(task, DescribedTask)
+    result = task.evaluate(SEED_CODE)
+    view = ProgramView("p" * 12, SEED_CODE, result.metrics, result.score, result.feedback)
+    request = ProposalRequest(parent=view, metric_keys=task.prompt_metrics(), problem_statement=statement)
+    user = build_messages(request)[1]["content"]
+    shown = user[user.index("Metrics:"): user.index("\n", user.index("Metrics:"))]
+    assert "balancedness_gpu" in shown and "speedup_vs_reference" in shown and "runtime_median_s" in shown
+    assert "harness_overhead_s" not in shown  # harness internals stay out of the prompt
+    assert "worst window" in user and "layers with the worst GPU balance" in user
