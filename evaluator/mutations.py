@@ -114,6 +114,37 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
     return phy2log, rank, logcnt
 '''
 
+_REP_DIVISOR_TOPK = '''
+REP_TAIL = {tail}  # range [0.0, 1.0]
+REP_OFFSET = {offset}  # range [0.0, 1.0]
+
+
+def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The divisor-tail rule in two top-k steps instead of a loop over slots.
+
+    Head: the greedy's picks are the largest values of w / j (j = 1, 2, ...). Tail: with the head's counts c,
+    the next replicas of an expert have priorities w / (c + offset), w / (c + 1 + offset), ..., which fall,
+    so the tail's picks are again the largest of them.
+    """
+    n, m = weight.shape
+    w = weight.double()
+    logcnt = torch.ones(n, m, dtype=torch.int64)
+    extra = num_phy - m
+    tail = int(round(REP_TAIL * extra))
+    head = extra - tail
+    if head > 0:
+        divisors = torch.arange(1, head + 1, dtype=torch.float64)
+        chosen = (w[:, :, None] / divisors).view(n, -1).topk(head, dim=-1).indices // head
+        logcnt.scatter_add_(1, chosen, torch.ones_like(chosen))
+    if tail > 0:
+        steps = torch.arange(tail, dtype=torch.float64)
+        priority = (w[:, :, None] / (logcnt[:, :, None].double() + steps + REP_OFFSET)).view(n, -1)
+        chosen = priority.topk(tail, dim=-1).indices // tail
+        logcnt.scatter_add_(1, chosen, torch.ones_like(chosen))
+    phy2log, rank = _slots_from_counts(logcnt, num_phy)
+    return phy2log, rank, logcnt
+'''
+
 _REP_WATERFILL = '''
 REP_BISECT_STEPS = 40  # range [8, 64]
 
@@ -373,26 +404,30 @@ def _join(*parts: str) -> str:
 
 
 def _replication() -> list[BlockImpl]:
-    def impl(key: str, summary: str, text: str, params: tuple[str, ...] = ()) -> BlockImpl:
+    def impl(key: str, summary: str, text: str, params: tuple[str, ...] = (), cost: int = 0) -> BlockImpl:
         # constants first, then the shared slot-layout helper, then the function itself
         head, fn = text.split("\ndef replicate_experts", 1)
         return BlockImpl("replication", key, summary, _join(head, _SLOTS_FROM_COUNTS, "def replicate_experts" + fn),
-                         params)
+                         params, cost)
 
-    def divisor(tail: float, offset: float) -> str:
-        return _REP_DIVISOR.format(tail=tail, offset=offset)
+    def divisor(tail: float, offset: float, template: str = _REP_DIVISOR) -> str:
+        return template.format(tail=tail, offset=offset)
 
     return [
-        impl("greedy", "greedy on load per replica (peak-optimal for the planning window)", _REP_GREEDY),
+        impl("greedy", "greedy on load per replica (peak-optimal for the planning window)", _REP_GREEDY, cost=2),
         impl("greedy-topk", "the greedy's counts in one vectorised top-k over w / j, no loop", _REP_TOPK),
         impl("blend", "greedy on load per replica, planned on load blended toward the row mean", _REP_BLEND,
-             ("REP_BLEND",)),
+             ("REP_BLEND",), cost=2),
         impl("sainte-lague-tail", "greedy head, Sainte-Lague divisor (offset 0.5) for the last 25% of extra slots",
-             divisor(0.25, 0.5), ("REP_TAIL", "REP_OFFSET")),
+             divisor(0.25, 0.5), ("REP_TAIL", "REP_OFFSET"), cost=2),
         impl("dhondt-tail", "greedy head, D'Hondt divisor (offset 1) for the last 10% of extra slots",
-             divisor(0.1, 1.0), ("REP_TAIL", "REP_OFFSET")),
+             divisor(0.1, 1.0), ("REP_TAIL", "REP_OFFSET"), cost=2),
+        impl("sainte-lague-tail-topk", "the Sainte-Lague tail rule (last 25% of extra slots) in two top-k steps, no loop",
+             divisor(0.25, 0.5, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
+        impl("dhondt-tail-topk", "the D'Hondt tail rule (last 10% of extra slots) in two top-k steps, no loop",
+             divisor(0.1, 1.0, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
         impl("waterfill", "threshold water-filling by bisection, leftover slots greedily", _REP_WATERFILL,
-             ("REP_BISECT_STEPS",)),
+             ("REP_BISECT_STEPS",), cost=1),
     ]
 
 
@@ -408,7 +443,8 @@ def _packing() -> list[BlockImpl]:
             if swap:
                 pieces.append(_PACK_SWAP)
             pieces.append(_PACK_WRAPPER.format(doc=doc, refine=refine))
-            out.append(BlockImpl("packing", key, doc, _join(*pieces), ("PACK_SWAP_ROUNDS",) if swap else ()))
+            cost = {"lpt": 2, "lpt-rounds": 1, "snake": 0, "ldm": 1}[base] + (1 if swap and base == "snake" else 0)
+            out.append(BlockImpl("packing", key, doc, _join(*pieces), ("PACK_SWAP_ROUNDS",) if swap else (), cost))
     return out
 
 
@@ -420,10 +456,12 @@ def _policy() -> list[BlockImpl]:
     }
     out = []
     for key, body in _POLICY_BODIES.items():
+        # the hierarchical plan runs the blocks on (layer, node) rows and packs groups first; best-of runs both
+        cost = {"hierarchical": 1, "global": 0, "best-of": 2}[key]
         out.append(BlockImpl("policy", key, summaries[key], _join(_POLICY_SMOOTH.format(smooth=0.0), body),
-                             ("POLICY_SMOOTH",)))
+                             ("POLICY_SMOOTH",), cost))
         out.append(BlockImpl("policy", key + "-smooth", summaries[key] + ", planned on load smoothed toward the mean",
-                             _join(_POLICY_SMOOTH.format(smooth=0.1), body), ("POLICY_SMOOTH",)))
+                             _join(_POLICY_SMOOTH.format(smooth=0.1), body), ("POLICY_SMOOTH",), cost))
     return out
 
 

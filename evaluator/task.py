@@ -19,7 +19,8 @@ from evaluator import EVALUATOR_VERSION
 from evaluator.contract import validate_placements
 from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
-from evaluator.scoring import get_scorer, score_all
+from evaluator.scoring import get_scorer, score_all, speed_octaves
+from evaluator.speed_memo import remembered, timing_key
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
@@ -48,7 +49,7 @@ class EvalOptions:
     # "": the dataset's default (score for imported traces and files, drop for bundled datasets)
     partial_window: str = ""
     max_windows: int = 0  # 0: every window of the trace
-    scorer: str = "native"
+    scorer: str = "balance-speed"  # docs/search.md: balance plus whole octaves of speed
     device: str = "cpu"  # where the balancer runs and the simulation happens
     num_replicas: int = 288
     num_groups: int = 0  # 0: from the trace's model shape (`evaluator.traces.shape`; an error when unknown)
@@ -66,6 +67,8 @@ class EvalOptions:
     migration_bandwidth_gbs: float = 50.0  # per GPU
     migration_gpu_tflops: float = 400.0  # effective, turns routed tokens into seconds
     migration_interval_steps: int = 0  # steps a plan is kept; 0: every scored window is a rebalance
+    first_stage_windows: int = 3  # windows scored by the cascade's cheap first stage (docs/search.md)
+    speed_memo: bool = True  # reuse this machine's first measured speed octave of a program (docs/search.md)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
@@ -91,6 +94,8 @@ class EvalOptions:
         get_scorer(self.scorer)
         if self.partial_window not in PARTIAL_WINDOW:
             raise UserError(f"task option 'partial_window' must be score or drop, got '{self.partial_window}'")
+        if self.first_stage_windows < 1:
+            raise UserError(f"task option 'first_stage_windows' must be at least 1, got {self.first_stage_windows}")
         if self.window <= 0:
             raise UserError(f"task option 'window' must be a positive number of steps, got {self.window}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -123,6 +128,7 @@ class EplbTask:
     def __init__(self, options: EvalOptions | None = None, trace: traces.Trace | None = None) -> None:
         self.options = options or EvalOptions()
         self.options.check()
+        self._first_stage: EplbTask | None = None
         # The harness's tensors are small: extra intra-op threads only add synchronisation (on a 2-core
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
         torch.set_num_threads(1)
@@ -162,6 +168,35 @@ class EplbTask:
             device=self.options.device,
             isolate=not self.options.unsafe_no_isolation,
         )
+
+    # ---- the cascade's first stage (evolve.task.StagedTask) -------------------------------------------
+    def evaluate_first_stage(self, program_text: str) -> Result:
+        """Balance on the first `first_stage_windows` scoring windows, with no reference timing: the stage
+        judges balance and correctness only, and costs a fraction of the full evaluation."""
+        if self._first_stage is None:
+            stage_windows = min(self.options.first_stage_windows, self.score_windows.size(0))
+            extra = 1 if self.options.protocol == "predictive" else 0
+            options = dataclasses.replace(self.options, max_windows=stage_windows + extra, reference_calls=0)
+            self._first_stage = EplbTask(options, trace=self.trace)
+        return self._first_stage.evaluate(program_text)
+
+    def first_stage_of(self, result: Result) -> Result:
+        """A full result seen as its first stage: balance over the same first windows, no speed term."""
+        if not result.correct or not result.per_window:
+            return Result(correct=False, error=result.error or "no per-window results", **self._result_stamp())
+        head = result.per_window[: max(1, self.options.first_stage_windows)]
+        metrics = {k: v for k, v in result.metrics.items() if k not in ("speedup_vs_reference", "speed_octaves")}
+        for key in ("balancedness_gpu", "balancedness_expert", "balancedness_node"):
+            metrics[key] = float(np.mean([w[key] for w in head]))
+        runtimes = [w["runtime_s"] for w in head]
+        metrics.update(runtime_mean_s=float(np.mean(runtimes)), runtime_median_s=float(np.median(runtimes)),
+                       windows=float(len(head)))
+        return Result(correct=True, metrics=metrics, scores=score_all(metrics), **self._result_stamp())
+
+    def prompt_metrics(self) -> list[str]:
+        """What a model should see of a program (evolve.task.DescribedTask): no harness internals."""
+        return ["balancedness_gpu", "balancedness_gpu_worst", "balancedness_expert", "balancedness_node",
+                "runtime_median_s", "speedup_vs_reference", "speed_octaves", "reference_runtime_median_s"]
 
     def mutation_catalogue(self) -> dict[str, list]:
         """Alternative implementations of the seed's EVOLVE blocks, for the offline mutator."""
@@ -226,7 +261,13 @@ class EplbTask:
             f"{'next' if o.protocol == 'predictive' else 'same'} window (R={o.num_replicas}, "
             f"{self.num_groups} expert groups, {o.num_nodes} nodes, {o.num_gpus} GPUs). "
             f"Objective: maximise the '{o.scorer}' score ({get_scorer(o.scorer).formula}); keep the balancer "
-            "fast (runtime per call is measured and reported). No file, network or process access."
+            "fast (runtime per call is measured and reported). No file, network or process access.\n"
+            f"Shape in numbers: weight is [{self.trace.num_layers}, {self.trace.num_experts}] (layers x experts), "
+            f"{o.num_replicas} slots ({o.num_replicas - self.trace.num_experts} redundant), "
+            f"{o.num_replicas // o.num_gpus} slots per GPU, {o.num_gpus} GPUs, {o.num_nodes} nodes, "
+            f"{self.num_groups} expert groups of {self.trace.num_experts // max(1, self.num_groups)}; "
+            f"{len(self.plan_windows)} windows are planned and scored, one call each. The reference balancer for "
+            f"speed is {o.reference}."
         )
 
     def evaluate(self, program_text: str) -> Result:
@@ -267,6 +308,7 @@ class EplbTask:
                                self.options.window,
                                self.options.migration_model(str((self.trace.meta.get("model") or {}).get("name", ""))))
         metrics.update(migration_metrics(moves))
+        self._remember_speed(program_text, metrics)
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)
         for i, entry in enumerate(per_window):
@@ -306,6 +348,20 @@ class EplbTask:
             metrics["reference_runtime_median_s"] = float(np.median(ref))
             metrics["speedup_vs_reference"] = float(np.median(ref)) / max(median, 1e-12)
         return metrics
+
+    def _remember_speed(self, program_text: str, metrics: dict[str, float]) -> None:
+        """Fix the program's speed octave to the first one measured on this machine (see evaluator.speed_memo)."""
+        if "speedup_vs_reference" not in metrics:
+            return
+        measured = speed_octaves(metrics)
+        if self.options.speed_memo:
+            o = self.options
+            conditions = {"evaluator": EVALUATOR_VERSION, "trace": self.trace.sha256, "args": self.args,
+                          "windows": len(self.plan_windows), "protocol": o.protocol, "window": o.window,
+                          "device": o.device, "threads": o.threads, "reference": self.sandbox.reference_code,
+                          "isolated": not o.unsafe_no_isolation}
+            measured = remembered(timing_key(program_text, conditions), measured)
+        metrics["speed_octaves"] = float(measured)
 
     def _per_window(self, sim: Simulation, run: SandboxRun) -> list[dict[str, float]]:
         offset = 1 if self.options.protocol == "predictive" else 0
@@ -365,6 +421,8 @@ OPTION_HELP = {
     "reference_calls": "timed calls of the reference balancer, for speed-ups",
     "reference": "the reference balancer, relative to the install",
     "unsafe_no_isolation": "run candidates without OS isolation (trusted programs only); results are stamped unisolated",
+    "first_stage_windows": "windows the evaluation cascade's cheap first stage scores (campaign.cascade)",
+    "speed_memo": "reuse this machine's first measured speed octave of a program, so seeded runs repeat",
     "migration_params_per_expert": "parameters per routed expert per layer; 0: from the model shape",
     "migration_bytes_per_param": "bytes per parameter moved; 0: the model's usual weights (FP8 for DeepSeek-V3)",
     "migration_bandwidth_gbs": "GB/s into each GPU while experts move",

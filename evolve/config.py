@@ -54,6 +54,10 @@ class CampaignConfig:
     selection: str = field(
         default="rank", metadata=_meta("parent draw: rank (weight 1/(rank+1)), uniform, greedy", choices=SELECTION_STRATEGIES)
     )
+    map_elites: dict[str, float] = field(
+        default_factory=dict, metadata=_meta("MAP-Elites instead of elite lists: {metric = bin width}, e.g. "
+                                             "{balancedness_gpu = 0.01, speed_octaves = 1}; empty: elite lists")
+    )
     children_penalty: float = field(
         default=0.5, metadata=_meta("parent weight is divided by 1 + penalty * children so far", min=0)
     )
@@ -67,6 +71,33 @@ class CampaignConfig:
     novelty_threshold: float = field(
         default=1.0, metadata=_meta("reject a child whose normalised code similarity to an island program is >= this",
                                     min=0.5, max=1.0)
+    )
+    history_size: int = field(
+        default=6, metadata=_meta("recent attempts on the island shown in each prompt (name, score change, error)", min=0)
+    )
+    notes_interval: int = field(
+        default=25, metadata=_meta("proposals between model-written notes on what worked (proposers that write "
+                                   "them, e.g. llm); 0: never", min=0)
+    )
+    cascade: bool = field(
+        default=False, metadata=_meta("evaluate each child on the task's cheap first stage before the full evaluation "
+                                      "(tasks that offer one; docs/search.md says when it pays)")
+    )
+    cascade_tolerance: float = field(
+        default=0.02, metadata=_meta("first stage: stop a child scoring below its parent's first stage by more than "
+                                     "this fraction of the parent's value", min=0)
+    )
+    novelty_structural: bool = field(
+        default=True, metadata=_meta("reject a child whose syntax tree equals an island program's up to renamed "
+                                     "identifiers, docstrings, comments and layout")
+    )
+    novelty_embeddings: str = field(
+        default="", metadata=_meta("embedding model for novelty by meaning, served by proposer.llm's endpoint "
+                                   "(/v1/embeddings, cached per run); empty: off")
+    )
+    novelty_embedding_threshold: float = field(
+        default=0.995, metadata=_meta("reject a child whose embedding's cosine with an island elite's is >= this",
+                                      min=0.0, max=1.0)
     )
     max_failed_proposals: int = field(
         default=25, metadata=_meta("stop after this many proposals in a row give nothing to evaluate", min=1)

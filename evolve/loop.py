@@ -16,6 +16,7 @@ run finds such programs by their content address and does not evaluate them agai
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sys
 import time
@@ -29,10 +30,10 @@ from evolve.archive import Archive, Event, ProgramRecord, Step, program_id
 from evolve.backends import Backend
 from evolve.config import Config
 from evolve.errors import UserError
-from evolve.proposers.base import ProgramView, Proposal, ProposalRequest, Proposer
+from evolve.proposers.base import AdaptiveProposer, NoteWriter, ProgramView, Proposal, ProposalRequest, Proposer
 from evolve.scrub import scrub, scrub_data, scrub_result
-from evolve.selection import Member, Population, Settings, fitness
-from evolve.task import Objective, Result, Task
+from evolve.selection import Member, Population, Settings, fitness, grid_cell, normalise
+from evolve.task import DescribedTask, Objective, Result, StagedTask, Task
 
 RECENT_FAILURES = 3  # error lines of a parent's failed children shown in its next prompt
 FIRST_FAILURES = 4  # failed proposals that end a run whose proposer never gave a child
@@ -104,7 +105,7 @@ class Campaign:
         c = config.campaign
         self.objectives = resolve_objectives(c.objectives, task.objectives())
         self.population = Population(Settings(c.islands, c.elite_size, c.selection, c.children_penalty,
-                                              pareto=len(self.objectives) > 1))
+                                              pareto=len(self.objectives) > 1, grid=bool(c.map_elites)))
         self.depth = c.workers + c.proposers
         self.statement = task.problem_statement()
         self.applied = -1  # last applied step
@@ -114,6 +115,12 @@ class Campaign:
         self.waiting: dict[Future, tuple[str, Any]] = {}
         self.known: set[str] = set()  # programs applied so far
         self.recent_failures: dict[str, list[str]] = {}
+        self.history: dict[int, list[str]] = {}  # island -> recent attempts, one line each, in index order
+        self.primary: dict[str, float] = {}  # program id -> primary objective value (correct programs)
+        self.metric_keys = list(task.prompt_metrics()) if isinstance(task, DescribedTask) else []
+        self.embedder = self._embedder()
+        self.notes = ""  # the latest model-written notes, shown in every prompt drawn after them
+        self._archived_notes = {e["idx"]: str(e["detail"].get("notes", "")) for e in archive.events("meta_notes")}
         self.evaluations = self.valid = self.tokens = self.fail_streak = 0
         self.usable = 0  # proposals that gave a child (evaluated, duplicate or rejected)
         self.cost = 0.0
@@ -129,6 +136,10 @@ class Campaign:
         self.started_at = time.monotonic()
         self.progress = progress or (lambda campaign: None)
         self._proposer_pool = ThreadPoolExecutor(max_workers=c.proposers, thread_name_prefix="propose")
+        self.staged = c.cascade and isinstance(task, StagedTask)
+        # cascade threads run a child's first stage, then wait on the backend for its full evaluation: at
+        # most `workers` of them, so the cascade never runs more evaluations at once than the backend would
+        self._cascade_pool = ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="cascade") if self.staged else None
 
     # ---- entry ---------------------------------------------------------------------------------------
     def run(self, seed_code: str | None = None) -> Summary:
@@ -144,6 +155,8 @@ class Campaign:
             self._loop()
         finally:
             self._proposer_pool.shutdown(wait=False, cancel_futures=True)
+            if self._cascade_pool is not None:
+                self._cascade_pool.shutdown(wait=False, cancel_futures=True)
         reason, limit = (self.stop_reason, self.stop_limit) if self.stop_reason else self._why_stopped()
         self.archive.add_event(Event("run_finished", detail={"reason": reason, "limit": limit}), self.applied)
         summary = self.summary(reason)
@@ -235,10 +248,87 @@ class Campaign:
             parent=self._view(parent.id), inspirations=[self._view(i) for i in inspirations],
             recent_failures=list(self.recent_failures.get(parent.id, [])), problem_statement=self.statement,
             entry_function=self.task.entry_function, generation=parent.generation + 1, island=island,
-            seed=derive_seed(c.seed, idx, "propose") % (2**31),
+            seed=derive_seed(c.seed, idx, "propose") % (2**31), history=list(self.history.get(island, [])),
+            metric_keys=self.metric_keys, standing=self._standing(parent), notes=self.notes,
         )
+        if isinstance(self.proposer, AdaptiveProposer):  # chosen here, in proposal order: reproducible
+            request.model = self.proposer.pick_model(request.seed)
         against = [m.id for m in self.population.elites[island]]
         return Slot(idx, island, parent, request, inspirations, against, drawn_after=self.applied)
+
+    def _standing(self, parent: Member) -> str:
+        """The objective in numbers: seed, best so far and this parent, on the primary objective."""
+        key = self.objectives[0].key
+        best, seed = self.population.best, self.seed_member
+        parts = [f"Objective '{key}' (higher is better{'' if self.objectives[0].maximise else '; shown negated'})."]
+        if seed is not None:
+            parts.append(f"Seed program: {seed.primary:.6g}.")
+        if best is not None:
+            parts.append(f"Best so far: {best.primary:.6g} (program {best.id[:12]}, generation {best.generation}).")
+        parts.append(f"This parent: {parent.primary:.6g}.")
+        return " ".join(parts)
+
+    def _embedder(self) -> Any:
+        """The embedding client for novelty by meaning, when `campaign.novelty_embeddings` names a model."""
+        model = self.config.campaign.novelty_embeddings
+        if not model:
+            return None
+        from evolve.embeddings import Embedder
+
+        llm = self.config.proposer.llm
+        base_url = getattr(llm, "base_url", "") or os.environ.get(getattr(llm, "base_url_env", "OPENAI_BASE_URL"), "")
+        return Embedder(model, base_url, getattr(llm, "api_key_env", "OPENAI_API_KEY"), self.run_dir / "embeddings.sqlite")
+
+    def _semantic_duplicate(self, code: str, slot: Slot) -> tuple[str, float] | None:
+        """(elite id, cosine) when the child's embedding is too close to an island elite's; None otherwise."""
+        if self.embedder is None:
+            return None
+        others = {pid: self.population.normalised.get(pid, "") for pid in slot.against}
+        try:
+            hit = self.embedder.closest(normalise(code), {k: v for k, v in others.items() if v})
+        except Exception as exc:  # an aid, not a gate: a failing endpoint only skips the check
+            self.archive.add_event(Event("embedding_failed", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}))
+            return None
+        if hit is not None and hit[1] >= self.config.campaign.novelty_embedding_threshold:
+            return hit
+        return None
+
+    def _refresh_notes(self, idx: int, events: list[Event], live: bool) -> None:
+        """Ask the proposer for new notes from every island's recent attempts (a resumed run reads them back)."""
+        if idx in self._archived_notes or not live:
+            self.notes = self._archived_notes.get(idx, self.notes)
+            return
+        history = [f"island {i}: {line}" for i in sorted(self.history) for line in self.history[i]]
+        try:
+            notes = self.proposer.write_notes(history, self.notes, derive_seed(self.config.campaign.seed, idx, "notes") % (2**31))  # type: ignore[attr-defined]
+        except UserError:
+            raise
+        except Exception as exc:  # notes are an aid: a failure keeps the old ones
+            notes = ""
+            events.append(Event("meta_notes_failed", None, {"error": f"{type(exc).__name__}: {exc}"}))
+        if notes.strip():
+            self.notes = notes.strip()[:4000]
+            events.append(Event("meta_notes", None, {"notes": self.notes}))
+            self._archived_notes[idx] = self.notes
+
+    def _remember_attempt(self, step: Step, result: Result | None) -> None:
+        """One line for the island's history: what was tried and what came of it."""
+        size = self.config.campaign.history_size
+        if not size or step.kind == "seed":
+            return
+        name = str(step.detail.get("name") or "unnamed")
+        before = self.primary.get(step.parent_id or "")
+        if step.kind == "evaluated" and result is not None and result.correct and step.program_id in self.primary:
+            after = self.primary[step.program_id]
+            change = f"{before:.6g} -> {after:.6g} ({after - before:+.4g})" if before is not None else f"{after:.6g}"
+            line = f"{name}: score {change}"
+        elif step.kind == "evaluated" and result is not None:
+            line = f"{name}: incorrect or stopped: {result.error}"
+        else:
+            line = f"{name}: {step.kind}: {step.error}"
+        lines = self.history.setdefault(step.island, [])
+        lines.append(line)
+        del lines[:-size]
 
     def _view(self, pid: str) -> ProgramView:
         view = self._views.get(pid)
@@ -312,8 +402,10 @@ class Campaign:
         code = proposal.child_code or ""
         slot.child = pid = program_id(code)
         if pid not in self.known:
+            c = self.config.campaign
             slot.near = self.population.near_duplicate(
-                code, slot.island, slot.against, slot.drawn_after, self.config.campaign.novelty_threshold)
+                code, slot.island, slot.against, slot.drawn_after, c.novelty_threshold, c.novelty_structural)
+            slot.near = slot.near or self._semantic_duplicate(code, slot)
         if pid in self.known or slot.near is not None:
             slot.done = True
             return
@@ -324,9 +416,51 @@ class Campaign:
         if cached is not None:
             slot.result, slot.done = cached, True
             return
-        future = self.backend.submit(code)
+        future = self._submit(code, slot.parent.id)
         self.evals[pid] = (future, [slot.idx])
         self.waiting[future] = ("evaluate", pid)
+
+    def _submit(self, code: str, parent_id: str) -> Future:
+        """The child's evaluation: straight to the backend, or through the cascade's first stage."""
+        if self._cascade_pool is None:
+            return self.backend.submit(code)
+        parent = self.archive.result(parent_id)
+        parent_stage = self.task.first_stage_of(parent) if parent is not None else None  # type: ignore[attr-defined]
+        parent_value = self.objectives[0].value(parent_stage) if parent_stage is not None else None
+        return self._cascade_pool.submit(self._cascade, code, parent_value)
+
+    def _cascade(self, code: str, parent_value: float | None) -> Result:
+        """First stage, then (when the child is not clearly worse than its parent) the full evaluation.
+
+        The decision is kept in the result's metrics (`cascade_*`), so it is archived with the program."""
+        tolerance = self.config.campaign.cascade_tolerance
+        stage = self.task.evaluate_first_stage(code)  # type: ignore[attr-defined]
+        if not isinstance(stage, Result):
+            raise TypeError(f"{type(self.task).__name__}.evaluate_first_stage returned {type(stage).__name__}, not a Result")
+        value = self.objectives[0].value(stage)
+        decision: dict[str, float] = {"cascade_first_stage_passed": 0.0}
+        if value is not None:
+            decision["cascade_first_stage_value"] = value
+        if parent_value is not None:
+            decision["cascade_parent_first_stage_value"] = parent_value
+        if value is None:
+            stage.correct = False
+            stage.error = stage.error or "the first stage gave no value for the objective"
+            stage.metrics.update(decision)
+            return stage
+        if parent_value is not None and value < parent_value - tolerance * abs(parent_value):
+            return Result(
+                correct=False, metrics={**stage.metrics, **decision}, per_window=stage.per_window,
+                feedback=stage.feedback, evaluator_version=stage.evaluator_version, dataset=stage.dataset,
+                scorer=stage.scorer, stdout=stage.stdout, stderr=stage.stderr,
+                error=(f"stopped by the first stage: {value:.6g} against the parent's {parent_value:.6g} on the same "
+                       f"data (campaign.cascade_tolerance {tolerance:g})"),
+            )
+        full = self.backend.submit(code).result()
+        if isinstance(full, Result):
+            decision["cascade_first_stage_passed"] = 1.0
+            full.metrics.update(decision)
+        return full
 
     def _on_evaluation(self, pid: str, future: Future) -> None:
         _, indices = self.evals.pop(pid)
@@ -407,6 +541,8 @@ class Campaign:
             self.evaluations += step.kind == "evaluated"
             self.valid += result.correct and step.kind == "evaluated"
             version = self._place(step, result, record, members, events)
+            if result.metrics.get("cascade_first_stage_passed") == 0.0:
+                events.append(Event("cascade_stopped", record.id, {"error": result.error}))
             if not result.correct:
                 self._note_failure(step.parent_id, result.error)
                 if "timed out" in result.error.lower() or "timeout" in result.error.lower():
@@ -418,6 +554,13 @@ class Campaign:
             self._note_failure(step.parent_id, step.error)
             kind = {"failed": "proposal_failed", "duplicate": "duplicate", "rejected": "rejected"}[step.kind]
             events.append(Event(kind, step.program_id, {"error": step.error}))
+        self._remember_attempt(step, result)
+        if step.kind != "seed" and step.model and isinstance(self.proposer, AdaptiveProposer):
+            parent, child = self.primary.get(step.parent_id or ""), self.primary.get(step.program_id or "")
+            improved = step.kind == "evaluated" and parent is not None and child is not None and child > parent
+            self.proposer.observe(step.model, improved, step.tokens_in + step.tokens_out, step.cost)
+        if c.notes_interval and step.idx and step.idx % c.notes_interval == 0 and isinstance(self.proposer, NoteWriter):
+            self._refresh_notes(step.idx, events, live)
         if c.migration_interval and step.idx and step.idx % c.migration_interval == 0:
             moves = self.population.migrate(c.migrants, step.idx)
             members += [(dst, pid, "migration") for pid, _, dst in moves]
@@ -437,7 +580,9 @@ class Campaign:
         if not result.correct or values is None:
             return None
         primary = self.objectives[0].value(result)
-        member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation)
+        self.primary[record.id] = float(primary)
+        member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation,
+                        cell=grid_cell(result.metrics, self.config.campaign.map_elites) if self.config.campaign.map_elites else None)
         before = self.population.best
         islands = range(self.config.campaign.islands) if step.kind == "seed" else [step.island]
         for island in islands:

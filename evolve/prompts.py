@@ -24,6 +24,16 @@ import json
 import random
 from typing import Any
 
+from evolve.prompt_sections import (
+    REWRITE_RULES,
+    WORKED_EXAMPLE,
+    crossover_section,
+    history_section,
+    metrics_line,
+    mode_instruction,
+    notes_section,
+    standing_section,
+)
 from evolve.proposers.base import ProgramView, ProposalRequest
 from evolve.scrub import scrub
 
@@ -100,8 +110,10 @@ def total_chars(messages: list[Message]) -> int:
     return sum(len(m["content"]) for m in messages)
 
 
-def format_metrics(view: ProgramView) -> str:
-    """`score` first, then the metrics in name order, four significant digits."""
+def format_metrics(view: ProgramView, keys: list[str] | None = None) -> str:
+    """`score` first, then the metrics that matter (the task's `keys`, in its order) or all in name order."""
+    if keys:
+        return metrics_line(view, keys)
     parts = []
     if view.score is not None:
         parts.append(f"score {view.score:.6g}")
@@ -184,7 +196,7 @@ def shown_code(code: str, limit: int = PARENT_MAX_CHARS) -> tuple[str, int]:
     return "".join(out), cut
 
 
-def _parent_section(view: ProgramView, feedback_lines: int | None) -> str:
+def _parent_section(view: ProgramView, feedback_lines: int | None, keys: list[str] | None = None) -> str:
     feedback = view.feedback.strip()
     if feedback and feedback_lines is not None:
         lines = feedback.splitlines()
@@ -192,7 +204,7 @@ def _parent_section(view: ProgramView, feedback_lines: int | None) -> str:
             feedback = "\n".join(lines[:feedback_lines] + [f"... ({len(lines) - feedback_lines} more lines)"])
     if len(feedback) > FEEDBACK_MAX_CHARS:
         feedback = feedback[:FEEDBACK_MAX_CHARS] + f" ... ({len(feedback) - FEEDBACK_MAX_CHARS} more characters)"
-    out = [f"# Current program (parent {view.id[:12] or 'seed'})", f"Metrics: {format_metrics(view)}"]
+    out = [f"# Current program (parent {view.id[:12] or 'seed'})", f"Metrics: {format_metrics(view, keys)}"]
     if feedback:
         out.append(f"Evaluator feedback:\n{feedback}")
     code, cut = shown_code(view.code)
@@ -211,13 +223,13 @@ def _failures_section(failures: list[str]) -> str:
     return f"# Recent children of this parent that failed\nAvoid repeating these mistakes:\n{lines}"
 
 
-def _inspiration_section(views: list[ProgramView]) -> str:
+def _inspiration_section(views: list[ProgramView], keys: list[str] | None = None) -> str:
     if not views:
         return ""
     out = ["# Other programs from the archive (their EVOLVE blocks only)"]
     for i, view in enumerate(views, 1):
         title = f"## Inspiration {i}" + (f": {view.patch_name}" if view.patch_name else "")
-        out.append(f"{title}\nMetrics: {format_metrics(view)}\n{_fence(_evolve_view(view.code))}")
+        out.append(f"{title}\nMetrics: {format_metrics(view, keys)}\n{_fence(_evolve_view(view.code))}")
     return "\n\n".join(out)
 
 
@@ -234,8 +246,12 @@ def _blocks_line(code: str) -> str:
     return "Editable blocks in the current program: " + ", ".join(labels) + "."
 
 
-def build_messages(request: ProposalRequest, max_chars: int = DEFAULT_MAX_CHARS) -> list[Message]:
-    """System + user messages for one proposal. Deterministic in `request` (its seed picks the phrasing)."""
+def build_messages(request: ProposalRequest, max_chars: int = DEFAULT_MAX_CHARS, mode: str = "diff") -> list[Message]:
+    """System + user messages for one proposal. Deterministic in `request` (its seed picks the phrasing).
+
+    `mode` is the kind of answer asked for: `diff` (a patch), `rewrite` (a whole program in <CODE>) or
+    `crossover` (a patch that carries the second parent's strengths into the parent; the second parent is
+    the first inspiration, shown in full)."""
     rng = random.Random(f"prompt:{request.seed}")
     intro = rng.choice(_INTROS)
     focus = rng.choice(_FOCUS)
@@ -245,19 +261,27 @@ def build_messages(request: ProposalRequest, max_chars: int = DEFAULT_MAX_CHARS)
     system_parts = [intro]
     if request.problem_statement.strip():
         system_parts.append("# The problem\n" + request.problem_statement.strip())
-    system_parts.append("# How to answer\n" + rules)
+    system_parts.append("# How to answer\n" + rules + "\n" + WORKED_EXAMPLE)
+    if mode == "rewrite":
+        system_parts.append(REWRITE_RULES)
     system = "\n\n".join(system_parts)
+    keys = list(request.metric_keys)
 
     inspirations = list(request.inspirations)
+    second = inspirations.pop(0) if mode == "crossover" and inspirations else None
     failures = list(request.recent_failures)[-MAX_FAILURES:]
     feedback_lines: int | None = None
 
     def user_text() -> str:
-        parent = _parent_section(request.parent, feedback_lines)
-        others = _inspiration_section(inspirations)
-        sections = [others, parent] if inspirations_first else [parent, others]
-        sections.append(_failures_section(failures))
-        task = "# Your task\n" + " ".join(x for x in (focus, _blocks_line(request.parent.code), closer) if x)
+        parent = _parent_section(request.parent, feedback_lines, keys)
+        others = _inspiration_section(inspirations, keys)
+        sections = [standing_section(request)]
+        sections += [others, parent] if inspirations_first else [parent, others]
+        if second is not None:
+            sections.append(crossover_section(second, keys))
+        sections += [history_section(request.history), notes_section(request.notes), _failures_section(failures)]
+        ask = mode_instruction(mode if mode != "crossover" or second is not None else "diff") or focus
+        task = "# Your task\n" + " ".join(x for x in (ask, _blocks_line(request.parent.code), closer) if x)
         sections.append(task)
         return "\n\n".join(s for s in sections if s)
 

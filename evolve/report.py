@@ -499,6 +499,11 @@ def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFram
             parts.append(f'<p class="note">{html.escape(leaderboard_note)}</p>')
         if has_table:
             parts.append(f'<div class="wide">{table_html(leaderboard)}</div>')
+    notes = [e for e in run.events if e.get("kind") == "meta_notes"]
+    if notes:
+        parts.append("<h2>Notes the model wrote on what worked</h2>")
+        for e in notes[-5:]:
+            parts.append(f'<p class="note">after proposal {e.get("idx")}</p><pre>{html.escape(str(e["detail"].get("notes", "")))}</pre>')
     best, seed = run.programs.get(run.best_id or ""), run.programs.get(run.seed_id or "")
     if best is not None:
         parts += ["<h2>Best program: its changes against the seed</h2>",

@@ -10,11 +10,18 @@ Strategy (documented because lineage depends on it):
   parent that has been tried often yields to its neighbours.
 - Inspirations: the best program overall (if it is not the parent), then programs from every island's
   elites that are least similar to the parent's code, drawn from a small random pool.
+- MAP-Elites (optional, `grid`): instead of an elite list, each island keeps a grid of feature cells
+  (a metric divided by its bin width, rounded down, for each feature the config names) holding the best
+  program of each cell; parents are drawn from the occupied cells ranked by the primary objective, so
+  programs unlike the best (faster but less balanced, say) keep a place to breed from.
 - Migration (ring): every `migration_interval` proposals each island sends its top `migrants` elites to
   the next island.
 - Novelty: a child whose normalised code (comments, docstrings and spacing removed) is identical to any
   program that was ever on the island, or whose similarity to one of the island's elites reaches the
-  threshold, is rejected before evaluation.
+  threshold, is rejected before evaluation. With `structural` novelty (the default) so is a child whose
+  syntax tree equals an island program's once identifiers are renamed in order of first use and
+  docstrings dropped: renamed variables, reordered blank lines and reworded comments are no new program,
+  while a changed constant or operator is.
 
 Everything here is a pure function of the order in which programs arrive and of the `random.Random`
 passed in, so a replay of the archive's steps rebuilds the same state. Objectives marked
@@ -26,6 +33,7 @@ objective, selection is fully deterministic.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import io
@@ -160,6 +168,50 @@ def similarity(a: str, b: str, floor: float = 0.0) -> float:
     return 2 * (equal + inner) / total
 
 
+class _Canonical(ast.NodeTransformer):
+    """Renames every identifier (variables, arguments, functions, classes) in order of first use and drops
+    docstrings; attribute names, keywords and constants stay, since they change what the code does."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def _rename(self, name: str) -> str:
+        return self.names.setdefault(name, f"_{len(self.names)}")
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        node.id = self._rename(node.id)
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        node.arg = self._rename(node.arg)
+        node.annotation = None
+        return node
+
+    def _definition(self, node: ast.AST) -> ast.AST:
+        node.name = self._rename(node.name)  # type: ignore[attr-defined]
+        body = node.body  # type: ignore[attr-defined]
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+        if hasattr(node, "returns"):
+            node.returns = None  # type: ignore[attr-defined]
+        return self.generic_visit(node)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _definition
+
+
+def structure_digest(code: str) -> str | None:
+    """sha256 of the program's canonical syntax tree (see `_Canonical`); None when it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(getattr(tree.body[0], "value", None), ast.Constant):
+        tree.body = tree.body[1:]  # the module docstring
+    tree = _Canonical().visit(tree)
+    return _digest(ast.dump(tree, annotate_fields=False, include_attributes=False))
+
+
 def line_similarity(a: str, b: str) -> float:
     """A cheap similarity for diversity: the ratio over whole lines."""
     return difflib.SequenceMatcher(None, a.splitlines(), b.splitlines(), autojunk=False).ratio()
@@ -179,6 +231,7 @@ class Member:
     primary: float  # the first objective's exact value: what "best" means
     order: int  # the step that brought it into the archive (tie-break: earlier first)
     generation: int = 0
+    cell: tuple[int, ...] | None = None  # MAP-Elites cell (None without a grid)
 
 
 @dataclass
@@ -188,6 +241,18 @@ class Settings:
     strategy: str = "rank"
     children_penalty: float = 0.5
     pareto: bool = False
+    grid: bool = False  # MAP-Elites: members carry a `cell`; one program per cell and island
+
+
+def grid_cell(metrics: dict[str, float], widths: dict[str, float]) -> tuple[int, ...] | None:
+    """The MAP-Elites cell of a program: floor(metric / width) for each feature; None if one is missing."""
+    cell = []
+    for key, width in widths.items():
+        value = metrics.get(key)
+        if value is None or not math.isfinite(value) or width <= 0:
+            return None
+        cell.append(math.floor(value / width + 1e-9))
+    return tuple(cell)
 
 
 @dataclass
@@ -199,11 +264,14 @@ class Population:
     children: Counter = field(default_factory=Counter)
     normalised: dict[str, str] = field(default_factory=dict)  # program id -> normalised code
     seen: list[dict[str, int]] = field(default_factory=list)  # per island: normalised digest -> step it arrived
+    shapes: list[dict[str, tuple[int, str]]] = field(default_factory=list)  # per island: tree digest -> (step, id)
+    structure: dict[str, str | None] = field(default_factory=dict)  # program id -> canonical tree digest
     best: Member | None = None
 
     def __post_init__(self) -> None:
         self.elites = self.elites or [[] for _ in range(self.settings.islands)]
         self.seen = self.seen or [{} for _ in range(self.settings.islands)]
+        self.shapes = self.shapes or [{} for _ in range(self.settings.islands)]
 
     # -- arrivals ------------------------------------------------------------------------------------
     def add(self, island: int, member: Member, code: str, step: int) -> bool:
@@ -212,10 +280,22 @@ class Population:
         if norm is None:
             norm = self.normalised[member.id] = normalise(code)
         self.seen[island].setdefault(_digest(norm), step)
+        if member.id not in self.structure and code:
+            self.structure[member.id] = structure_digest(code)
+        shape = self.structure.get(member.id)
+        if shape is not None:
+            self.shapes[island].setdefault(shape, (step, member.id))
         if self.best is None or member.primary > self.best.primary:
             self.best = member
         if any(m.id == member.id for m in self.elites[island]):
             return False
+        if self.settings.grid:  # a program without the features shares one catch-all cell
+            rival = next((m for m in self.elites[island] if m.cell == member.cell), None)
+            if rival is not None and (rival.primary, -rival.order) >= (member.primary, -member.order):
+                return False
+            kept = [m for m in self.elites[island] if m is not rival] + [member]
+            self.elites[island] = sorted(kept, key=lambda m: (-m.primary, m.order))
+            return True
         kept = self._rank([*self.elites[island], member])[: self.settings.elite_size]
         self.elites[island] = kept
         return any(m.id == member.id for m in kept)
@@ -286,7 +366,7 @@ class Population:
 
     # -- novelty ---------------------------------------------------------------------------------
     def near_duplicate(
-        self, code: str, island: int, against: list[str], upto_step: int, threshold: float
+        self, code: str, island: int, against: list[str], upto_step: int, threshold: float, structural: bool = False
     ) -> tuple[str, float] | None:
         """(program id or '', similarity) if `code` is too close to the island as it stood at `upto_step`.
 
@@ -297,6 +377,11 @@ class Population:
         if arrived is not None and arrived <= upto_step:
             match = next((pid for pid in against if self.normalised.get(pid) == norm), "")
             return match, 1.0
+        if structural:
+            shape = structure_digest(code)
+            hit = self.shapes[island].get(shape) if shape is not None else None
+            if hit is not None and hit[0] <= upto_step:
+                return hit[1], 1.0
         if threshold >= 1.0:
             return None
         for pid in against:

@@ -97,3 +97,31 @@ class Task(Protocol):
     def evaluate(self, program_text: str) -> Result:
         """Score a program. Never raises for a bad program: returns `Result(correct=False, ...)`."""
         ...
+
+
+@runtime_checkable
+class StagedTask(Task, Protocol):
+    """A task that can also score a program cheaply on a small part of its data: the first stage of an
+    evaluation cascade. The loop stops a child whose first stage is clearly worse than its parent's (or
+    broken) before paying for the full evaluation. Implementing it is optional; the loop checks for this
+    protocol, and a task without it is always evaluated in full."""
+
+    def evaluate_first_stage(self, program_text: str) -> Result:
+        """Score a program on the first stage's part of the data (never raises for a bad program)."""
+        ...
+
+    def first_stage_of(self, result: Result) -> Result:
+        """What a full `result` scores on the first stage's part of the data, comparable with
+        `evaluate_first_stage`: the parent's side of the cascade's comparison, with no new evaluation."""
+        ...
+
+
+@runtime_checkable
+class DescribedTask(Task, Protocol):
+    """A task that says which of its metrics a model should see (balance, runtime, ...), leaving out
+    harness internals. Optional: without it a prompt shows every metric."""
+
+    def prompt_metrics(self) -> list[str]:
+        """Metric keys worth showing in a prompt, most important first."""
+        ...
+

@@ -33,6 +33,11 @@ class ProposalRequest:
     generation: int = 0
     island: int = 0
     seed: int = 0  # drawn from the campaign RNG: a proposer that needs randomness seeds itself with this
+    history: list[str] = field(default_factory=list)  # recent attempts on this island, oldest first, one line each
+    metric_keys: list[str] = field(default_factory=list)  # the metrics worth showing a model (empty: all)
+    standing: str = ""  # the objective in numbers: the seed's and the best program's values so far
+    notes: str = ""  # model-written notes on what has and has not worked (meta-recommendations)
+    model: str = ""  # the model the campaign's ensemble chose for this proposal (empty: the proposer's choice)
 
 
 @dataclass
@@ -65,3 +70,29 @@ class Proposer(Protocol):
     def propose(self, request: ProposalRequest) -> Proposal:
         """Never raises for endpoint or patch faults: they come back as a Proposal with `error` set."""
         ...
+
+
+@runtime_checkable
+class AdaptiveProposer(Proposer, Protocol):
+    """A proposer whose model choice learns from results. The loop asks it for the model when it draws a
+    proposal and tells it each outcome in proposal order, so the choices are reproducible."""
+
+    def pick_model(self, seed: int) -> str:
+        """The model for the proposal drawn with `seed`."""
+        ...
+
+    def observe(self, model: str, improved: bool, tokens: int, cost: float) -> None:
+        """The outcome of one proposal made with `model`."""
+        ...
+
+
+@runtime_checkable
+class NoteWriter(Proposer, Protocol):
+    """A proposer that can also write notes on what has and has not worked (meta-recommendations). The
+    loop asks every `campaign.notes_interval` proposals, in proposal order, and shows the notes in every
+    later prompt; they are archived as `meta_notes` events."""
+
+    def write_notes(self, history: list[str], previous: str, seed: int) -> str:
+        """Short notes from the recent attempts (one line each) and the previous notes; '' when none came."""
+        ...
+

@@ -88,6 +88,13 @@ class LLMConfig:
     backoff_base_s: float = field(default=1.0, metadata=_meta("first retry delay; doubles each retry, with jitter"))
     backoff_max_s: float = field(default=60.0, metadata=_meta("longest retry delay (Retry-After may ask for more)"))
     extra_body: dict[str, Any] = field(default_factory=dict, metadata=_meta("extra request fields, e.g. top_k (vLLM)"))
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"diff": 0.7, "rewrite": 0.15, "crossover": 0.15},
+        metadata=_meta("how often each kind of request is made: diff (a patch), rewrite (a whole program), "
+                       "crossover (a patch combining the parent with a second parent)"),
+    )
+    ensemble: str = field(default="bandit", metadata=_meta("model choice: bandit (learns improvements per token; "
+                                                           "evolve/bandit.py) or weights (a fixed weighted draw)"))
 
     def model_specs(self) -> list[ModelSpec]:
         """The ensemble, checked: a bad entry is a `UserError` naming it."""
@@ -120,6 +127,11 @@ class LLMConfig:
             if spec.weight < 0 or spec.price_in < 0 or spec.price_out < 0:
                 raise UserError(f"proposer.llm.models[{i}]: weight and prices must be >= 0, got {entry!r}")
             specs.append(spec)
+        unknown_modes = set(self.mix) - {"diff", "rewrite", "crossover"}
+        if unknown_modes or any(float(v) < 0 for v in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise UserError(f"proposer.llm.mix must weigh diff, rewrite and crossover (>= 0, not all 0), got {self.mix!r}")
+        if self.ensemble not in ("bandit", "weights"):
+            raise UserError(f"proposer.llm.ensemble must be bandit or weights, got {self.ensemble!r}")
         if sum(s.weight for s in specs) <= 0:
             raise UserError("proposer.llm.models: at least one model needs a weight above 0")
         if self.max_cost > 0:
@@ -369,6 +381,9 @@ class LLMProposer:
         # per model: which token-limit parameter it takes, and whether it refuses `temperature`
         self._token_param: dict[str, str] = {}
         self._no_temperature: set[str] = set()
+        from evolve.bandit import ModelBandit
+
+        self.bandit = ModelBandit([m.name for m in self.models if m.weight > 0]) if self.config.ensemble == "bandit" else None
         self.transcript.write(
             {
                 "kind": "header",
@@ -399,15 +414,49 @@ class LLMProposer:
         rng = random.Random(f"model:{seed}")
         return rng.choices(self.models, weights=[m.weight for m in self.models], k=1)[0]
 
+    # ---- the adaptive ensemble (evolve.proposers.base.AdaptiveProposer) ------------------------------
+    def pick_model(self, seed: int) -> str:
+        if self.bandit is None or len(self.bandit.arms) < 2:
+            return self.choose_model(seed).name
+        return self.bandit.choose(seed)
+
+    def observe(self, model: str, improved: bool, tokens: int, cost: float) -> None:
+        if self.bandit is not None:
+            self.bandit.observe(model, improved, tokens, cost)
+
+    def write_notes(self, history: list[str], previous: str, seed: int) -> str:
+        """Meta-recommendations (evolve.proposers.base.NoteWriter): one call, recorded in the transcript."""
+        from evolve.prompt_sections import notes_messages
+        from evolve.proposers.base import ProgramView
+
+        if self.budget.exhausted:
+            return ""
+        request = ProposalRequest(parent=ProgramView("notes", ""), seed=seed, generation=-1)
+        model = self.choose_model(seed)  # a weighted draw: notes do not feed the bandit
+        reply = self._call(model, notes_messages(history, previous), 1, request, random.Random(f"jitter:{seed}"))
+        self.transcript.write({"kind": "notes", "seed": seed, "model": reply.model, "ok": reply.ok,
+                               "error": reply.error, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out})
+        return scrub(reply.text) if reply.ok else ""
+
+    def choose_mode(self, seed: int) -> str:
+        """diff, rewrite or crossover, drawn by the configured mix with the proposal's seed."""
+        modes = [m for m in ("diff", "rewrite", "crossover") if float(self.config.mix.get(m, 0)) > 0]
+        rng = random.Random(f"mode:{seed}")
+        return rng.choices(modes, weights=[float(self.config.mix[m]) for m in modes], k=1)[0]
+
     def propose(self, request: ProposalRequest) -> Proposal:
-        messages = build_messages(request, self.config.prompt_max_chars)
+        mode = self.choose_mode(request.seed)
+        if mode == "crossover" and not request.inspirations:
+            mode = "diff"  # no second parent to cross with
+        messages = build_messages(request, self.config.prompt_max_chars, mode)
         first_hash = prompt_hash(messages)
         if self.budget.exhausted:
             proposal = Proposal(proposer=self.name, error=self.budget.describe(), attempts=0,
                                 extra={"budget_exhausted": True, "prompt_hash": first_hash})
             self._record_outcome(request, first_hash, proposal)
             return proposal
-        model = self.choose_model(request.seed)
+        named = [m for m in self.models if m.name == request.model]
+        model = named[0] if named else self.choose_model(request.seed)
         jitter = random.Random(f"jitter:{request.seed}")
 
         def send(msgs: list[Message], attempt: int) -> Reply:
@@ -422,6 +471,7 @@ class LLMProposer:
         proposal.error = scrub(proposal.error)
         proposal.patch_text = scrub(proposal.patch_text)
         proposal.extra.setdefault("budget_exhausted", False)
+        proposal.extra["mode"] = mode
         if self.budget.exhausted:
             proposal.extra["budget_exhausted"] = True
         self._record_outcome(request, first_hash, proposal)
@@ -442,6 +492,7 @@ class LLMProposer:
                 "ok": proposal.ok,
                 "error": proposal.error,
                 "patch_name": proposal.name,
+                "mode": proposal.extra.get("mode", ""),
                 "child_sha256": hashlib.sha256(proposal.child_code.encode()).hexdigest() if proposal.ok else "",
                 "tokens_in": proposal.tokens_in,
                 "tokens_out": proposal.tokens_out,

@@ -8,7 +8,10 @@ goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (do
   (the task supplies it: for EPLB, `evaluator.mutations`);
 - `replace2`: the same for two blocks at once, to reach combinations one step cannot;
 - `perturb`: nudge one tunable constant (`NAME = number  # range [lo, hi]`) inside a block;
-- `crossover`: take one block from an inspiration, when it defines the same public functions.
+- `crossover`: take one block from an inspiration, when it defines the same public functions;
+- `speedup`: swap one block for a catalogue implementation of a lower cost class (the catalogue marks
+  each entry: 0 = no Python loop, 1 = a loop over a few rounds or search steps, 2 = a loop over items or
+  slots), preferring the cheapest, so a campaign also moves toward faster programs, not only better ones.
 
 Everything random comes from `random.Random` seeded with `request.seed`: the same request gives
 byte-identical patch text.
@@ -26,7 +29,7 @@ from evolve.errors import UserError
 from evolve.patch import EvolveBlock, PatchError, apply_patch, evolve_blocks, make_patch
 from evolve.proposers.base import Proposal, ProposalRequest
 
-DEFAULT_WEIGHTS: dict[str, float] = {"replace": 4.0, "perturb": 3.0, "crossover": 2.0, "replace2": 1.0}
+DEFAULT_WEIGHTS: dict[str, float] = {"replace": 4.0, "perturb": 3.0, "crossover": 2.0, "replace2": 1.0, "speedup": 2.0}
 OPERATORS = tuple(DEFAULT_WEIGHTS)
 
 _PARAM_RE = re.compile(
@@ -44,6 +47,7 @@ class BlockImpl:
     summary: str  # one sentence for patch descriptions and the docs
     body: str  # the block body, ending with a newline
     params: tuple[str, ...] = field(default=())  # names of the tunable constants it defines
+    cost: int = 0  # cost class: 0 no Python loop, 1 a loop over rounds or steps, 2 a loop over items or slots
 
 
 @dataclass
@@ -239,6 +243,32 @@ class OfflineMutator:
             _slug(f"{block.label}_{impl.key}"),
             f"Replace the {block.label} block (was: {self._current_key(block)}) with '{impl.key}': {impl.summary}. "
             "[offline mutator: replace]",
+            [block.label],
+        )
+
+    def _op_speedup(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
+                    rng: random.Random) -> Edit | None:
+        """A block whose implementation is slower than another of the catalogue's, swapped for a cheaper one."""
+        choices = []
+        for i, block in enumerate(blocks):
+            current = next((impl for impl in self.catalogue.get(block.label, []) if impl.body == block.body), None)
+            if current is None:
+                continue  # a custom body: its cost is unknown
+            cheaper = [impl for impl in self.catalogue[block.label] if impl.cost < current.cost]
+            if cheaper:
+                lowest = min(impl.cost for impl in cheaper)
+                choices.append((i, current, [impl for impl in cheaper if impl.cost == lowest]))
+        if not choices:
+            return None
+        index, current, options = rng.choice(choices)
+        impl = rng.choice(options)
+        block = blocks[index]
+        return Edit(
+            set_body(code, index, impl.body),
+            "speedup",
+            _slug(f"faster_{block.label}_{impl.key}"),
+            f"Make the {block.label} block faster: '{current.key}' (cost class {current.cost}) becomes '{impl.key}' "
+            f"(cost class {impl.cost}): {impl.summary}. [offline mutator: speedup]",
             [block.label],
         )
 

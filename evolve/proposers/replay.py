@@ -170,6 +170,15 @@ class ReplayProposer:
         proposal.cost = 0.0
         return proposal
 
+    def write_notes(self, history: list[str], previous: str, seed: int) -> str:
+        """The recorded notes for the same request (evolve.proposers.base.NoteWriter); '' when none were recorded."""
+        from evolve.prompt_sections import notes_messages
+
+        h = prompt_hash(notes_messages(history, previous))
+        with self._lock:
+            reply = _take(self._replies.get((h, 1)))
+        return reply.text if reply is not None and reply.ok else ""
+
     @property
     def exhausted(self) -> bool:
         """Replay has no budget of its own; the recording's exhaustion shows on the replayed proposals."""
