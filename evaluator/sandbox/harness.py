@@ -23,13 +23,14 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import IO, Iterator
 
 import numpy as np
 
-from evaluator.sandbox import bwrap, wire
+from evaluator.sandbox import bwrap, transport, wire
 from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV
 from evolve.errors import UserError
 
@@ -243,14 +244,23 @@ class SandboxRun:
         return self.wall_ns
 
 
+def printable(text: str, keep: str = "\t") -> str:
+    """A worker's text made safe to print, store and show: lone surrogates (which no UTF-8 file, terminal
+    or SQLite column accepts), control characters (terminal escapes, NUL) and invisible format characters
+    (bidirectional overrides) each become U+FFFD; `keep` lists the control characters left alone."""
+    return "".join(
+        c if c in keep or unicodedata.category(c) not in ("Cc", "Cf", "Cs") else "\ufffd" for c in text
+    )
+
+
 def _read_capped(stream: IO[bytes], keep: int) -> str:
     try:
         fd = stream.fileno()
         size = os.fstat(fd).st_size
         if size <= 2 * keep:
-            return os.pread(fd, size, 0).decode(errors="replace")
-        head = os.pread(fd, keep, 0).decode(errors="replace")
-        tail = os.pread(fd, keep, size - keep).decode(errors="replace")
+            return printable(os.pread(fd, size, 0).decode(errors="replace"), "\t\n")
+        head = printable(os.pread(fd, keep, 0).decode(errors="replace"), "\t\n")
+        tail = printable(os.pread(fd, keep, size - keep).decode(errors="replace"), "\t\n")
     except OSError:
         return ""
     return f"{head}\n[... {size - 2 * keep} bytes cut ...]\n{tail}"
@@ -395,6 +405,7 @@ class Sandbox:
         layout = wire.Layout(layers, experts, int(args[0]))
         try:
             conn.send(job)
+            os.set_blocking(conn.fileno(), False)  # from here on every read and write has a deadline
             header, _ = self._receive(conn, layout, time.monotonic() + ANSWER_TIMEOUT_S)
             if header.get("type") != "accepted":
                 raise wire.WireError("no acceptance")
@@ -418,7 +429,7 @@ class Sandbox:
         except wire.WireError as exc:
             result.error = f"the worker sent a message that breaks the protocol: {exc}"[:500]
         except (EOFError, OSError) as exc:
-            if "bad message length" in str(exc):
+            if isinstance(exc, transport.MessageTooLarge):
                 result.error = f"the worker sent a reply larger than {layout.max_bytes} bytes, the most a placement needs"
             else:
                 code_ = zygote.exit_code(pid, 5.0)
@@ -428,10 +439,7 @@ class Sandbox:
 
     @staticmethod
     def _receive(conn: Connection, layout: wire.Layout, deadline: float) -> tuple[dict, list[np.ndarray]]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not conn.poll(remaining):
-            raise TimeoutError
-        return wire.decode(conn.recv_bytes(layout.max_bytes), layout)
+        return wire.decode(transport.receive(conn.fileno(), layout.max_bytes, deadline), layout)
 
     def _replies(
         self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float
@@ -446,11 +454,8 @@ class Sandbox:
         warm_up = _variants(windows[0], 1)[0]
         for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
-            conn.send_bytes(wire.encode({"type": "window", "index": index}, [window]))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not conn.poll(remaining):
-                raise TimeoutError
-            message = conn.recv_bytes(layout.max_bytes)
+            transport.send(conn.fileno(), wire.encode({"type": "window", "index": index}, [window]), deadline)
+            message = transport.receive(conn.fileno(), layout.max_bytes, deadline)
             wall = time.perf_counter_ns() - sent_at
             header, arrays = wire.decode(message, layout)
             self._expect(header, "placement")
@@ -458,8 +463,8 @@ class Sandbox:
                 raise wire.WireError(f"a reply for window {header.get('index')!r} came when window {index} was asked")
             yield index, (arrays[0], arrays[1], arrays[2]), wall
         try:
-            conn.send_bytes(wire.encode({"type": "stop"}))
-        except OSError:
+            transport.send(conn.fileno(), wire.encode({"type": "stop"}), min(deadline, time.monotonic() + 1.0))
+        except OSError:  # TimeoutError included: the worker is killed next anyway
             pass
 
     @staticmethod
@@ -469,6 +474,6 @@ class Sandbox:
             error = header.get("error")
             if not isinstance(error, str) or not error.strip():
                 raise wire.WireError("an error message without a text")
-            raise _ProgramFailure(error.strip().splitlines()[0][:500])
+            raise _ProgramFailure(printable(error.strip().splitlines()[0][:500]))
         if got != kind:
             raise wire.WireError(f"expected a '{kind}' message, got {str(got)[:40]!r}")
