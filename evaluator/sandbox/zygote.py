@@ -62,14 +62,16 @@ def _pass_on(status: int) -> None:
     os._exit(128 - code if code < 0 else min(code, 127))
 
 
-def _candidate(worker_end: socket.socket, status_w: int, base_bytes: int) -> None:
-    """PID 2 of the worker's namespace, already sealed: serve one candidate."""
+def _candidate(worker_end: socket.socket, status_w: int, base_bytes: int, isolate: bool) -> None:
+    """PID 2 of the worker's namespace, already sealed: serve one candidate (which may start no process)."""
     from evaluator.sandbox.worker import worker_main
 
     code = 0
     try:
         os.close(status_w)  # only the init reports the exit status: the candidate cannot forge it
         confine.die_with_parent()
+        if isolate:
+            confine.forbid_new_processes()
         worker_main(worker_end, base_bytes)
     except BaseException:  # noqa: BLE001 - the worker's own failure; the harness sees the exit code
         code = ERROR_EXIT
@@ -91,7 +93,7 @@ def _init(worker_end: socket.socket, status_w: int, isolate: bool) -> None:
             confine.seal()
         child = os.fork()
         if child == 0:
-            _candidate(worker_end, status_w, base_bytes)
+            _candidate(worker_end, status_w, base_bytes, isolate)
         worker_end.close()
         os.write(status_w, struct.pack("i", os.waitpid(child, 0)[1]))
         os._exit(0)
