@@ -1,0 +1,121 @@
+"""More hostile programs against the isolated sandbox: replies that never finish, files left for the next
+candidate, process creation with the audit hook off, texts made to break a terminal or the archive.
+Each is contained and the next innocent program in the same harness scores normally."""
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from evaluator.task import EplbTask
+from tests.evaluator_helpers import SEED_CODE, small_task
+from tests.test_sandbox_attacks import PRELUDE, assert_innocent_scores, hostile, tags
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory: pytest.TempPathFactory) -> EplbTask:
+    return small_task(tmp_path_factory.mktemp("redteam"), timeout_s=4.0)
+
+
+SLOW_REPLY = r'''
+import struct, time
+def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
+    conn = sys._getframe(1).f_locals["conn"]  # the worker's reply socket
+    os.write(conn.fileno(), struct.pack("!i", 4096) + b"{")  # a length, one byte, then nothing
+    time.sleep(3600)
+'''
+
+
+def test_a_reply_that_never_finishes_cannot_hold_the_harness(task: EplbTask) -> None:
+    result = task.evaluate(SEED_CODE + PRELUDE + SLOW_REPLY)
+    assert not result.correct
+    assert result.error.startswith("timed out after 4 s with 0 of"), result.error
+    assert_innocent_scores(task)
+
+
+PLANT = r'''
+def _plant(path):
+    with open(path, "w") as fh:
+        fh.write("raise RuntimeError('planted by an earlier candidate')\n")
+for _tag, _path in [("TMP", "/tmp/statistics.py"), ("CWD", "statistics.py"), ("SHM", "/dev/shm/statistics.py"),
+                    ("ROOT", "/statistics.py"), ("DEV", "/dev/statistics.py")]:
+    _try(_tag, lambda: _plant(_path))
+'''
+
+LOOK = r'''
+import os
+print("SEEN:" + repr(sorted(os.listdir("/tmp")) + sorted(os.listdir("/dev/shm")) + sorted(os.listdir(os.getcwd()))), flush=True)
+import statistics
+'''
+
+
+def test_no_file_reaches_the_next_candidate(task: EplbTask) -> None:
+    """/tmp, /dev/shm and the working directory are the worker's own; /, /dev are read-only."""
+    planted = task.evaluate(hostile(PLANT))
+    assert planted.correct, planted.error
+    found = tags(planted)
+    assert {found[t] for t in ("TMP", "CWD", "SHM", "ROOT", "DEV")} == {"FAIL"}, planted.stdout
+    after = task.evaluate(SEED_CODE + LOOK)
+    assert after.correct, after.error
+    assert "SEEN:[]" in after.stdout
+    assert_innocent_scores(task)
+
+
+FORKS = r'''
+import ctypes, threading
+_libc = ctypes.CDLL(None, use_errno=True)
+def _raw(nr, *args):
+    pid = _libc.syscall(nr, *args)
+    if pid == 0:
+        os._exit(0)  # a child that got through: gone at once
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "refused")
+    return pid
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    _try("FORK", os.fork)
+    _try("RAWFORK", lambda: _raw(57))
+    _try("CLONE", lambda: _raw(56, 17, 0, 0, 0, 0))  # SIGCHLD: a process, not a thread
+    _try("CLONE3", lambda: _raw(435, 0, 0))
+    _seen = []
+    def _thread():
+        _t = threading.Thread(target=lambda: _seen.append(1))
+        _t.start()
+        _t.join()
+        return _seen
+    _try("THREAD", _thread)
+'''
+
+
+def test_no_process_can_be_started_even_with_the_hook_off(task: EplbTask) -> None:
+    """A fork bomb would take the host's pids (every process of a namespace holds one): the syscall filter
+    refuses process creation, threads still work."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the raw syscall numbers below are x86_64's")
+    result = task.evaluate(hostile(FORKS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["THREAD"] == "OK", result.stdout
+    assert {found[t] for t in ("FORK", "RAWFORK", "CLONE", "CLONE3")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)
+
+
+NASTY = "\ud800 \x1b[2J\x1b]0;owned\x07 \u202e<script>alert(1)</script> \x00 end"
+
+
+def test_worker_texts_cannot_break_a_terminal_or_the_archive(task: EplbTask) -> None:
+    program = f"import sys\nsys.stdout.write({NASTY.replace(chr(0xD800), '')!r} + '\\n')\nraise ValueError({NASTY!r})\n"
+    result = task.evaluate(program)
+    assert not result.correct and result.error.startswith("program raised while loading: ValueError")
+    for text in (result.error, result.stdout):
+        assert "<script>" in text  # the words stay; escaping HTML is the page's job
+        assert not [c for c in text if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cf", "Cs")], repr(text)
+        text.encode("utf-8")  # a lone surrogate would fail here, in print() and in SQLite
+    with sqlite3.connect(":memory:") as db:
+        db.execute("CREATE TABLE t (error TEXT)")
+        db.execute("INSERT INTO t VALUES (?)", (result.error,))
+    db.close()
+    assert_innocent_scores(task)
