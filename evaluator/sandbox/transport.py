@@ -47,12 +47,13 @@ def _read_exact(fd: int, size: int, deadline: float) -> bytearray:
     return buffer
 
 
-def receive(fd: int, limit: int, deadline: float) -> bytes:
-    """One whole message of at most `limit` bytes, or TimeoutError at the deadline (fd is non-blocking)."""
+def receive(fd: int, limit: int, deadline: float) -> bytearray:
+    """One whole message of at most `limit` bytes, or TimeoutError at the deadline (fd is non-blocking).
+    A bytearray, not bytes: a placement may be tens of MB, and arrays are read from it without a copy."""
     (size,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size, deadline))
     if size < 0 or size > limit:
         raise MessageTooLarge(f"a message of {size} bytes announced, at most {limit} accepted")
-    return bytes(_read_exact(fd, size, deadline))
+    return _read_exact(fd, size, deadline)
 
 
 def send(fd: int, payload: bytes, deadline: float) -> None:
