@@ -124,3 +124,22 @@ def test_worker_texts_cannot_break_a_terminal_or_the_archive(task: EplbTask) -> 
         db.execute("INSERT INTO t VALUES (?)", (result.error,))
     db.close()
     assert_innocent_scores(task)
+
+
+THREAD_BOMB = r'''
+import os, threading
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    threading.stack_size(32768)
+    _hold = threading.Event()
+    for _ in range(2000):  # bounded: the cap is 256
+        threading.Thread(target=_hold.wait, daemon=True).start()
+'''
+
+
+def test_a_thread_bomb_is_stopped(task: EplbTask) -> None:
+    """Threads of the host's root user escape RLIMIT_NPROC and each takes a host pid: the worker's outer
+    process counts them and ends the namespace past the cap."""
+    result = task.evaluate(SEED_CODE + THREAD_BOMB)
+    assert not result.correct
+    assert result.error == "the program started more than 256 threads, the most the sandbox allows", result.error
+    assert_innocent_scores(task)

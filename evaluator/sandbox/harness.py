@@ -31,7 +31,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from evaluator.sandbox import bwrap, transport, wire
-from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV
+from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV, MAX_THREADS, THREAD_LIMIT_EXIT
 from evolve.errors import UserError
 
 STARTUP_TIMEOUT_S = 180.0  # the zygote imports torch once; a loaded machine may take a while
@@ -270,6 +270,8 @@ def _death_reason(exitcode: int | None) -> str:
     """Why the candidate's process ended, from the worker's exit code (see `zygote._pass_on`)."""
     if exitcode is None:
         return "the worker stopped answering"
+    if exitcode == THREAD_LIMIT_EXIT:
+        return f"the program started more than {MAX_THREADS} threads, the most the sandbox allows"
     if exitcode >= 128:
         try:
             name = signal.Signals(exitcode - 128).name
