@@ -143,3 +143,24 @@ def test_a_thread_bomb_is_stopped(task: EplbTask) -> None:
     assert not result.correct
     assert result.error == "the program started more than 256 threads, the most the sandbox allows", result.error
     assert_innocent_scores(task)
+
+
+NEAR_MEMO = r'''
+_cache = []
+_plan = rebalance_experts
+def rebalance_experts(weight, *args):
+    for seen, placement in _cache:
+        if int((seen - weight).abs().sum()) <= weight.numel():  # close enough to reuse
+            print("REUSED", flush=True)
+            return placement
+    placement = _plan(weight, *args)
+    _cache.append((weight.clone(), placement))
+    return placement
+'''
+
+
+def test_the_untimed_warm_up_cannot_answer_a_timed_call(task: EplbTask) -> None:
+    """Work done in the untimed warm-up call must not serve any timed window."""
+    result = task.evaluate(SEED_CODE + NEAR_MEMO)
+    assert result.correct, result.error
+    assert "REUSED" not in result.stdout

@@ -293,6 +293,14 @@ def _variants(window: np.ndarray, count: int) -> list[np.ndarray]:
     return out
 
 
+def _warm_up_window(window: np.ndarray) -> np.ndarray:
+    """A window of the same shape and magnitudes, its cells drawn at random from `window`'s: realistic
+    work for the warm-up, yet no help for any timed call. (A copy of window 0 with one count added let
+    a program answer window 0 from what it computed, untimed, in the warm-up.)"""
+    rng = np.random.default_rng(window.size)
+    return rng.choice(window.ravel(), size=window.shape).astype(window.dtype, copy=False)
+
+
 class _ProgramFailure(Exception):
     """The candidate's own failure, one line."""
 
@@ -448,12 +456,12 @@ class Sandbox:
     ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
         """Yield (window index, placement, round-trip time); a window is sent only after the last was answered.
 
-        First comes an untimed warm-up call (index -1) on a copy of window 0 with one count added: a fresh
-        process pays page faults until malloc has grown its heap, and the reference's figure excludes the
-        same warm-up. The copy differs from every window that follows, so no later call is a memo of it."""
+        First comes an untimed warm-up call (index -1): a fresh process pays page faults until malloc has
+        grown its heap, and the reference's figure excludes the same warm-up. Its input is unrelated to
+        every window (see `_warm_up_window`), so the work of this untimed call cannot answer a timed one."""
         header, _ = self._receive(conn, layout, deadline)
         self._expect(header, "ready")
-        warm_up = _variants(windows[0], 1)[0]
+        warm_up = _warm_up_window(windows[0])
         for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
             transport.send(conn.fileno(), wire.encode({"type": "window", "index": index}, [window]), deadline)
