@@ -164,3 +164,24 @@ def test_the_untimed_warm_up_cannot_answer_a_timed_call(task: EplbTask) -> None:
     result = task.evaluate(SEED_CODE + NEAR_MEMO)
     assert result.correct, result.error
     assert "REUSED" not in result.stdout
+
+
+FULL_WIDTH = r'''
+_narrow = rebalance_experts
+def rebalance_experts(weight, num_replicas, *args):
+    phy2log, log2phy, logcnt = _narrow(weight, num_replicas, *args)
+    wide = torch.full((*log2phy.shape[:2], num_replicas), -1, dtype=torch.int64)  # as wide as the contract allows
+    wide[:, :, : log2phy.shape[2]] = log2phy
+    return phy2log, wide, logcnt
+'''
+
+
+def test_the_harness_keeps_only_what_a_placement_needs(task: EplbTask) -> None:
+    """A log2phy padded to num_replicas is legal, but the harness keeps it cut to the widest expert, in
+    arrays of its own (not views holding the whole message): L x E x R per window is 34 MB at the standard shape."""
+    run = task.sandbox.run(SEED_CODE + FULL_WIDTH, task.plan_windows, task.args)
+    assert run.ok, run.error
+    for phy2log, log2phy, logcnt in run.placements:
+        assert log2phy.shape[2] == logcnt.max() < task.options.num_replicas
+        assert phy2log.base is None and log2phy.base is None and logcnt.base is None
+    assert task.evaluate(SEED_CODE + FULL_WIDTH).scores["native"] == task.evaluate(SEED_CODE).scores["native"]
