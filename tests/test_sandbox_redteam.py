@@ -185,3 +185,31 @@ def test_the_harness_keeps_only_what_a_placement_needs(task: EplbTask) -> None:
         assert log2phy.shape[2] == logcnt.max() < task.options.num_replicas
         assert phy2log.base is None and log2phy.base is None and logcnt.base is None
     assert task.evaluate(SEED_CODE + FULL_WIDTH).scores["native"] == task.evaluate(SEED_CODE).scores["native"]
+
+
+UNCAPPED_MEMORY = r'''
+import ctypes, socket
+_libc = ctypes.CDLL(None, use_errno=True)
+def _memfd():
+    fd = os.memfd_create("sink")
+    os.write(fd, bytes(1 << 20))  # write() allocates pages no mapping, so no RLIMIT_AS, accounts for
+def _shm():
+    if _libc.shmget(0, 1 << 20, 0o1000 | 0o600) < 0:
+        raise OSError(ctypes.get_errno(), "refused")
+def _pairs():
+    held = [socket.socketpair() for _ in range(1000)]  # each pair can hold ~400 KB of kernel buffers
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    _try("MEMFD", _memfd)
+    _try("SHM", _shm)
+    _try("SOCKETS", _pairs)
+'''
+
+
+def test_memory_outside_the_address_space_cap_is_refused(task: EplbTask) -> None:
+    """memfd pages written with write(), System V shared memory and socket buffers count against no
+    RLIMIT_AS: 320 MB of the first two went into a worker allowed 64 MB before they were refused."""
+    result = task.evaluate(hostile(UNCAPPED_MEMORY))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and {found[t] for t in ("MEMFD", "SHM", "SOCKETS")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)

@@ -107,8 +107,9 @@ def seal() -> None:
 # does not count, and every process of a PID namespace still takes one of the host's pids (32768 on
 # many machines): a fork bomb would starve every user of the machine until the evaluation's timeout.
 # The candidate's process therefore may not create processes at all (the audit hook forbids it too);
-# threads stay allowed. A few syscalls no balancer needs, and whose kernel code is a frequent source of
-# exploits or outlives the worker (keyrings), are refused as well. A classic BPF program, built here because no maintained libseccomp binding
+# threads stay allowed. Memory outside any mapping (a memfd written with write(), System V shared memory
+# detached after use) escapes RLIMIT_AS: 320 MB of each went into a worker allowed 64 MB, so those are
+# refused too, as are a few syscalls no balancer needs whose kernel code is a frequent source of exploits. A classic BPF program, built here because no maintained libseccomp binding
 # installs into a virtual environment.
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
@@ -118,12 +119,13 @@ _EPERM, _ENOSYS = 1, 38
 _CLONE_THREAD = 0x00010000
 _X32_SYSCALL_BIT = 0x40000000
 _IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every architecture below
-# audit arch -> (clone, clone3, [refused syscalls]): fork, vfork, then kernel surface no balancer needs
-# (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
+# audit arch -> (clone, clone3, [refused syscalls]): fork, vfork; memory that no address-space cap counts
+# (memfd_create, System V shmget, semget, msgget; i386's ipc multiplexer); then kernel surface no balancer
+# needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
 _ARCHES = {
-    0xC000003E: (56, 435, [57, 58, 248, 249, 250, 323, 298, 321, *_IO_URING]),  # x86_64
-    0x40000003: (120, 435, [2, 190, 286, 287, 288, 374, 336, 357, *_IO_URING]),  # i386 (int 0x80 from x86_64)
-    0xC00000B7: (220, 435, [217, 218, 219, 282, 241, 280, *_IO_URING]),  # aarch64
+    0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 248, 249, 250, 323, 298, 321, *_IO_URING]),  # x86_64
+    0x40000003: (120, 435, [2, 190, 356, 117, 393, 395, 399, 286, 287, 288, 374, 336, 357, *_IO_URING]),  # i386
+    0xC00000B7: (220, 435, [279, 186, 190, 194, 217, 218, 219, 282, 241, 280, *_IO_URING]),  # aarch64
 }
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 
