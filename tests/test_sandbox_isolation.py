@@ -151,8 +151,15 @@ def test_a_broken_zygote_or_standby_is_replaced_and_the_evaluation_retried(
 
     # the standby's outer process only waits: to stop the standby is to stop all three of its processes
     victims = [zygote] if "zygote" in hit else [standby, *(_descendants(standby) if hit.startswith("stop") else ())]
+    doomed = [*victims, *(_descendants(standby) if "standby" in hit else ())]
     for victim in victims:
         os.kill(victim, signal.SIGSTOP if hit.startswith("stop") else signal.SIGKILL)
+    if hit.startswith("kill"):  # SIGKILL lands asynchronously: let the standby's processes really be gone
+        from tests.test_bad_programs import _running
+
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in doomed) and time.monotonic() < deadline:
+            time.sleep(0.01)
     result = task.evaluate(SEED_CODE)
     assert result.correct, result.error
     assert harness._ZYGOTES[(True, "cpu")] is not before
