@@ -83,6 +83,7 @@ if os.getpid() == 2:  # only inside the sandbox's own PID namespace
             raise OSError(ctypes.get_errno(), "refused")
     _try("KEYCTL", lambda: _call(250, 0, -3, 0))  # the session keyring's id
     _try("IO_URING", lambda: _call(425, 1, ctypes.create_string_buffer(120)))
+    _try("INOTIFY", lambda: _call(294, 0))  # instances count against the host root's quota of 128
     _seen = []
     def _thread():
         _t = threading.Thread(target=lambda: _seen.append(1))
@@ -104,7 +105,7 @@ def test_no_process_can_be_started_even_with_the_hook_off(task: EplbTask) -> Non
     assert result.correct, result.error
     found = tags(result)
     assert found["HOOKCHECK"] == "OK" and found["THREAD"] == "OK", result.stdout
-    assert {found[t] for t in ("FORK", "RAWFORK", "CLONE", "CLONE3", "KEYCTL", "IO_URING")} == {"FAIL"}, result.stdout
+    assert {found[t] for t in ("FORK", "RAWFORK", "CLONE", "CLONE3", "KEYCTL", "IO_URING", "INOTIFY")} == {"FAIL"}, result.stdout
     assert_innocent_scores(task)
 
 

@@ -120,13 +120,15 @@ _CLONE_THREAD = 0x00010000
 _X32_SYSCALL_BIT = 0x40000000
 _IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every architecture below
 # audit arch -> (clone, clone3, [refused syscalls]): fork, vfork; memory that no address-space cap counts
-# (memfd_create, System V shmget, semget, msgget; i386's ipc multiplexer); then kernel surface no balancer
-# needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
+# (memfd_create, System V shmget, semget, msgget; i386's ipc multiplexer); per-user quotas shared with
+# every process of the host's user (inotify_init, inotify_init1, fanotify_init, mq_open: 128 inotify
+# instances held by a candidate would leave none to the machine's other root processes); then kernel
+# surface no balancer needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
 _ARCHES = {
-    0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 248, 249, 250, 323, 298, 321, *_IO_URING]),  # x86_64
-    0x40000003: (120, 435, [2, 190, 356, 117, 393, 395, 399, 286, 287, 288, 374, 336, 357, *_IO_URING]),  # i386
-    0xC00000B7: (220, 435, [279, 186, 190, 194, 217, 218, 219, 282, 241, 280, *_IO_URING]),  # aarch64
-}
+    0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING]),
+    0x40000003: (120, 435, [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING]),
+    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING]),
+}  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 
 
