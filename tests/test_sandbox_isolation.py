@@ -175,3 +175,26 @@ def test_a_sandbox_failing_twice_is_a_harness_error_not_the_programs(task: EplbT
     assert "\n" not in str(caught.value) and "not the program's fault" in str(caught.value)
     monkeypatch.undo()
     assert task.evaluate(SEED_CODE).correct
+
+
+def test_a_large_program_sent_to_a_stopped_standby_cannot_hang_the_harness(
+    task: EplbTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job carries the program: one larger than the socket's buffer, sent to a stopped standby,
+    used to block the harness forever instead of ending in a retry."""
+    import threading
+
+    from tests.test_bad_programs import _descendants
+
+    monkeypatch.setattr(harness, "ANSWER_TIMEOUT_S", 2.0)
+    assert task.evaluate(SEED_CODE).correct
+    _, standby = _zygote_and_standby()
+    for victim in [standby, *_descendants(standby)]:
+        os.kill(victim, signal.SIGSTOP)
+    program = SEED_CODE + "\n#" + "x" * (8 << 20) + "\n"  # 8 MB: far past any socket buffer
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(task.evaluate(program)), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert results, "the harness hung on a stopped standby"
+    assert results[0].correct, results[0].error

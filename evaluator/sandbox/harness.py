@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -426,9 +427,12 @@ class Sandbox:
         }
         layout = wire.Layout(layers, experts, int(args[0]))
         try:
-            conn.send(job)
-            os.set_blocking(conn.fileno(), False)  # from here on every read and write has a deadline
-            header, _ = self._receive(conn, layout, time.monotonic() + ANSWER_TIMEOUT_S)
+            os.set_blocking(conn.fileno(), False)  # every read and write has a deadline
+            answer_by = time.monotonic() + ANSWER_TIMEOUT_S
+            # the job is pickled (the worker trusts the harness); a program larger than the socket's buffer
+            # must not block us on a standby that is stopped
+            transport.send(conn.fileno(), pickle.dumps(job), answer_by)
+            header, _ = self._receive(conn, layout, answer_by)
             if header.get("type") != "accepted":
                 raise wire.WireError("no acceptance")
         except (EOFError, OSError, TimeoutError, wire.WireError):  # no candidate code has run yet
