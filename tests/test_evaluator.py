@@ -135,7 +135,7 @@ def test_predictive_protocol_never_shows_a_scoring_window(tmp_path: Path) -> Non
     windows = task.trace.windows(100).numpy().astype(np.int64)
     digest = [hashlib.sha256(w.tobytes()).hexdigest() for w in windows]
     # every planning window, never the last (scoring-only) one, and one more: the untimed warm-up call's
-    # copy of window 0 with one count added
+    # input, unrelated to any window
     assert set(digest[:-1]) <= seen and digest[-1] not in seen
     assert len(seen - set(digest[:-1])) == 1
     assert len(result.per_window) == len(windows) - 1

@@ -151,8 +151,15 @@ def test_a_broken_zygote_or_standby_is_replaced_and_the_evaluation_retried(
 
     # the standby's outer process only waits: to stop the standby is to stop all three of its processes
     victims = [zygote] if "zygote" in hit else [standby, *(_descendants(standby) if hit.startswith("stop") else ())]
+    doomed = [*victims, *(_descendants(standby) if "standby" in hit else ())]
     for victim in victims:
         os.kill(victim, signal.SIGSTOP if hit.startswith("stop") else signal.SIGKILL)
+    if hit.startswith("kill"):  # SIGKILL lands asynchronously: let the standby's processes really be gone
+        from tests.test_bad_programs import _running
+
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in doomed) and time.monotonic() < deadline:
+            time.sleep(0.01)
     result = task.evaluate(SEED_CODE)
     assert result.correct, result.error
     assert harness._ZYGOTES[(True, "cpu")] is not before
@@ -168,3 +175,26 @@ def test_a_sandbox_failing_twice_is_a_harness_error_not_the_programs(task: EplbT
     assert "\n" not in str(caught.value) and "not the program's fault" in str(caught.value)
     monkeypatch.undo()
     assert task.evaluate(SEED_CODE).correct
+
+
+def test_a_large_program_sent_to_a_stopped_standby_cannot_hang_the_harness(
+    task: EplbTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job carries the program: one larger than the socket's buffer, sent to a stopped standby,
+    used to block the harness forever instead of ending in a retry."""
+    import threading
+
+    from tests.test_bad_programs import _descendants
+
+    monkeypatch.setattr(harness, "ANSWER_TIMEOUT_S", 2.0)
+    assert task.evaluate(SEED_CODE).correct
+    _, standby = _zygote_and_standby()
+    for victim in [standby, *_descendants(standby)]:
+        os.kill(victim, signal.SIGSTOP)
+    program = SEED_CODE + "\n#" + "x" * (8 << 20) + "\n"  # 8 MB: far past any socket buffer
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(task.evaluate(program)), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert results, "the harness hung on a stopped standby"
+    assert results[0].correct, results[0].error

@@ -2,8 +2,10 @@
 
 Called inside the bubblewrap sandbox, before any candidate code exists. The worker's outer process
 calls `enter_namespaces()` (new user, PID, mount, network and IPC namespaces), then forks the init of
-the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, no new
-privileges can be gained, and every capability of the new user namespace is dropped. The init then
+the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, `/tmp` and
+`/dev/shm` by small tmpfs of the worker's own (the ones bubblewrap made are shared by every worker of
+the zygote: a file left there would reach the next candidate), the rest of the root is made read-only,
+no new privileges can be gained, and every capability of the new user namespace is dropped. The init then
 forks the candidate's process, which cannot name, signal, pidfd or ptrace the zygote, the standby
 worker or any sibling, cannot undo the seal, and whose every child dies with the namespace.
 """
@@ -23,6 +25,9 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_RELATIME = 32, 1024, 2048, 4096, 1 << 21
+SCRATCH = ("/tmp", "/dev/shm")  # writable, private to one worker, gone with it
+SCRATCH_SIZE = "64m"  # tmpfs pages escape RLIMIT_AS: keep them small
 _CAPABILITY_VERSION_3 = 0x20080522
 _LAST_CAPABILITY = 63
 
@@ -66,9 +71,28 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+def _read_only(path: str) -> None:
+    """Remount one mount read-only, keeping the flags the kernel locks (nosuid, nodev, noexec, atime)."""
+    have = os.statvfs(path).f_flag
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | (have & (MS_NOSUID | MS_NODEV | MS_NOEXEC))
+    flags |= (MS_NOATIME if have & 1024 else 0) | (MS_NODIRATIME if have & 2048 else 0) | (MS_RELATIME if have & 4096 else 0)
+    _check(_libc.mount(None, path.encode(), None, flags, None), f"making {path} read-only")
+
+
+def _private_scratch() -> None:
+    """Fresh, size-capped /tmp and /dev/shm for this worker; / and /dev read-only (shared with siblings)."""
+    for path in SCRATCH:
+        options = f"size={SCRATCH_SIZE},mode=1777".encode()
+        _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mounting {path}")
+    for path in ("/", "/dev"):
+        _read_only(path)
+    os.chdir("/tmp")  # the old working directory is the shared /tmp underneath
+
+
 def seal() -> None:
-    """Hide /proc, forbid new privileges, drop every capability (bounding set included)."""
+    """Hide /proc, give the worker private scratch space, forbid new privileges, drop every capability."""
     _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"), "hiding /proc")
+    _private_scratch()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     for cap in range(_LAST_CAPABILITY + 1):
         if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: no such cap
@@ -76,3 +100,65 @@ def seal() -> None:
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), data), "dropping capabilities")
+
+
+# --- a syscall filter: no new processes --------------------------------------------------------------
+# Processes in the sandbox belong to the host's root when the harness runs as root, which RLIMIT_NPROC
+# does not count, and every process of a PID namespace still takes one of the host's pids (32768 on
+# many machines): a fork bomb would starve every user of the machine until the evaluation's timeout.
+# The candidate's process therefore may not create processes at all (the audit hook forbids it too);
+# threads stay allowed. Memory outside any mapping (a memfd written with write(), System V shared memory
+# detached after use) escapes RLIMIT_AS: 320 MB of each went into a worker allowed 64 MB, so those are
+# refused too, as are a few syscalls no balancer needs whose kernel code is a frequent source of exploits. A classic BPF program, built here because no maintained libseccomp binding
+# installs into a virtual environment.
+
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_EPERM, _ENOSYS = 1, 38
+_CLONE_THREAD = 0x00010000
+_X32_SYSCALL_BIT = 0x40000000
+_IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every architecture below
+# audit arch -> (clone, clone3, [refused syscalls]): fork, vfork; memory that no address-space cap counts
+# (memfd_create, System V shmget, semget, msgget; i386's ipc multiplexer); per-user quotas shared with
+# every process of the host's user (inotify_init, inotify_init1, fanotify_init, mq_open: 128 inotify
+# instances held by a candidate would leave none to the machine's other root processes); then kernel
+# surface no balancer needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
+_ARCHES = {
+    0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING]),
+    0x40000003: (120, 435, [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING]),
+    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING]),
+}  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64
+_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _no_processes_program() -> list[tuple[int, int, int, int]]:
+    """seccomp_data: nr at 0, arch at 4, args[0] (its low half on little-endian) at 16."""
+    deny, nosys, allow = (_RET_K, 0, 0, _RET_ERRNO | _EPERM), (_RET_K, 0, 0, _RET_ERRNO | _ENOSYS), (_RET_K, 0, 0, _RET_ALLOW)
+    prog: list[tuple[int, int, int, int]] = []
+    for arch, (clone, clone3, forks) in _ARCHES.items():
+        body = [(_LD_W_ABS, 0, 0, 0), (_JGE_K, 0, 1, _X32_SYSCALL_BIT), deny]
+        for nr in forks:
+            body += [(_JEQ_K, 0, 1, nr), deny]
+        body += [(_JEQ_K, 0, 1, clone3), nosys]  # glibc then falls back to clone() for threads
+        body += [(_JEQ_K, 0, 4, clone), (_LD_W_ABS, 0, 0, 16), (_JSET_K, 0, 1, _CLONE_THREAD), allow, deny, allow]
+        prog += [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 0, len(body), arch), *body]
+    return prog + [allow]  # an architecture not listed: the namespaces alone
+
+
+def forbid_new_processes() -> None:
+    """Install the filter in this process (no_new_privs must be set): fork, vfork, clone without
+    CLONE_THREAD and the syscalls listed in `_ARCHES` fail with EPERM from now on, in this process and
+    its threads."""
+    program = _no_processes_program()
+    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    fprog = _SockFprog(len(program), filters)
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "installing the syscall filter")

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -23,14 +24,15 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import IO, Iterator
 
 import numpy as np
 
-from evaluator.sandbox import bwrap, wire
-from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV
+from evaluator.sandbox import bwrap, transport, wire
+from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV, MAX_THREADS, THREAD_LIMIT_EXIT
 from evolve.errors import UserError
 
 STARTUP_TIMEOUT_S = 180.0  # the zygote imports torch once; a loaded machine may take a while
@@ -243,14 +245,23 @@ class SandboxRun:
         return self.wall_ns
 
 
+def printable(text: str, keep: str = "\t") -> str:
+    """A worker's text made safe to print, store and show: lone surrogates (which no UTF-8 file, terminal
+    or SQLite column accepts), control characters (terminal escapes, NUL) and invisible format characters
+    (bidirectional overrides) each become U+FFFD; `keep` lists the control characters left alone."""
+    return "".join(
+        c if c in keep or unicodedata.category(c) not in ("Cc", "Cf", "Cs") else "\ufffd" for c in text
+    )
+
+
 def _read_capped(stream: IO[bytes], keep: int) -> str:
     try:
         fd = stream.fileno()
         size = os.fstat(fd).st_size
         if size <= 2 * keep:
-            return os.pread(fd, size, 0).decode(errors="replace")
-        head = os.pread(fd, keep, 0).decode(errors="replace")
-        tail = os.pread(fd, keep, size - keep).decode(errors="replace")
+            return printable(os.pread(fd, size, 0).decode(errors="replace"), "\t\n")
+        head = printable(os.pread(fd, keep, 0).decode(errors="replace"), "\t\n")
+        tail = printable(os.pread(fd, keep, size - keep).decode(errors="replace"), "\t\n")
     except OSError:
         return ""
     return f"{head}\n[... {size - 2 * keep} bytes cut ...]\n{tail}"
@@ -260,6 +271,8 @@ def _death_reason(exitcode: int | None) -> str:
     """Why the candidate's process ended, from the worker's exit code (see `zygote._pass_on`)."""
     if exitcode is None:
         return "the worker stopped answering"
+    if exitcode == THREAD_LIMIT_EXIT:
+        return f"the program started more than {MAX_THREADS} threads, the most the sandbox allows"
     if exitcode >= 128:
         try:
             name = signal.Signals(exitcode - 128).name
@@ -279,6 +292,26 @@ def _variants(window: np.ndarray, count: int) -> list[np.ndarray]:
         copy.flat[flat_max] += i + 1
         out.append(copy)
     return out
+
+
+def _compact(placement: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copies of a reply's arrays, log2phy cut to its widest expert when only -1 padding follows.
+
+    The contract lets log2phy be as wide as num_replicas: kept whole, a program padding it fully made the
+    harness hold 34 MB per window on the standard shape (and the views held the whole message)."""
+    phy2log, log2phy, logcnt = placement
+    width = min(max(int(logcnt.max(initial=1)), 1), log2phy.shape[2])
+    if width < log2phy.shape[2] and bool((log2phy[:, :, width:] == -1).all()):
+        log2phy = log2phy[:, :, :width]
+    return phy2log.copy(), log2phy.copy(), logcnt.copy()
+
+
+def _warm_up_window(window: np.ndarray) -> np.ndarray:
+    """A window of the same shape and magnitudes, its cells drawn at random from `window`'s: realistic
+    work for the warm-up, yet no help for any timed call. (A copy of window 0 with one count added let
+    a program answer window 0 from what it computed, untimed, in the warm-up.)"""
+    rng = np.random.default_rng(window.size)
+    return rng.choice(window.ravel(), size=window.shape).astype(window.dtype, copy=False)
 
 
 class _ProgramFailure(Exception):
@@ -394,8 +427,12 @@ class Sandbox:
         }
         layout = wire.Layout(layers, experts, int(args[0]))
         try:
-            conn.send(job)
-            header, _ = self._receive(conn, layout, time.monotonic() + ANSWER_TIMEOUT_S)
+            os.set_blocking(conn.fileno(), False)  # every read and write has a deadline
+            answer_by = time.monotonic() + ANSWER_TIMEOUT_S
+            # the job is pickled (the worker trusts the harness); a program larger than the socket's buffer
+            # must not block us on a standby that is stopped
+            transport.send(conn.fileno(), pickle.dumps(job), answer_by)
+            header, _ = self._receive(conn, layout, answer_by)
             if header.get("type") != "accepted":
                 raise wire.WireError("no acceptance")
         except (EOFError, OSError, TimeoutError, wire.WireError):  # no candidate code has run yet
@@ -406,7 +443,7 @@ class Sandbox:
                 if index < 0:
                     result.warmup_ns = wall
                 else:
-                    result.placements.append(placement)
+                    result.placements.append(_compact(placement))
                     result.wall_ns.append(wall)
         except _ProgramFailure as exc:
             result.error = str(exc)
@@ -418,7 +455,7 @@ class Sandbox:
         except wire.WireError as exc:
             result.error = f"the worker sent a message that breaks the protocol: {exc}"[:500]
         except (EOFError, OSError) as exc:
-            if "bad message length" in str(exc):
+            if isinstance(exc, transport.MessageTooLarge):
                 result.error = f"the worker sent a reply larger than {layout.max_bytes} bytes, the most a placement needs"
             else:
                 code_ = zygote.exit_code(pid, 5.0)
@@ -428,29 +465,23 @@ class Sandbox:
 
     @staticmethod
     def _receive(conn: Connection, layout: wire.Layout, deadline: float) -> tuple[dict, list[np.ndarray]]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not conn.poll(remaining):
-            raise TimeoutError
-        return wire.decode(conn.recv_bytes(layout.max_bytes), layout)
+        return wire.decode(transport.receive(conn.fileno(), layout.max_bytes, deadline), layout)
 
     def _replies(
         self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float
     ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
         """Yield (window index, placement, round-trip time); a window is sent only after the last was answered.
 
-        First comes an untimed warm-up call (index -1) on a copy of window 0 with one count added: a fresh
-        process pays page faults until malloc has grown its heap, and the reference's figure excludes the
-        same warm-up. The copy differs from every window that follows, so no later call is a memo of it."""
+        First comes an untimed warm-up call (index -1): a fresh process pays page faults until malloc has
+        grown its heap, and the reference's figure excludes the same warm-up. Its input is unrelated to
+        every window (see `_warm_up_window`), so the work of this untimed call cannot answer a timed one."""
         header, _ = self._receive(conn, layout, deadline)
         self._expect(header, "ready")
-        warm_up = _variants(windows[0], 1)[0]
+        warm_up = _warm_up_window(windows[0])
         for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
-            conn.send_bytes(wire.encode({"type": "window", "index": index}, [window]))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not conn.poll(remaining):
-                raise TimeoutError
-            message = conn.recv_bytes(layout.max_bytes)
+            transport.send(conn.fileno(), wire.encode({"type": "window", "index": index}, [window]), deadline)
+            message = transport.receive(conn.fileno(), layout.max_bytes, deadline)
             wall = time.perf_counter_ns() - sent_at
             header, arrays = wire.decode(message, layout)
             self._expect(header, "placement")
@@ -458,8 +489,8 @@ class Sandbox:
                 raise wire.WireError(f"a reply for window {header.get('index')!r} came when window {index} was asked")
             yield index, (arrays[0], arrays[1], arrays[2]), wall
         try:
-            conn.send_bytes(wire.encode({"type": "stop"}))
-        except OSError:
+            transport.send(conn.fileno(), wire.encode({"type": "stop"}), min(deadline, time.monotonic() + 1.0))
+        except OSError:  # TimeoutError included: the worker is killed next anyway
             pass
 
     @staticmethod
@@ -469,6 +500,6 @@ class Sandbox:
             error = header.get("error")
             if not isinstance(error, str) or not error.strip():
                 raise wire.WireError("an error message without a text")
-            raise _ProgramFailure(error.strip().splitlines()[0][:500])
+            raise _ProgramFailure(printable(error.strip().splitlines()[0][:500]))
         if got != kind:
             raise wire.WireError(f"expected a '{kind}' message, got {str(got)[:40]!r}")

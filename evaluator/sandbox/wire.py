@@ -65,7 +65,7 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
-def _parse_header(message: bytes) -> tuple[dict[str, Any], list[Any], int]:
+def _parse_header(message: bytes | bytearray) -> tuple[dict[str, Any], list[Any], int]:
     if len(message) < 4:
         raise WireError("the message is shorter than its length prefix")
     (head_len,) = struct.unpack_from("<I", message, 0)
@@ -82,7 +82,7 @@ def _parse_header(message: bytes) -> tuple[dict[str, Any], list[Any], int]:
     return envelope["header"], envelope["arrays"], 4 + head_len
 
 
-def decode(message: bytes, layout: Layout | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+def decode(message: bytes | bytearray, layout: Layout | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Header and arrays of one message. With a `layout` (the harness reading a worker), arrays must be
     little-endian int64 placements of exactly that layout; without one (a worker reading the harness,
     which it trusts) plain numeric arrays of any shape are read."""

@@ -52,6 +52,7 @@ _BLOCKED_EVENTS = {
     "os.killpg": "signalling processes",
     "os.putenv": "changing the environment",
 }
+MAX_FILES = 256  # open file descriptors of a candidate
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -105,6 +106,8 @@ def _set_limits(base_bytes: int, memory_mb: int, output_bytes: int, timeout_s: f
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # kernel buffers (socket pairs, pipes) are memory RLIMIT_AS does not count: a few per descriptor
+    resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_FILES, MAX_FILES))
     cpu = int(timeout_s) + 10  # a safety net: the harness kills at the timeout, this ends a worker it lost
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails instead of killing us

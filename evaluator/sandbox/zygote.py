@@ -21,6 +21,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 from evaluator.sandbox import confine
 
@@ -28,6 +29,9 @@ CONTROL_FD_ENV = "EPLB_EVOLVE_ZYGOTE_FD"
 ISOLATE_ENV = "EPLB_EVOLVE_ZYGOTE_ISOLATE"
 SOCKET_BUFFER = 4 * 1024 * 1024
 ERROR_EXIT = 70  # the worker machinery itself failed (before or around the candidate)
+THREAD_LIMIT_EXIT = 200  # the candidate held more than MAX_THREADS threads (its own codes stop at 192)
+MAX_THREADS = 256
+THREAD_POLL_S = 0.05
 
 
 def _send(ctrl: socket.socket, lock: threading.Lock, message: dict, fds: tuple[int, ...] = ()) -> None:
@@ -62,14 +66,16 @@ def _pass_on(status: int) -> None:
     os._exit(128 - code if code < 0 else min(code, 127))
 
 
-def _candidate(worker_end: socket.socket, status_w: int, base_bytes: int) -> None:
-    """PID 2 of the worker's namespace, already sealed: serve one candidate."""
+def _candidate(worker_end: socket.socket, status_w: int, base_bytes: int, isolate: bool) -> None:
+    """PID 2 of the worker's namespace, already sealed: serve one candidate (which may start no process)."""
     from evaluator.sandbox.worker import worker_main
 
     code = 0
     try:
         os.close(status_w)  # only the init reports the exit status: the candidate cannot forge it
         confine.die_with_parent()
+        if isolate:
+            confine.forbid_new_processes()
         worker_main(worker_end, base_bytes)
     except BaseException:  # noqa: BLE001 - the worker's own failure; the harness sees the exit code
         code = ERROR_EXIT
@@ -91,12 +97,49 @@ def _init(worker_end: socket.socket, status_w: int, isolate: bool) -> None:
             confine.seal()
         child = os.fork()
         if child == 0:
-            _candidate(worker_end, status_w, base_bytes)
+            _candidate(worker_end, status_w, base_bytes, isolate)
         worker_end.close()
         os.write(status_w, struct.pack("i", os.waitpid(child, 0)[1]))
         os._exit(0)
     except BaseException:  # noqa: BLE001
         os._exit(ERROR_EXIT)
+
+
+def _threads_below(proc: int, init: int) -> int:
+    """Threads of the init's children (the candidate's process), read through the zygote's /proc."""
+    try:
+        fd = os.open(f"{init}/task/{init}/children", os.O_RDONLY, dir_fd=proc)
+        try:
+            children = os.read(fd, 4096).split()
+        finally:
+            os.close(fd)
+        total = 0
+        for child in children:
+            fd = os.open(f"{int(child)}/status", os.O_RDONLY, dir_fd=proc)
+            try:
+                status = os.read(fd, 8192)
+            finally:
+                os.close(fd)
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith(b"Threads:")), 0)
+        return total
+    except (OSError, ValueError):
+        return 0  # a child that just ended, or no child yet
+
+
+def _wait_capping_threads(init: int, proc: int) -> int:
+    """Wait for the init; kill its whole namespace if the candidate holds more than MAX_THREADS threads.
+
+    RLIMIT_NPROC does not count threads of the host's root user, and every thread takes one of the
+    host's pids: a thread bomb would otherwise starve the machine until the evaluation's timeout."""
+    while True:
+        pid, status = os.waitpid(init, os.WNOHANG)
+        if pid:
+            return status
+        if _threads_below(proc, init) > MAX_THREADS:
+            os.kill(init, signal.SIGKILL)
+            os.waitpid(init, 0)
+            os._exit(THREAD_LIMIT_EXIT)
+        time.sleep(THREAD_POLL_S)
 
 
 def _outer(worker_end: socket.socket, isolate: bool) -> None:
@@ -106,14 +149,16 @@ def _outer(worker_end: socket.socket, isolate: bool) -> None:
         confine.die_with_parent()
         if isolate:
             confine.enter_namespaces()
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # before the init hides it
         status_r, status_w = os.pipe()
         init = os.fork()
         if init == 0:
+            os.close(proc)  # the zygote's /proc: never within the candidate's reach
             os.close(status_r)
             _init(worker_end, status_w, isolate)
         os.close(status_w)
         worker_end.close()
-        status = os.waitpid(init, 0)[1]
+        status = _wait_capping_threads(init, proc)
         reported = os.read(status_r, 4)
         _pass_on(struct.unpack("i", reported)[0] if len(reported) == 4 else status)
     except BaseException:  # noqa: BLE001

@@ -1,0 +1,216 @@
+"""More hostile programs against the isolated sandbox: replies that never finish, files left for the next
+candidate, process creation with the audit hook off, texts made to break a terminal or the archive.
+Each is contained and the next innocent program in the same harness scores normally."""
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from evaluator.task import EplbTask
+from tests.evaluator_helpers import SEED_CODE, small_task
+from tests.test_sandbox_attacks import PRELUDE, assert_innocent_scores, hostile, tags
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory: pytest.TempPathFactory) -> EplbTask:
+    return small_task(tmp_path_factory.mktemp("redteam"), timeout_s=4.0)
+
+
+SLOW_REPLY = r'''
+import struct, time
+def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
+    conn = sys._getframe(1).f_locals["conn"]  # the worker's reply socket
+    os.write(conn.fileno(), struct.pack("!i", 4096) + b"{")  # a length, one byte, then nothing
+    time.sleep(3600)
+'''
+
+
+def test_a_reply_that_never_finishes_cannot_hold_the_harness(task: EplbTask) -> None:
+    result = task.evaluate(SEED_CODE + PRELUDE + SLOW_REPLY)
+    assert not result.correct
+    assert result.error.startswith("timed out after 4 s with 0 of"), result.error
+    assert_innocent_scores(task)
+
+
+PLANT = r'''
+def _plant(path):
+    with open(path, "w") as fh:
+        fh.write("raise RuntimeError('planted by an earlier candidate')\n")
+for _tag, _path in [("TMP", "/tmp/statistics.py"), ("CWD", "statistics.py"), ("SHM", "/dev/shm/statistics.py"),
+                    ("ROOT", "/statistics.py"), ("DEV", "/dev/statistics.py")]:
+    _try(_tag, lambda: _plant(_path))
+'''
+
+LOOK = r'''
+import os
+print("SEEN:" + repr(sorted(os.listdir("/tmp")) + sorted(os.listdir("/dev/shm")) + sorted(os.listdir(os.getcwd()))), flush=True)
+import statistics
+'''
+
+
+def test_no_file_reaches_the_next_candidate(task: EplbTask) -> None:
+    """/tmp, /dev/shm and the working directory are the worker's own; /, /dev are read-only."""
+    planted = task.evaluate(hostile(PLANT))
+    assert planted.correct, planted.error
+    found = tags(planted)
+    assert {found[t] for t in ("TMP", "CWD", "SHM", "ROOT", "DEV")} == {"FAIL"}, planted.stdout
+    after = task.evaluate(SEED_CODE + LOOK)
+    assert after.correct, after.error
+    assert "SEEN:[]" in after.stdout
+    assert_innocent_scores(task)
+
+
+FORKS = r'''
+import ctypes, threading
+_libc = ctypes.CDLL(None, use_errno=True)
+def _raw(nr, *args):
+    pid = _libc.syscall(nr, *args)
+    if pid == 0:
+        os._exit(0)  # a child that got through: gone at once
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "refused")
+    return pid
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    _try("FORK", os.fork)
+    _try("RAWFORK", lambda: _raw(57))
+    _try("CLONE", lambda: _raw(56, 17, 0, 0, 0, 0))  # SIGCHLD: a process, not a thread
+    _try("CLONE3", lambda: _raw(435, 0, 0))
+    def _call(nr, *args):
+        if _libc.syscall(nr, *args) < 0:
+            raise OSError(ctypes.get_errno(), "refused")
+    _try("KEYCTL", lambda: _call(250, 0, -3, 0))  # the session keyring's id
+    _try("IO_URING", lambda: _call(425, 1, ctypes.create_string_buffer(120)))
+    _try("INOTIFY", lambda: _call(294, 0))  # instances count against the host root's quota of 128
+    _seen = []
+    def _thread():
+        _t = threading.Thread(target=lambda: _seen.append(1))
+        _t.start()
+        _t.join()
+        return _seen
+    _try("THREAD", _thread)
+'''
+
+
+def test_no_process_can_be_started_even_with_the_hook_off(task: EplbTask) -> None:
+    """A fork bomb would take the host's pids (every process of a namespace holds one): the syscall filter
+    refuses process creation, threads still work."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the raw syscall numbers below are x86_64's")
+    result = task.evaluate(hostile(FORKS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["THREAD"] == "OK", result.stdout
+    assert {found[t] for t in ("FORK", "RAWFORK", "CLONE", "CLONE3", "KEYCTL", "IO_URING", "INOTIFY")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)
+
+
+NASTY = "\ud800 \x1b[2J\x1b]0;owned\x07 \u202e<script>alert(1)</script> \x00 end"
+
+
+def test_worker_texts_cannot_break_a_terminal_or_the_archive(task: EplbTask) -> None:
+    program = f"import sys\nsys.stdout.write({NASTY.replace(chr(0xD800), '')!r} + '\\n')\nraise ValueError({NASTY!r})\n"
+    result = task.evaluate(program)
+    assert not result.correct and result.error.startswith("program raised while loading: ValueError")
+    for text in (result.error, result.stdout):
+        assert "<script>" in text  # the words stay; escaping HTML is the page's job
+        assert not [c for c in text if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cf", "Cs")], repr(text)
+        text.encode("utf-8")  # a lone surrogate would fail here, in print() and in SQLite
+    with sqlite3.connect(":memory:") as db:
+        db.execute("CREATE TABLE t (error TEXT)")
+        db.execute("INSERT INTO t VALUES (?)", (result.error,))
+    db.close()
+    assert_innocent_scores(task)
+
+
+THREAD_BOMB = r'''
+import os, threading
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    threading.stack_size(32768)
+    _hold = threading.Event()
+    for _ in range(2000):  # bounded: the cap is 256
+        threading.Thread(target=_hold.wait, daemon=True).start()
+'''
+
+
+def test_a_thread_bomb_is_stopped(task: EplbTask) -> None:
+    """Threads of the host's root user escape RLIMIT_NPROC and each takes a host pid: the worker's outer
+    process counts them and ends the namespace past the cap."""
+    result = task.evaluate(SEED_CODE + THREAD_BOMB)
+    assert not result.correct
+    assert result.error == "the program started more than 256 threads, the most the sandbox allows", result.error
+    assert_innocent_scores(task)
+
+
+NEAR_MEMO = r'''
+_cache = []
+_plan = rebalance_experts
+def rebalance_experts(weight, *args):
+    for seen, placement in _cache:
+        if int((seen - weight).abs().sum()) <= weight.numel():  # close enough to reuse
+            print("REUSED", flush=True)
+            return placement
+    placement = _plan(weight, *args)
+    _cache.append((weight.clone(), placement))
+    return placement
+'''
+
+
+def test_the_untimed_warm_up_cannot_answer_a_timed_call(task: EplbTask) -> None:
+    """Work done in the untimed warm-up call must not serve any timed window."""
+    result = task.evaluate(SEED_CODE + NEAR_MEMO)
+    assert result.correct, result.error
+    assert "REUSED" not in result.stdout
+
+
+FULL_WIDTH = r'''
+_narrow = rebalance_experts
+def rebalance_experts(weight, num_replicas, *args):
+    phy2log, log2phy, logcnt = _narrow(weight, num_replicas, *args)
+    wide = torch.full((*log2phy.shape[:2], num_replicas), -1, dtype=torch.int64)  # as wide as the contract allows
+    wide[:, :, : log2phy.shape[2]] = log2phy
+    return phy2log, wide, logcnt
+'''
+
+
+def test_the_harness_keeps_only_what_a_placement_needs(task: EplbTask) -> None:
+    """A log2phy padded to num_replicas is legal, but the harness keeps it cut to the widest expert, in
+    arrays of its own (not views holding the whole message): L x E x R per window is 34 MB at the standard shape."""
+    run = task.sandbox.run(SEED_CODE + FULL_WIDTH, task.plan_windows, task.args)
+    assert run.ok, run.error
+    for phy2log, log2phy, logcnt in run.placements:
+        assert log2phy.shape[2] == logcnt.max() < task.options.num_replicas
+        assert phy2log.base is None and log2phy.base is None and logcnt.base is None
+    assert task.evaluate(SEED_CODE + FULL_WIDTH).scores["native"] == task.evaluate(SEED_CODE).scores["native"]
+
+
+UNCAPPED_MEMORY = r'''
+import ctypes, socket
+_libc = ctypes.CDLL(None, use_errno=True)
+def _memfd():
+    fd = os.memfd_create("sink")
+    os.write(fd, bytes(1 << 20))  # write() allocates pages no mapping, so no RLIMIT_AS, accounts for
+def _shm():
+    if _libc.shmget(0, 1 << 20, 0o1000 | 0o600) < 0:
+        raise OSError(ctypes.get_errno(), "refused")
+def _pairs():
+    held = [socket.socketpair() for _ in range(1000)]  # each pair can hold ~400 KB of kernel buffers
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    _try("MEMFD", _memfd)
+    _try("SHM", _shm)
+    _try("SOCKETS", _pairs)
+'''
+
+
+def test_memory_outside_the_address_space_cap_is_refused(task: EplbTask) -> None:
+    """memfd pages written with write(), System V shared memory and socket buffers count against no
+    RLIMIT_AS: 320 MB of the first two went into a worker allowed 64 MB before they were refused."""
+    result = task.evaluate(hostile(UNCAPPED_MEMORY))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and {found[t] for t in ("MEMFD", "SHM", "SOCKETS")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)
