@@ -28,7 +28,7 @@ def test_the_example_task_implements_the_interface_and_scores_deterministically(
     assert task.evaluate(SEED.read_text()).scores == seed.scores
     better = SEED.read_text().replace("C3 = 0.0 ", "C3 = -0.1666 ")
     assert task.evaluate(better).scores["digits"] > seed.scores["digits"] + 0.5
-    holdout = task.with_options(split="holdout")
+    holdout = task.holdout()
     assert holdout.stamp()["dataset"]["sha256"] != task.stamp()["dataset"]["sha256"]
 
 
