@@ -249,6 +249,8 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
     if not config.campaign.seed_program:  # recorded in config.toml, so the run says which file it started from
         config.campaign.seed_program = task.seed_program()
     seed_path = None if resuming else _seed_path(config.campaign.seed_program)
+    if seed_path is not None:
+        read_text_file(seed_path, "campaign.seed_program")  # a seed that cannot be read fails before any file exists
     resolve_objectives(config.campaign.objectives, task.objectives())
     if check_endpoint and config.proposer.kind == "llm":
         from evolve.proposers.llm import check_endpoint as check
