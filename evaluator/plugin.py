@@ -11,6 +11,7 @@ PLUGIN = Plugin(
     first_commands=("evaluator.traces.cli", "evaluator.evaluate_cli"),
     commands=("evaluator.results.cli",),
     task_factory="evaluator.task:make_task",
+    report_extension="evaluator.results.cli:REPORT",
     task_flags=(
         TaskFlag("--dataset", "dataset", "task option: dataset name or trace file (default: the task's)", "NAME"),
         TaskFlag("--scorer", "scorer", "task option: scorer (default: the task's)", "NAME"),

@@ -9,7 +9,8 @@ its `pyproject.toml` under the entry-point group `evolve.plugins`:
 
 The `eplb-evolve` command then lists the plugin's command modules beside evolve's own, `task.factory`
 defaults to the plugin's factory, and `run` gets the plugin's task flags. With no plugin installed the
-command still has evolve's own commands (patch, run, runs, show, ui), and a config names its task.
+command still has evolve's own commands (apply, diff, run, runs, show, report, ui), and a config names its
+task.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ GROUP = "evolve.plugins"
 
 # evolve's own command modules: each exposes `register(subparsers)`
 EVOLVE_COMMANDS = ("evolve.patch_cli", "evolve.campaign_cli", "evolve.runs_cli")
-LAST_COMMANDS = ("evolve.ui.cli",)  # listed after every plugin's commands
+LAST_COMMANDS = ("evolve.report_cli", "evolve.ui.cli")  # listed after every plugin's commands
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,15 @@ class TaskFlag:
 @dataclass(frozen=True)
 class Plugin:
     """An application's additions. `first_commands` are listed before evolve's own commands, `commands`
-    after them; `task_factory` is the import string `task.factory` defaults to."""
+    after them; `task_factory` is the import string `task.factory` defaults to; `report_extension` is
+    the import string of its `evolve.report_cli.ReportExtension` (its flags and sections of `report`)."""
 
     name: str
     first_commands: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
     task_factory: str = ""
     task_flags: tuple[TaskFlag, ...] = ()
+    report_extension: str = ""
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,10 +20,11 @@ def test_command_modules_put_evolve_commands_between_a_plugins_own():
 def test_without_a_plugin_evolve_has_its_own_commands_and_no_default_task(monkeypatch):
     monkeypatch.setattr(plugins, "installed", lambda: ())
     assert Config().task.factory == ""
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert {"run", "runs", "show", "apply", "ui"} <= commands and not {"evaluate", "traces", "report"} & commands
-    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
-    assert "--dataset" not in run._option_string_actions
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"run", "runs", "show", "apply", "report", "ui"} <= set(choices)
+    assert not {"evaluate", "traces", "leaderboard"} & set(choices)
+    assert "--dataset" not in choices["run"]._option_string_actions
+    assert "--references" not in choices["report"]._option_string_actions  # EPLB's report flag comes with EPLB
 
 
 def test_a_plugins_flags_set_its_task_options(monkeypatch):
@@ -42,3 +43,19 @@ def test_the_eplb_evaluator_is_the_installed_plugin():
     assert eplb and eplb[0].task_factory == "evaluator.task:make_task"
     assert [f.flag for f in eplb[0].task_flags] == ["--dataset", "--scorer"]
     assert "evaluator.results.cli" in plugins.command_modules()
+    assert eplb[0].report_extension == "evaluator.results.cli:REPORT"
+
+
+def test_report_draws_any_run_from_its_archive_without_a_plugin(tmp_path, monkeypatch, capsys):
+    from evolve.campaign_cli import run_campaign
+    from evolve.cli import main
+    from tests.toy_task import toy_config
+
+    config = toy_config(tmp_path, max_evaluations=6)
+    run_campaign(config, tmp_path / "run", resuming=False, holdout=False)
+    monkeypatch.setattr(plugins, "installed", lambda: ())
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert f"report: {(tmp_path / 'run' / 'report' / 'report.html').resolve()}" in capsys.readouterr().out
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "toy" in page and "Leaderboard" not in page
+    assert (tmp_path / "run" / "report" / "progress.png").is_file()
