@@ -3,8 +3,9 @@
 A run directory holds `archive.sqlite` (everything), `config.toml` (the settings it ran with),
 `run.log` (what the run printed, with times), `transcript.jsonl` (LLM and replay proposers) and `best/`
 (each improvement of the best program). Relative paths resolve from the working directory: runs go to
-`./results/`, the seed program is `./candidates/seed.py`, falling back to the copy bundled with the
-install (and saying so) only when the working directory has none.
+`./results/`; the seed program (`campaign.seed_program`, else the task's own, `Task.seed_program`) is read
+from there, falling back to the copy bundled with the install (and saying so) only when the working
+directory has none.
 """
 from __future__ import annotations
 
