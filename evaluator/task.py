@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,16 @@ from evaluator.speed_memo import remembered, timing_key
 from evaluator.simulate import Simulation, simulate
 from evaluator import traces
 from evolve.errors import UserError
+from evolve.options import describe, meta, validate
 from evolve.scrub import scrub_result
-from evolve.task import Objective, Result
+from evolve.task import Objective, Result, TaskBase, TaskFactory, TaskOption
 from evaluator.paths import REPO_ROOT
 
 PROTOCOLS = ("predictive", "in-sample")
 PARTIAL_WINDOW = ("", "score", "drop")  # "": the dataset's default (`traces.DEFAULT_PARTIAL`)
 # Options that change how an evaluation runs but not its scores; every other option is in the stamp, so a
 # resumed campaign refuses to change it (see evolve.resume).
+SEED_PROGRAM = "candidates/seed.py"  # where a campaign starts unless campaign.seed_program names another
 RUN_OPTIONS = frozenset({"timeout_s", "memory_mb", "threads", "device", "reference_calls"})
 
 
@@ -39,57 +41,61 @@ RUN_OPTIONS = frozenset({"timeout_s", "memory_mb", "threads", "device", "referen
 class EvalOptions:
     """Everything that changes an EPLB score. Defaults are the standard published configuration."""
 
-    dataset: str = "deepseek-v3"  # a dataset name (`eplb-evolve traces list`) or a trace file
+    dataset: str = field(default="deepseek-v3", metadata=meta("dataset name (`eplb-evolve traces list`) or a trace file"))
     # "": the dataset's default: `search` for a bundled dataset (`holdout` is for final reports), `all` for an
     # imported trace or a trace file (the whole trace, as the published evaluators score it)
-    split: str = ""
-    protocol: str = "predictive"  # plan on window i, score on i+1; or `in-sample`: score on i
-    window: int = 100  # steps per window
+    split: str = field(default="", metadata=meta(
+        "empty: the dataset's own default (search for a bundled dataset, all for an imported trace); "
+        "holdout (and generalisation, where it exists) for final numbers"))
+    protocol: str = field(default="predictive", metadata=meta(
+        "predictive: plan on window i, score on i+1; in-sample: score on the planning window", choices=PROTOCOLS))
+    window: int = field(default=100, metadata=meta("steps per window"))
     # a trailing window shorter than `window`: `score` it (as the published loader does) or `drop` it;
     # "": the dataset's default (score for imported traces and files, drop for bundled datasets)
-    partial_window: str = ""
-    max_windows: int = 0  # 0: every window of the trace
-    scorer: str = "balance-speed"  # docs/search.md: balance plus whole octaves of speed
-    device: str = "cpu"  # where the balancer runs and the simulation happens
-    num_replicas: int = 288
-    num_groups: int = 0  # 0: from the trace's model shape (`evaluator.traces.shape`; an error when unknown)
-    num_nodes: int = 4
-    num_gpus: int = 32
-    timeout_s: float = 60.0
-    memory_mb: int = 4096
-    threads: int = 1
-    reference_calls: int = 3
-    reference: str = "candidates/seed.py"
-    unsafe_no_isolation: bool = False  # run candidates without OS isolation (results are stamped unisolated)
+    partial_window: str = field(default="", metadata=meta(
+        "a trailing window shorter than `window`: score or drop; empty: score for imported traces and files, "
+        "drop for bundled datasets"))
+    max_windows: int = field(default=0, metadata=meta("use only the first N windows; 0: all"))
+    scorer: str = field(default="balance-speed", metadata=meta(
+        "the score the search maximises: balance-speed (balance plus whole octaves of speed, docs/search.md), "
+        "native, adrs-openevolve, adrs-leaderboard"))
+    device: str = field(default="cpu", metadata=meta("cpu or cuda: where the balancer runs and the simulation happens"))
+    num_replicas: int = field(default=288, metadata=meta("physical expert slots R"))
+    num_groups: int = field(default=0, metadata=meta("expert groups; 0: the trace's model shape"))
+    num_nodes: int = field(default=4, metadata=meta("nodes"))
+    num_gpus: int = field(default=32, metadata=meta("GPUs"))
+    timeout_s: float = field(default=60.0, metadata=meta("seconds one evaluation may take"))
+    memory_mb: int = field(default=4096, metadata=meta("memory limit of the sandboxed worker"))
+    threads: int = field(default=1, metadata=meta("torch threads in the worker"))
+    reference_calls: int = field(default=3, metadata=meta("timed calls of the reference balancer, for speed-ups"))
+    reference: str = field(default="candidates/seed.py", metadata=meta("the reference balancer, relative to the install"))
+    unsafe_no_isolation: bool = field(default=False, metadata=meta(
+        "run candidates without OS isolation (trusted programs only); results are stamped unisolated"))
     # migration cost model (evaluator.migration; expert size from the trace's model shape, H800-class GPUs)
-    migration_params_per_expert: float = 0.0  # 0: from the model shape (DeepSeek-V3: 3 x 7168 x 2048)
-    migration_bytes_per_param: float = 0.0  # 0: the model's usual weights (FP8 for DeepSeek-V3, else BF16)
-    migration_bandwidth_gbs: float = 50.0  # per GPU
-    migration_gpu_tflops: float = 400.0  # effective, turns routed tokens into seconds
-    migration_interval_steps: int = 0  # steps a plan is kept; 0: every scored window is a rebalance
-    first_stage_windows: int = 3  # windows scored by the cascade's cheap first stage (docs/search.md)
-    speed_memo: bool = True  # reuse this machine's first measured speed octave of a program (docs/search.md)
+    migration_params_per_expert: float = field(default=0.0, metadata=meta(
+        "parameters per routed expert per layer; 0: from the model shape (DeepSeek-V3: 3 x 7168 x 2048)"))
+    migration_bytes_per_param: float = field(default=0.0, metadata=meta(
+        "bytes per parameter moved; 0: the model's usual weights (FP8 for DeepSeek-V3, else BF16)"))
+    migration_bandwidth_gbs: float = field(default=50.0, metadata=meta("GB/s into each GPU while experts move"))
+    migration_gpu_tflops: float = field(default=400.0, metadata=meta(
+        "effective TFLOP/s of the expert GEMMs, to turn routed tokens into seconds"))
+    migration_interval_steps: int = field(default=0, metadata=meta(
+        "steps a plan is kept, its transfer spread over them; 0: every scored window is a rebalance"))
+    first_stage_windows: int = field(default=3, metadata=meta(
+        "windows the evaluation cascade's cheap first stage scores (campaign.cascade; docs/search.md)", min=1))
+    speed_memo: bool = field(default=True, metadata=meta(
+        "reuse this machine's first measured speed octave of a program, so seeded runs repeat (docs/search.md)"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                raise UserError(f"unknown task option '{key}'; known: {', '.join(known)}")
-            default = known[key].default
-            if isinstance(default, bool) and not isinstance(value, bool):
-                raise UserError(f"task option '{key}' must be true or false, got {value!r}")
-            try:
-                values[key] = type(default)(value) if not isinstance(value, type(default)) else value
-            except (TypeError, ValueError):
-                raise UserError(f"task option '{key}' must be a {type(default).__name__}, got {value!r}") from None
-        options = cls(**values)
+        """Options from an untrusted dict (a config's [task.options], flags, a preset): names, types and
+        choices checked by evolve's option validator, then the checks that span options."""
+        options = validate(cls, data, name=lambda key: f"task option '{key}'")
         options.check()
         return options
 
     def check(self) -> None:
-        if self.protocol not in PROTOCOLS:
+        if self.protocol not in PROTOCOLS:  # checked here too: a caller may build EvalOptions directly
             raise UserError(f"task option 'protocol' must be one of {', '.join(PROTOCOLS)}, got '{self.protocol}'")
         get_scorer(self.scorer)
         if self.partial_window not in PARTIAL_WINDOW:
@@ -119,7 +125,7 @@ def load_task_trace(options: EvalOptions) -> traces.Trace:
     return traces.load_trace(options.dataset, options.split or None)
 
 
-class EplbTask:
+class EplbTask(TaskBase):
     """Scores balancer programs on one trace under one protocol and scorer."""
 
     name = "eplb"
@@ -168,6 +174,14 @@ class EplbTask:
             device=self.options.device,
             isolate=not self.options.unsafe_no_isolation,
         )
+
+    def seed_program(self) -> str:
+        """The bundled seed balancer (the working directory's copy first, as for any relative path)."""
+        return SEED_PROGRAM
+
+    def holdout(self) -> "EplbTask":
+        """The dataset's holdout split; a task scoring a whole trace has none and says so."""
+        return self.with_options(split="holdout")
 
     # ---- the cascade's first stage (evolve.task.StagedTask) -------------------------------------------
     def evaluate_first_stage(self, program_text: str) -> Result:
@@ -395,46 +409,12 @@ class EplbTask:
         return "\n".join(lines)
 
 
-def make_task(options: dict[str, Any] | None = None) -> EplbTask:
-    """Factory used by campaign configs: validates option names and values."""
+def build_task(options: dict[str, Any] | None = None) -> EplbTask:
+    """Validate option names and values, then build the task."""
     return EplbTask(EvalOptions.from_dict(options or {}))
 
 
-OPTION_HELP = {
-    "dataset": "dataset name (`eplb-evolve traces list`) or a trace file",
-    "split": "empty: the dataset's own default (search for a bundled dataset, all for an imported trace); "
-             "holdout (and generalisation, where it exists) for final numbers",
-    "protocol": "predictive: plan on window i, score on i+1; in-sample: score on the planning window",
-    "window": "steps per window",
-    "partial_window": "a trailing window shorter than `window`: score or drop; empty: score for imported traces "
-                      "and files, drop for bundled datasets",
-    "max_windows": "use only the first N windows; 0: all",
-    "scorer": "the score the search maximises: native, adrs-openevolve, adrs-leaderboard",
-    "device": "cpu or cuda: where the balancer runs and the simulation happens",
-    "num_replicas": "physical expert slots R",
-    "num_groups": "expert groups; 0: the trace's model shape",
-    "num_nodes": "nodes",
-    "num_gpus": "GPUs",
-    "timeout_s": "seconds one evaluation may take",
-    "memory_mb": "memory limit of the sandboxed worker",
-    "threads": "torch threads in the worker",
-    "reference_calls": "timed calls of the reference balancer, for speed-ups",
-    "reference": "the reference balancer, relative to the install",
-    "unsafe_no_isolation": "run candidates without OS isolation (trusted programs only); results are stamped unisolated",
-    "first_stage_windows": "windows the evaluation cascade's cheap first stage scores (campaign.cascade)",
-    "speed_memo": "reuse this machine's first measured speed octave of a program, so seeded runs repeat",
-    "migration_params_per_expert": "parameters per routed expert per layer; 0: from the model shape",
-    "migration_bytes_per_param": "bytes per parameter moved; 0: the model's usual weights (FP8 for DeepSeek-V3)",
-    "migration_bandwidth_gbs": "GB/s into each GPU while experts move",
-    "migration_gpu_tflops": "effective TFLOP/s of the expert GEMMs, to turn routed tokens into seconds",
-    "migration_interval_steps": "steps a plan is kept, its transfer spread over them; 0: every scored window",
-}
+# The factory campaign configs name (`task.factory`, the EPLB plugin's default): it declares its options,
+# which `eplb-evolve run --print-config` lists.
+make_task = TaskFactory(build_task, options=tuple(TaskOption(*row) for row in describe(EvalOptions)))
 
-
-def options_help() -> list[tuple[str, Any, str]]:
-    """(option, default, help) for every task option: what `eplb-evolve run --print-config` lists."""
-    defaults = EvalOptions()
-    return [(f.name, getattr(defaults, f.name), OPTION_HELP.get(f.name, "")) for f in fields(EvalOptions)]
-
-
-make_task.options_help = options_help  # type: ignore[attr-defined]  # read by `run --print-config`

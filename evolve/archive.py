@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 
 from evolve.errors import UserError
 from evolve.scrub import scrub, scrub_data, scrub_result
+from evolve.spend import Spend
 from evolve.task import Result
 
 SCHEMA_VERSION = 2
@@ -89,8 +90,8 @@ def program_id(code: str) -> str:
 
 
 @dataclass
-class ProgramRecord:
-    """A program's code and lineage, as stored."""
+class ProgramRecord(Spend):
+    """A program's code and lineage, as stored, with the spend of the proposal that made it."""
 
     id: str
     code: str
@@ -101,17 +102,12 @@ class ProgramRecord:
     patch_name: str = ""
     patch_description: str = ""
     patch_diff: str = ""
-    proposer: str = ""
-    model: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float = 0.0
     created_at: float = 0.0
 
 
 @dataclass
-class Step:
-    """The outcome of one proposal index: what came of it, and what it cost."""
+class Step(Spend):
+    """The outcome of one proposal index: what came of it, and what it cost (the shared `Spend` fields)."""
 
     idx: int
     kind: str  # one of STEP_KINDS
@@ -119,11 +115,6 @@ class Step:
     parent_id: str | None = None
     island: int = 0
     error: str = ""
-    proposer: str = ""
-    model: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float = 0.0
     seed: int | None = None  # the proposal's derived seed: with the campaign seed, all the RNG state there is
     detail: dict[str, Any] = field(default_factory=dict)
     applied_at: float = 0.0

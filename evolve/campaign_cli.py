@@ -3,8 +3,9 @@
 A run directory holds `archive.sqlite` (everything), `config.toml` (the settings it ran with),
 `run.log` (what the run printed, with times), `transcript.jsonl` (LLM and replay proposers) and `best/`
 (each improvement of the best program). Relative paths resolve from the working directory: runs go to
-`./results/`, the seed program is `./candidates/seed.py`, falling back to the copy bundled with the
-install (and saying so) only when the working directory has none.
+`./results/`; the seed program (`campaign.seed_program`, else the task's own, `Task.seed_program`) is read
+from there, falling back to the copy bundled with the install (and saying so) only when the working
+directory has none.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from evolve.archive import Archive, Event
 from evolve.backends import BackendContext, make_backend
-from evolve import resume
+from evolve import plugins, resume
 from evolve.config import CampaignConfig, Config, field_help, parse_value
 from evolve.loading import load_object, read_text_file
 from evolve.errors import UserError
@@ -27,7 +28,11 @@ from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
 from evolve.paths import REPO_ROOT
 from evolve.runlog import RunLog
 from evolve.scrub import scrub_data
-from evolve.task import Task
+from evolve.task import Task, TaskFactory
+
+# what a task must have; a missing one is named when a factory returns something else
+_TASK_MEMBERS = ("name", "entry_function", "problem_statement", "objectives", "stamp", "evaluate",
+                 "seed_program", "holdout", "mutation_catalogue")
 
 RESULTS = Path("results")
 ARCHIVE = "archive.sqlite"
@@ -74,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--skip-endpoint-check", action="store_true",
                      help="do not send GET /models to the LLM endpoint before the campaign starts")
     run.add_argument("--transcript", metavar="FILE", help="transcript.jsonl to replay with --proposer replay (default: none)")
-    run.add_argument("--dataset", metavar="NAME", help="task option: dataset name or trace file (default: the task's)")
-    run.add_argument("--scorer", metavar="NAME", help="task option: scorer (default: the task's)")
+    for flag in plugins.task_flags():  # the installed application's flags for its task's options
+        run.add_argument(flag.flag, dest=_flag_dest(flag), metavar=flag.metavar, help=flag.help)
     run.add_argument("--max-evaluations", type=int, metavar="N",
                      help=f"budget: children to evaluate (default {_default('max_evaluations')})")
     run.add_argument("--max-minutes", type=float, metavar="M",
@@ -103,14 +108,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ---- configuration from the command line -----------------------------------------------------------------
+def _flag_dest(flag: plugins.TaskFlag) -> str:
+    """Where argparse keeps a task flag's value (apart from evolve's own flags)."""
+    return f"task_option_{flag.option}"
+
+
 def _flag_settings(args: argparse.Namespace, config: Config) -> list[tuple[str, Any]]:
     """The named flags as (dotted key, value) pairs, in the order they apply."""
     pairs = [(f"campaign.{key}", getattr(args, key, None)) for key in
              ("max_evaluations", "max_minutes", "max_cost", "max_tokens", "workers", "backend", "ray_address", "seed",
               "out")]
-    pairs += [("proposer.kind", args.proposer), ("proposer.transcript", args.transcript),
-              ("task.options.dataset", args.dataset), ("task.options.scorer", args.scorer),
-              ("proposer.llm.base_url", args.base_url)]
+    pairs += [("proposer.kind", args.proposer), ("proposer.transcript", args.transcript)]
+    pairs += [(f"task.options.{flag.option}", getattr(args, _flag_dest(flag), None)) for flag in plugins.task_flags()]
+    pairs += [("proposer.llm.base_url", args.base_url)]
     price_in, price_out = getattr(args, "price_in", None), getattr(args, "price_out", None)
     if (price_in is not None or price_out is not None) and not args.model:
         raise UserError("--price-in/--price-out price the model given with --model; add --model NAME "
@@ -220,10 +230,9 @@ def config_reference(config: Config) -> list[str]:
         factory = load_object(config.task.factory, what="task.factory")
     except UserError as exc:
         return lines + [f"#   (cannot list them: {exc})"]
-    described = getattr(factory, "options_help", None)
-    if not callable(described):
-        return lines + ["#   (the factory does not describe its options; see its documentation)"]
-    return lines + [f"#   task.options.{key} (default {default!r}): {help}" for key, default, help in described()]
+    if not isinstance(factory, TaskFactory):
+        return lines + ["#   (the factory is a plain function and declares no options; see its documentation)"]
+    return lines + [f"#   task.options.{o.name} (default {o.default!r}): {o.help}" for o in factory.options]
 
 
 def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = True,
@@ -240,10 +249,12 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
     when stdout is not a terminal)."""
     from evolve.proposers.factory import make_proposer
 
+    task = make_task(config.task.factory, config.task.options)
+    if not config.campaign.seed_program:  # recorded in config.toml, so the run says which file it started from
+        config.campaign.seed_program = task.seed_program()
     seed_path = None if resuming else _seed_path(config.campaign.seed_program)
     if seed_path is not None:
         read_text_file(seed_path, "campaign.seed_program")  # a seed that cannot be read fails before any file exists
-    task = make_task(config.task.factory, config.task.options)
     resolve_objectives(config.campaign.objectives, task.objectives())
     if check_endpoint and config.proposer.kind == "llm":
         from evolve.proposers.llm import check_endpoint as check
@@ -348,7 +359,7 @@ def check_budget_left(config: Config, run_dir: Path) -> None:
         return
     c = config.campaign
     evaluations = sum(s.kind == "evaluated" for s in steps)
-    cost, tokens = sum(s.cost for s in steps), sum(s.tokens_in + s.tokens_out for s in steps)
+    cost, tokens = sum(s.cost for s in steps), sum(s.tokens for s in steps)
     spent = [
         (evaluations >= c.max_evaluations, f"evaluation budget ({evaluations} of {c.max_evaluations})", "max_evaluations"),
         (bool(c.max_minutes) and elapsed_min >= c.max_minutes,
@@ -374,14 +385,23 @@ def extend_flag(c: CampaignConfig, key: str, elapsed_min: float = 0.0) -> str:
 
 
 def make_task(factory: str, options: dict[str, Any]) -> Task:
+    if not factory:
+        raise UserError("task.factory is empty and no installed plugin provides a default task; name one in the "
+                        "config ([task] factory = \"module:make_task\" or \"file.py:make_task\")")
     task = load_object(factory, what="task.factory")(dict(options))
     if not isinstance(task, Task):
-        raise UserError(f"task.factory {factory} returned {type(task).__name__}, which is not an evolve.task.Task")
+        missing = [name for name in _TASK_MEMBERS if not hasattr(task, name)]
+        raise UserError(f"task.factory {factory} returned {type(task).__name__}, which is not an evolve.task.Task"
+                        f"{' (it lacks ' + ', '.join(missing) + ')' if missing else ''}; subclass evolve.task.TaskBase "
+                        "for the optional features' defaults")
     return task
 
 
 def _seed_path(path_text: str) -> Path:
     """The seed program: relative to the working directory, else the copy bundled with the install."""
+    if not path_text:
+        raise UserError("campaign.seed_program is empty and the task names no seed program of its own; "
+                        "give one with --set campaign.seed_program=PATH")
     for path in (Path(path_text), REPO_ROOT / path_text):
         if path.is_file():
             return path
@@ -451,12 +471,11 @@ def holdout_report(config: Config, task: Task, archive: Archive, summary: Summar
     if not summary.best_id or not summary.seed_id:
         return ""
     try:
-        if hasattr(task, "with_options"):
-            other = task.with_options(split="holdout")  # type: ignore[attr-defined]
-        else:
-            other = make_task(config.task.factory, {**config.task.options, "split": "holdout"})
+        other = task.holdout()
     except (UserError, TypeError, ValueError) as exc:
         return f"holdout: skipped ({str(exc).splitlines()[0] if str(exc) else 'the task has no holdout split'})"
+    if other is None:
+        return "holdout: skipped (the task declares no holdout data)"
     mine, theirs = task.stamp(), other.stamp()
     if _plain(mine.get("dataset", {}).get("sha256") or mine) == _plain(theirs.get("dataset", {}).get("sha256") or theirs):
         return "holdout: skipped (the holdout split holds the same data as the search split)"

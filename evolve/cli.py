@@ -1,7 +1,7 @@
 """The `eplb-evolve` command: a thin parser that hands each subcommand to the module that owns it.
 
-Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its subcommands and sets
-`func` on them. Defaults live in the config dataclasses; this file only parses. Two conveniences sit
+Each command module (evolve's own and those of the installed plugins, `evolve.plugins`) exposes
+`register(subparsers)`, which adds its subcommands and sets `func` on them. Defaults live in the config dataclasses; this file only parses. Two conveniences sit
 here because argparse lacks them: every flag's help shows its default, and a mistyped flag or command
 gets a "did you mean" suggestion.
 """
@@ -13,18 +13,10 @@ import importlib
 import sys
 from importlib import metadata
 
+from evolve import plugins
 from evolve.errors import UserError
 from evolve.scrub import scrub
 
-COMMAND_MODULES = [
-    "evaluator.traces.cli",
-    "evaluator.evaluate_cli",
-    "evolve.patch_cli",
-    "evolve.campaign_cli",
-    "evolve.runs_cli",
-    "evaluator.results.cli",
-    "evolve.ui.cli",
-]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -71,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"eplb-evolve {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in plugins.command_modules():
         importlib.import_module(name).register(subparsers)
     return parser
 

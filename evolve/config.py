@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import importlib
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from evolve import options, plugins
 from evolve.backends import BACKENDS
 from evolve.errors import UserError
 from evolve.loading import read_text_file
@@ -27,9 +27,7 @@ PROPOSER_KINDS = ("mutator", "llm", "replay")
 SELECTION_STRATEGIES = ("rank", "uniform", "greedy")
 
 
-def _meta(help: str, **checks: Any) -> dict[str, Any]:
-    """Field metadata: a help line plus optional checks (`min`, `max`, `choices`, `import_ok`)."""
-    return {"help": help, **checks}
+_meta = options.meta  # field metadata: a help line plus optional checks (`min`, `max`, `choices`)
 
 
 @dataclass
@@ -102,7 +100,9 @@ class CampaignConfig:
     max_failed_proposals: int = field(
         default=25, metadata=_meta("stop after this many proposals in a row give nothing to evaluate", min=1)
     )
-    seed_program: str = field(default="candidates/seed.py", metadata=_meta("the program the search starts from"))
+    seed_program: str = field(
+        default="", metadata=_meta("the program the search starts from; empty: the task's own (Task.seed_program)")
+    )
     out: str = field(default="", metadata=_meta("run directory; empty: results/<date-time>"))
     progress: bool = field(default=True, metadata=_meta("show a progress bar on stderr when it is a terminal"))
 
@@ -127,7 +127,10 @@ class ProposerConfig:
 class TaskConfig:
     """The problem: `factory(options) -> Task`, which validates its own options."""
 
-    factory: str = field(default="evaluator.task:make_task", metadata=_meta("import string of the task factory"))
+    factory: str = field(
+        default_factory=plugins.default_task_factory,
+        metadata=_meta("import string of the task factory; default: the installed plugin's task (evolve.plugins)"),
+    )
     options: dict[str, Any] = field(default_factory=dict, metadata=_meta("passed to the factory as a dict"))
 
 
@@ -177,7 +180,7 @@ class Config:
     def _section(self, name: str, source: str) -> Any:
         names = [f.name for f in dataclasses.fields(self)]
         if name not in names:
-            raise UserError(f"{source}: unknown section [{name}]{_did_you_mean(name, names)}; sections: {', '.join(names)}")
+            raise UserError(f"{source}: unknown section [{name}]{options.did_you_mean(name, names)}; sections: {', '.join(names)}")
         return getattr(self, name)
 
     def check(self) -> None:
@@ -237,7 +240,7 @@ def _merge(target: Any, values: Any, where: str, source: str) -> None:
         name = f"{where}.{key}"
         if key not in fields:
             raise UserError(
-                f"{source}: unknown key {name}{_elsewhere(key, where) or _did_you_mean(key, list(fields))}; "
+                f"{source}: unknown key {name}{_elsewhere(key, where) or options.did_you_mean(key, list(fields))}; "
                 f"known in [{where}]: {', '.join(fields)}"
             )
         current = getattr(target, key)
@@ -249,73 +252,10 @@ def _merge(target: Any, values: Any, where: str, source: str) -> None:
                 raise UserError(f"{source}: {name} must be a table, got {value!r}")
             current.update(value)
             continue
-        checked = _coerce(value, hints.get(key, Any), name, source)
-        _check_range(checked, fields[key].metadata, name, source)
+        checked = options.check(value, hints.get(key, Any), fields[key].metadata, name, source)
         if isinstance(current, dict) and isinstance(checked, dict):
             checked = {**current, **checked}  # tables merge, so a later layer adds keys without dropping others
         setattr(target, key, checked)
-
-
-def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
-    """Return `value` as type `hint` (int -> float allowed), or raise naming the key."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, name, source)
-            except UserError:
-                continue
-        raise _bad(name, value, " or ".join(_type_name(a) for a in args), source)
-    if origin is list:
-        if not isinstance(value, list):
-            raise _bad(name, value, f"a list of {_type_name(args[0]) if args else 'values'}", source)
-        return [_coerce(v, args[0] if args else Any, f"{name}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _bad(name, value, "a table", source)
-        vtype = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, vtype, f"{name}.{k}", source) for k, v in value.items()}
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _bad(name, value, "true or false", source)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _bad(name, value, "an integer", source)
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _bad(name, value, "a number", source)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _bad(name, value, "a string", source)
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise _bad(name, value, _type_name(hint), source)
-    return value
-
-
-def _check_range(value: Any, meta: Any, name: str, source: str) -> None:
-    if "min" in meta and value < meta["min"]:
-        raise UserError(f"{source}: {name} must be >= {meta['min']}, got {value!r}")
-    if "max" in meta and value > meta["max"]:
-        raise UserError(f"{source}: {name} must be <= {meta['max']}, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise UserError(f"{source}: {name} must be one of {', '.join(meta['choices'])}, got {value!r}")
-
-
-def _bad(name: str, value: Any, expected: str, source: str) -> UserError:
-    return UserError(f"{source}: {name} must be {expected}, got {value!r}")
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint))
 
 
 def _elsewhere(key: str, where: str) -> str:
@@ -330,11 +270,6 @@ def _elsewhere(key: str, where: str) -> str:
         return (f"; if '{key}' is a task option (dataset, split, scorer, ...), put it under [task.options] "
                 f"(or --set task.options.{key}=...), as `run --print-config` lists")
     return ""
-
-
-def _did_you_mean(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _drop_none(data: Any) -> Any:

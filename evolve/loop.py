@@ -487,8 +487,7 @@ class Campaign:
         return ProgramRecord(
             id=slot.child or "", code=p.child_code or "", parent_id=slot.parent.id, inspirations=slot.inspirations,
             island=slot.island, generation=slot.parent.generation + 1, patch_name=p.name,
-            patch_description=p.description, patch_diff=p.diff, proposer=p.proposer, model=p.model,
-            tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost=p.cost,
+            patch_description=p.description, patch_diff=p.diff, **p.spend_fields(),
         )
 
     # ---- applying outcomes in index order --------------------------------------------------------------
@@ -503,8 +502,8 @@ class Campaign:
     def _outcome(self, slot: Slot) -> tuple[Step, ProgramRecord | None]:
         """Classify a finished proposal: failed, duplicate, rejected (novelty) or evaluated."""
         p = slot.proposal or Proposal(error="no proposal")
-        step = Step(idx=slot.idx, kind="failed", parent_id=slot.parent.id, island=slot.island, proposer=p.proposer,
-                    model=p.model, tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost=p.cost, seed=slot.request.seed,
+        step = Step(idx=slot.idx, kind="failed", parent_id=slot.parent.id, island=slot.island, **p.spend_fields(),
+                    seed=slot.request.seed,
                     detail={"name": p.name, "attempts": p.attempts,
                             "budget_exhausted": bool(p.extra.get("budget_exhausted"))})
         if not p.ok:
@@ -532,7 +531,7 @@ class Campaign:
         members: list[tuple[int, str, str]] = []
         version = None
         self.cost += step.cost
-        self.tokens += step.tokens_in + step.tokens_out
+        self.tokens += step.tokens
         self.exhausted = self.exhausted or bool(step.detail.get("budget_exhausted"))
         if step.kind in ("seed", "evaluated") and result is not None and record is not None:
             self.fail_streak = 0

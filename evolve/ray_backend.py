@@ -87,7 +87,7 @@ class RayBackend:
             raise UserError("the ray backend rebuilds the task on each worker and needs task.factory (an import "
                             "string); set it in the config or use --backend local")
         self.workers = context.workers
-        stamp = context.task.stamp() if hasattr(context.task, "stamp") else {}
+        stamp = context.task.stamp()
         self._stamp = {k: v for k, v in stamp.items() if k in Result.__dataclass_fields__}
         self._owns_connection = connect(context.ray_address, context.workers)
         self._factory = _portable_factory(context.task_factory, _SHIPPED[0])

@@ -134,7 +134,7 @@ def progress_figure(run: RunView, path: Path) -> Path:
     for step in run.steps:
         evaluations += step.kind == "evaluated"
         spent += step.cost
-        tokens += step.tokens_in + step.tokens_out
+        tokens += step.tokens
         x_cost = {"cost": spent, "tokens": tokens, "minutes": (step.applied_at - start) / 60}[by_cost[0]]
         score = run.score(step.program_id) if step.kind in ("seed", "evaluated") else None
         if score is None:
@@ -165,7 +165,7 @@ def progress_figure(run: RunView, path: Path) -> Path:
 def _cost_axis(steps: list[Step]) -> tuple[str, str]:
     if sum(s.cost for s in steps) > 0:
         return "cost", "proposer cost ($)"
-    if sum(s.tokens_in + s.tokens_out for s in steps) > 0:
+    if sum(s.tokens for s in steps) > 0:
         return "tokens", "proposer tokens (in + out)"
     return "minutes", "wall-clock minutes (no proposer cost recorded)"
 
@@ -417,7 +417,7 @@ def summary_rows(run: RunView, splits: list[SplitResults] = ()) -> list[tuple[st
         ("dataset", f"{dataset.get('name', '-')} ({dataset.get('split', '-')}), sha256 {dataset.get('sha256', '-')}"),
         ("steps", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
         ("evaluations", f"{len(evaluated)} ({valid / max(1, len(evaluated)):.0%} correct)"),
-        ("proposer cost", f"${sum(s.cost for s in run.steps):.2f}, {sum(s.tokens_in + s.tokens_out for s in run.steps)} tokens"),
+        ("proposer cost", f"${sum(s.cost for s in run.steps):.2f}, {sum(s.tokens for s in run.steps)} tokens"),
         ("best program", f"{(run.best_id or '-')[:16]} ({best_record.patch_name or 'seed'}, generation {best_record.generation})"
          if best_record else "-"),
         ("best score", _fmt(best) + (f" (seed {_fmt(seed)}, change {best - seed:+.6g})" if best is not None and seed is not None else "")),
@@ -454,7 +454,7 @@ def summary_data(run: RunView, splits: list[SplitResults] = ()) -> dict[str, Any
         "correct": correct,
         "correct_fraction": correct / len(evaluated) if evaluated else None,
         "cost_usd": sum(s.cost for s in run.steps),
-        "tokens": sum(s.tokens_in + s.tokens_out for s in run.steps),
+        "tokens": sum(s.tokens for s in run.steps),
         "best": {"program_id": run.best_id, "patch": (record.patch_name or "seed") if record else None,
                  "generation": record.generation if record else None, "score": best},
         "seed_score": seed,

@@ -2,11 +2,17 @@
 
 `evolve/` only ever sees a `Task`: it hands over program text and gets a `Result` back. A user can plug
 in another problem by implementing this interface without touching the search.
+
+Besides the five things every task must do (name, entry function, problem statement, objectives, stamp,
+evaluate), a task declares its optional features by overriding the methods of `TaskBase`, whose defaults
+say "not offered": a seed program of its own, a holdout task for the campaign's closing check, and a
+catalogue of block implementations for the offline mutator. A task factory may declare its options (for
+`run --print-config`) by being a `TaskFactory`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 
 @dataclass
@@ -98,6 +104,22 @@ class Task(Protocol):
         """Score a program. Never raises for a bad program: returns `Result(correct=False, ...)`."""
         ...
 
+    # ---- optional features: `TaskBase` gives each a default that declines it --------------------------------
+    def seed_program(self) -> str:
+        """The program a campaign starts from when `campaign.seed_program` is empty: a path, relative paths
+        read from the working directory, else from the install. Empty: the user must name one."""
+        ...
+
+    def holdout(self) -> "Task | None":
+        """The same task on data the search never scores, for the campaign's closing `holdout:` line (best
+        vs seed). None: the task has no such data. May raise `UserError` naming why it has none here."""
+        ...
+
+    def mutation_catalogue(self) -> dict[str, list[str]] | None:
+        """Alternative implementations of the seed's EVOLVE blocks (block label -> code texts) for the
+        offline mutator. None: the mutator uses only its problem-free edits."""
+        ...
+
 
 @runtime_checkable
 class StagedTask(Task, Protocol):
@@ -125,3 +147,39 @@ class DescribedTask(Task, Protocol):
         """Metric keys worth showing in a prompt, most important first."""
         ...
 
+
+
+class TaskBase:
+    """Defaults for a `Task`'s optional features: subclass it and override the features your problem has.
+
+    Each default declines the feature, so a task with none of them still runs a campaign."""
+
+    def seed_program(self) -> str:
+        return ""
+
+    def holdout(self) -> "Task | None":
+        return None
+
+    def mutation_catalogue(self) -> dict[str, list[str]] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """One option a task factory accepts, as `run --print-config` lists it."""
+
+    name: str
+    default: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class TaskFactory:
+    """A task factory that declares its options. A config's `task.factory` may name a plain function
+    `factory(options) -> Task` instead; then `--print-config` can only say the options are undocumented."""
+
+    build: Callable[[dict[str, Any]], Task]
+    options: tuple[TaskOption, ...] = ()
+
+    def __call__(self, options: dict[str, Any] | None = None) -> Task:
+        return self.build(dict(options or {}))

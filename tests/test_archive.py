@@ -150,3 +150,23 @@ def test_a_newer_archive_is_refused(tmp_path: Path):
     (tmp_path / "junk.sqlite").write_text("this is not a database, not at all" * 100)
     with pytest.raises(UserError, match="not a readable archive"):
         Archive(tmp_path / "junk.sqlite")
+
+
+def test_one_spend_record_travels_from_proposal_to_program_and_step(tmp_path: Path):
+    """Proposal, ProgramRecord and Step share the Spend fields, which the archive keeps as its old columns."""
+    from evolve.proposers.base import Proposal
+    from evolve.spend import SPEND_FIELDS, Spend
+
+    assert SPEND_FIELDS == ("proposer", "model", "tokens_in", "tokens_out", "cost")
+    proposal = Proposal(child_code=CHILD, proposer="llm", model="m-1", tokens_in=120, tokens_out=30, cost=0.5)
+    assert all(isinstance(x, Spend) for x in (proposal, ProgramRecord(id="a", code=""), Step(idx=0, kind="seed")))
+    assert proposal.spend() == Spend(proposer="llm", model="m-1", tokens_in=120, tokens_out=30, cost=0.5)
+    assert proposal.spend().tokens == 150
+    archive = Archive(tmp_path / "archive.sqlite")
+    pid = program_id(CHILD)
+    archive.put_program(ProgramRecord(id=pid, code=CHILD, **proposal.spend_fields()), ok(1.0))
+    archive.apply_step(Step(7, "evaluated", pid, **proposal.spend_fields()))  # positional fields stay first
+    assert archive.program(pid).spend() == proposal.spend()
+    assert archive.steps()[0].spend() == proposal.spend() and archive.steps()[0].idx == 7
+    row = archive.conn.execute("SELECT proposer, model, tokens_in, tokens_out, cost FROM steps").fetchone()
+    assert tuple(row) == ("llm", "m-1", 120, 30, 0.5)  # the same columns as before the shared record

@@ -24,8 +24,8 @@ def test_defaults_round_trip_through_toml():
     config = Config()
     again = Config.from_dict(tomllib.loads(config.to_toml()))
     assert again.to_dict() == config.to_dict()
-    assert config.campaign.seed_program == "candidates/seed.py"
-    assert config.task.factory == "evaluator.task:make_task"
+    assert config.campaign.seed_program == ""  # empty: the task's own seed program (Task.seed_program)
+    assert config.task.factory == "evaluator.task:make_task"  # the installed EPLB plugin's default task
     assert {key for key, _, _ in field_help()} >= {"campaign.seed", "campaign.novelty_threshold", "task.options"}
 
 

@@ -28,7 +28,7 @@ def test_the_example_task_implements_the_interface_and_scores_deterministically(
     assert task.evaluate(SEED.read_text()).scores == seed.scores
     better = SEED.read_text().replace("C3 = 0.0 ", "C3 = -0.1666 ")
     assert task.evaluate(better).scores["digits"] > seed.scores["digits"] + 0.5
-    holdout = task.with_options(split="holdout")
+    holdout = task.holdout()
     assert holdout.stamp()["dataset"]["sha256"] != task.stamp()["dataset"]["sha256"]
 
 
@@ -48,13 +48,18 @@ def test_the_example_task_rejects_bad_programs_with_one_line():
 
 def test_a_short_campaign_on_the_example_improves_on_its_seed(tmp_path):
     out = tmp_path / "sine-run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "evolve.cli", "run", "--set", f"task.factory={FACTORY}",
-         "--set", "campaign.seed_program=examples/sine/seed.py", "--max-evaluations", "24", "--max-minutes", "0",
-         "--workers", "1", "--seed", "3", "--out", str(out)],
+    proc = subprocess.run(  # no seed_program given: the task declares its own (examples/sine/seed.py)
+        [sys.executable, "-m", "evolve.cli", "run", "--set", f"task.factory={FACTORY}", "--max-evaluations", "24",
+         "--max-minutes", "0", "--workers", "1", "--seed", "3", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert f"seed program: {SEED}" in proc.stdout
     assert "holdout: best" in proc.stdout  # the closing check on the points the search never saw
+    report = subprocess.run([sys.executable, "-m", "evolve.cli", "report", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr
+    assert (out / "report" / "report.html").is_file() and (out / "report" / "progress.png").is_file()
+    assert "sine" in (out / "report" / "report.html").read_text()
     frames = open_archive(out)
     seed = frames.programs[frames.programs["parent_id"].isna()]
     children = frames.programs[frames.programs["parent_id"].notna()]

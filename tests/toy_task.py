@@ -20,7 +20,7 @@ from typing import Any
 from evolve.config import Config
 from evolve.errors import UserError
 from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.task import Objective, Result
+from evolve.task import Objective, Result, TaskBase
 
 HERE = Path(__file__).resolve()
 TARGETS = {"search": [1.5, -2.0, 3.25, 0.5], "holdout": [1.25, -2.0, 3.5, 0.75]}
@@ -28,7 +28,9 @@ SEED = 'def solve():\n    """Start far from the target."""\n    return [0.0, 0.0
 TASK_OPTIONS = {"split", "delay", "raise_on"}
 
 
-class ToyTask:
+class ToyTask(TaskBase):
+    """Declares a holdout split (the optional features it lacks keep `TaskBase`'s defaults)."""
+
     name = "toy"
     entry_function = "solve"
 
@@ -44,8 +46,8 @@ class ToyTask:
         self.delay = float(options.get("delay", 0.0))
         self.evaluated = 0
 
-    def with_options(self, **changes: Any) -> "ToyTask":
-        return ToyTask({**self.options, **changes})
+    def holdout(self) -> "ToyTask | None":
+        return ToyTask({**self.options, "split": "holdout"}) if self.split != "holdout" else None
 
     def problem_statement(self) -> str:
         return "Define solve() returning four floats as close as possible to a hidden target."

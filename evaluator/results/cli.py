@@ -1,8 +1,8 @@
-"""`eplb-evolve leaderboard | compare | report | promote`: what a campaign's programs are worth.
+"""`eplb-evolve leaderboard | compare | promote`, and EPLB's part of `report`: what a campaign's programs are worth.
 
 leaderboard  every candidate on named datasets and splits under every scorer, with oracle and ceiling rows
 compare      paired comparison of programs on the same windows, with bootstrap intervals
-report       figures and a self-contained report.html for a run
+report       (evolve.report_cli) the EPLB sections: leaderboard rows, re-timed runtimes, the other splits
 promote      copy an archived program into candidates/ with a header recording where it came from
 
 Paths resolve from the working directory, as `run` does: candidates from `./candidates/` (or
@@ -28,6 +28,7 @@ from evaluator.evaluate_cli import add_task_arguments, task_options
 from evaluator.task import EplbTask, EvalOptions
 from evolve.archive import Archive
 from evolve.errors import UserError
+from evolve.report_cli import ReportExtras
 
 # comparisons and leaderboards are final numbers: a bundled dataset's holdout split (data the search never saw),
 # an imported trace whole (`leaderboard.REPORT_SPLIT`)
@@ -69,17 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     _candidates_flag(comp)
     comp.set_defaults(func=cmd_compare)
-
-    rep = subparsers.add_parser("report", help="figures and a self-contained report.html for a run")
-    rep.add_argument("run", metavar="RUN", help="run directory, or its name under results/")
-    rep.add_argument("--references", nargs="*", metavar="CANDIDATE",
-                     help="candidates to evaluate beside the seed and best (default: every candidate but the seed)")
-    rep.add_argument("--no-evaluate", action="store_true",
-                     help="evaluate nothing: figures from the archive only, no leaderboard rows")
-    rep.add_argument("--out", metavar="DIR", help="where the report goes (default: RUN/report)")
-    _candidates_flag(rep)
-    rep.add_argument("--results", default=str(RESULTS_DIR), metavar="DIR", help="where run names are looked up")
-    rep.set_defaults(func=cmd_report)
 
     pro = subparsers.add_parser("promote", help="copy an archived program into candidates/")
     pro.add_argument("run", metavar="RUN", help="run directory, or its name under results/")
@@ -172,31 +162,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ---- report ----------------------------------------------------------------------------------------------
-def cmd_report(args: argparse.Namespace) -> int:
-    from evolve import report
+class EplbReport:
+    """The EPLB part of `eplb-evolve report` (`evolve.report_cli`): the balance and runtime figures, and
+    leaderboard rows, re-timed runtimes and the other splits, evaluated now on the run's task."""
 
-    run_dir = report.resolve_run(args.run, Path(args.results))
-    run = report.load_run(run_dir)
-    references: list[report.Reference] = []
-    table, note, timing, splits = None, "", None, []
-    sources = [f"run from {run_dir.resolve()}"]
-    if not args.no_evaluate:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--references", nargs="*", metavar="CANDIDATE",
+                            help="candidates to evaluate beside the seed and best (default: every candidate but the seed)")
+        _candidates_flag(parser)
+
+    def extras(self, run: Any, args: argparse.Namespace) -> ReportExtras | None:
+        if run.meta.get("task") != EplbTask.name:
+            return None
+        extras = ReportExtras("balancedness_gpu", "runtime_median_s", "balancedness_gpu")
+        if args.no_evaluate:
+            return extras
         try:
             table, references, note, task, programs, where = _report_rows(run, args)
-            sources += [where, data_sources()] if where else []
+            extras.table, extras.references, extras.note = table, references, note
+            extras.sources += [where, data_sources()] if where else []
             if task is not None:
-                timing, references = report_timing(task, run, references, programs)
-                splits = other_splits(task, run)
+                extras.timing, extras.references = report_timing(task, run, references, programs)
+                extras.splits = other_splits(task, run)
         except UserError as exc:  # the figures still come from the archive
-            note = f"no leaderboard rows: {exc}"
-            print(f"warning: {note}", file=sys.stderr)
-    files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", references,
-                                table, note, Path(args.out) if args.out else None, timing=timing, splits=splits)
-    print("\n".join(sources))
-    print(f"report: {files.html.resolve()}")
-    for path in files.figures.values():
-        print(f"figure: {path}")
-    return 0
+            extras.note = f"no leaderboard rows: {exc}"
+            print(f"warning: {extras.note}", file=sys.stderr)
+        return extras
+
+
+REPORT = EplbReport()  # named by the EPLB plugin (evaluator/plugin.py)
 
 
 def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | None, list[Any], str, Any, list[Any], str]:

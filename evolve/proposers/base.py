@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from evolve.spend import Spend
+
 
 @dataclass
 class ProgramView:
@@ -41,8 +43,9 @@ class ProposalRequest:
 
 
 @dataclass
-class Proposal:
-    """A proposer's answer. `child_code` is None when no usable patch came out (see `error`)."""
+class Proposal(Spend):
+    """A proposer's answer. `child_code` is None when no usable patch came out (see `error`); its spend
+    (proposer, model, tokens, cost) is the shared `Spend` record."""
 
     patch_text: str = ""
     child_code: str | None = None
@@ -50,11 +53,6 @@ class Proposal:
     description: str = ""
     diff: str = ""
     error: str = ""
-    proposer: str = ""
-    model: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float = 0.0
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -11,22 +11,23 @@ from evolve.config import Config
 from evolve.loading import load_object
 from evolve.errors import UserError
 from evolve.proposers.base import Proposer
+from evolve.task import Task
 
 TRANSCRIPT = "transcript.jsonl"
 
 
-def make_proposer(config: Config, run_dir: Path, task: Any = None) -> Proposer:
+def make_proposer(config: Config, run_dir: Path, task: Task | None = None) -> Proposer:
     """mutator | llm | replay, or an import string `module:factory` called as `factory(config, run_dir)`.
 
     The mutator's catalogue of block implementations is problem knowledge, so it comes from the task
-    (`task.mutation_catalogue()`), never from this package."""
+    (`Task.mutation_catalogue()`, None when the task declares none), never from this package."""
     kind = config.proposer.kind
     if kind == "mutator":
         cls = _load("evolve.proposers.mutator", "OfflineMutator")
-        catalogue = getattr(task, "mutation_catalogue", None)
+        catalogue = task.mutation_catalogue() if task is not None else None
         options = {"seed": config.campaign.seed, **config.proposer.options}
         if catalogue is not None:
-            options["catalogue"] = catalogue()
+            options["catalogue"] = catalogue
         return _construct(cls, options, "proposer.options")
     if kind == "llm":
         cls = _load("evolve.proposers.llm", "LLMProposer")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from evolve.errors import UserError
+from evolve.options import validate
 from evolve.prompts import DEFAULT_MAX_CHARS, Message, build_messages, patch_retry_message, prompt_hash
 from evolve.proposers.base import Proposal, ProposalRequest
 from evolve.scrub import add_secret, scrub, scrub_data
@@ -109,21 +110,7 @@ class LLMConfig:
                 entry = {"name": entry}
             if not isinstance(entry, dict) or not entry.get("name"):
                 raise UserError(f"proposer.llm.models[{i}] must be a table with a 'name', got {entry!r}")
-            unknown = set(entry) - {"name", "weight", "price_in", "price_out"}
-            if unknown:
-                raise UserError(
-                    f"proposer.llm.models[{i}] has unknown keys {sorted(unknown)}; "
-                    "known: name, weight, price_in, price_out"
-                )
-            try:
-                spec = ModelSpec(
-                    str(entry["name"]),
-                    float(entry.get("weight", 1.0)),
-                    float(entry.get("price_in", 0.0)),
-                    float(entry.get("price_out", 0.0)),
-                )
-            except (TypeError, ValueError):
-                raise UserError(f"proposer.llm.models[{i}]: weight and prices must be numbers, got {entry!r}") from None
+            spec = validate(ModelSpec, entry, name=lambda key, i=i: f"proposer.llm.models[{i}].{key}")
             if spec.weight < 0 or spec.price_in < 0 or spec.price_out < 0:
                 raise UserError(f"proposer.llm.models[{i}]: weight and prices must be >= 0, got {entry!r}")
             specs.append(spec)

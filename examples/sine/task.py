@@ -19,10 +19,11 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from evolve.errors import UserError
-from evolve.task import Objective, Result
+from evolve.task import Objective, Result, TaskBase
 
 VERSION = "sine-1"  # bump when a change could alter any score
 POINTS = 64
@@ -62,8 +63,9 @@ def forbidden(program_text: str) -> str:
     return ""
 
 
-class SineTask:
-    """Implements `evolve.task.Task`: the search only ever calls these methods."""
+class SineTask(TaskBase):
+    """Implements `evolve.task.Task`: the search only ever calls these methods. From `TaskBase` it takes
+    the defaults of the optional features it does not offer (a mutation catalogue)."""
 
     name = "sine"
     entry_function = "approximate"
@@ -77,9 +79,13 @@ class SineTask:
             raise UserError(f"task option 'split' must be search or holdout, got {self.options['split']!r}")
         self.xs = grid(self.options["split"])
 
-    def with_options(self, **changes: Any) -> "SineTask":
-        """The same task with some options changed; the campaign asks for split="holdout" at the end."""
-        return SineTask({**self.options, **changes})
+    def seed_program(self) -> str:
+        """The seed next to this file: a campaign starts from it unless campaign.seed_program names another."""
+        return str(Path(__file__).resolve().with_name("seed.py"))
+
+    def holdout(self) -> "SineTask":
+        """The points between the search grid's: the campaign scores best and seed on them at the end."""
+        return SineTask({**self.options, "split": "holdout"})
 
     def problem_statement(self) -> str:
         return ("Define approximate(x) -> float that approximates sin(x) for x in [0, pi/2] using only "
