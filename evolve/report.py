@@ -55,7 +55,7 @@ class Timing:
 
 @dataclass
 class SplitResults:
-    """Seed and best scored on one more split of the data (holdout, generalisation), for the report."""
+    """Seed and best scored on one more split of the data (holdout, another router model's), for the report."""
 
     label: str  # e.g. "deepseek-v3 (holdout split)"
     seed: Result | None

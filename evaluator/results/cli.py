@@ -248,7 +248,7 @@ def report_timing(task: EplbTask, run: Any, references: list[Any], programs: lis
     return Timing(measured, note), timed_refs
 
 
-SPLITS_BESIDE = ("holdout", "generalisation")  # splits shown beside the search split when the dataset has them
+SPLITS_BESIDE = ("holdout", "holdout-model")  # shown beside the search split when the dataset has them: new traffic, another router model
 
 
 def other_splits(task: EplbTask, run: Any) -> list[Any]:
