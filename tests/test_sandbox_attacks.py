@@ -454,7 +454,7 @@ def test_environment_holds_no_secrets(task: EplbTask) -> None:
     assert not result.correct and "raised while loading: RuntimeError" in result.error
     keys = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("ENV:"))[4:])
     assert "OPENAI_API_KEY" not in keys and "EPLB_EVOLVE_CACHE" not in keys
-    assert set(keys) <= {"PATH", "LANG", "HOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
+    assert set(keys) <= {"PATH", "LANG", "HOME", "TMPDIR", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
                          "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LC_CTYPE", "PWD",
                          harness.CONTROL_FD_ENV, harness.ISOLATE_ENV}, keys
     assert FAKE_KEY not in result.error and FAKE_KEY[::-1] not in result.error

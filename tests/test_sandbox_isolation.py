@@ -106,6 +106,9 @@ def test_the_sandbox_sees_nothing_of_the_project_but_its_evaluator() -> None:
     for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop"):
         assert flag in argv
     assert argv[argv.index("--uid") + 1] == "65534"
+    # /tmp is mounted before the binds, so a checkout or venv under /tmp is bound on top of it, not hidden
+    binds_at = [i for i, arg in enumerate(argv) if arg == "--ro-bind"]
+    assert binds_at and argv.index("--tmpfs") < min(binds_at) and argv[argv.index("--tmpfs") + 1] == "/tmp"
 
 
 # --- the machinery: what the harness does when its own processes fail ---------------------------------

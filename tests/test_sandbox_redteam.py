@@ -46,13 +46,13 @@ for _tag, _path in [("TMP", "/tmp/statistics.py"), ("CWD", "statistics.py"), ("S
 
 LOOK = r'''
 import os
-print("SEEN:" + repr(sorted(os.listdir("/tmp")) + sorted(os.listdir("/dev/shm")) + sorted(os.listdir(os.getcwd()))), flush=True)
+print("SEEN:" + repr(sorted(os.listdir("/scratch")) + sorted(os.listdir("/dev/shm")) + sorted(os.listdir(os.getcwd()))), flush=True)
 import statistics
 '''
 
 
 def test_no_file_reaches_the_next_candidate(task: EplbTask) -> None:
-    """/tmp, /dev/shm and the working directory are the worker's own; /, /dev are read-only."""
+    """/scratch, /dev/shm and the working directory are the worker's own; /, /dev and /tmp are read-only."""
     planted = task.evaluate(hostile(PLANT))
     assert planted.correct, planted.error
     found = tags(planted)

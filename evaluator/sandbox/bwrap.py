@@ -29,7 +29,8 @@ _SYSTEM_LIBRARY_ROOTS = ("/usr/", "/lib", "/opt/")
 _ENV = {
     "PATH": "/usr/bin:/bin",
     "LANG": "C.UTF-8",
-    "HOME": "/tmp",
+    "HOME": "/scratch",
+    "TMPDIR": "/scratch",
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONNOUSERSITE": "1",
     "OMP_NUM_THREADS": "1",
@@ -125,12 +126,14 @@ def command(argv: list[str], device: str = "cpu", env: dict[str, str] | None = N
     ]
     for key, value in sorted(environment(env).items()):
         args += ["--setenv", key, value]
+    # /tmp first: a checkout or venv that lives under /tmp is bound on top of it, not hidden beneath it
+    args += ["--tmpfs", "/tmp"]
     for path in read_only_binds():
         args += ["--ro-bind", path, path]
     for link in _LOADER_DIRS:  # merged-/usr systems: /lib -> usr/lib and the like
         if os.path.islink(link):
             args += ["--symlink", os.readlink(link), link]
-    args += ["--proc", "/proc", "--dev", "/dev", *_device_args(device), "--tmpfs", "/tmp", "--chdir", "/tmp", "--"]
+    args += ["--proc", "/proc", "--dev", "/dev", *_device_args(device), "--dir", "/scratch", "--chdir", "/scratch", "--"]
     return args + argv
 
 

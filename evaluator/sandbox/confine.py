@@ -2,7 +2,7 @@
 
 Called inside the bubblewrap sandbox, before any candidate code exists. The worker's outer process
 calls `enter_namespaces()` (new user, PID, mount, network and IPC namespaces), then forks the init of
-the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, `/tmp` and
+the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, `/scratch` and
 `/dev/shm` by small tmpfs of the worker's own (the ones bubblewrap made are shared by every worker of
 the zygote: a file left there would reach the next candidate), the rest of the root is made read-only,
 no new privileges can be gained, and every capability of the new user namespace is dropped. The init then
@@ -26,7 +26,7 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_RELATIME = 32, 1024, 2048, 4096, 1 << 21
-SCRATCH = ("/tmp", "/dev/shm")  # writable, private to one worker, gone with it
+SCRATCH = ("/scratch", "/dev/shm")  # writable, private to one worker, gone with it ($TMPDIR and $HOME)
 SCRATCH_SIZE = "64m"  # tmpfs pages escape RLIMIT_AS: keep them small
 _CAPABILITY_VERSION_3 = 0x20080522
 _LAST_CAPABILITY = 63
@@ -80,13 +80,14 @@ def _read_only(path: str) -> None:
 
 
 def _private_scratch() -> None:
-    """Fresh, size-capped /tmp and /dev/shm for this worker; / and /dev read-only (shared with siblings)."""
+    """Fresh, size-capped /scratch and /dev/shm for this worker; /, /dev and /tmp read-only (shared with
+    siblings). /tmp is not replaced but frozen: the Python installation or checkout may be bound beneath it."""
     for path in SCRATCH:
         options = f"size={SCRATCH_SIZE},mode=1777".encode()
         _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mounting {path}")
-    for path in ("/", "/dev"):
+    for path in ("/", "/dev", "/tmp"):
         _read_only(path)
-    os.chdir("/tmp")  # the old working directory is the shared /tmp underneath
+    os.chdir("/scratch")  # the old working directory is the shared one underneath
 
 
 def seal() -> None:
