@@ -257,7 +257,7 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
         read_text_file(seed_path, "campaign.seed_program")  # a seed that cannot be read fails before any file exists
     resolve_objectives(config.campaign.objectives, task.objectives())
     if check_endpoint and config.proposer.kind == "llm":
-        from evolve.proposers.llm import check_endpoint as check
+        from evolve.proposers.endpoint import check_endpoint as check
 
         check(config.llm_config())
     changes = _resume_changes(run_dir, config, task, allow_changes) if resuming else []

@@ -115,7 +115,7 @@ class ProposerConfig:
     kind: str = field(default="mutator", metadata=_meta("mutator, llm, replay, or module:factory"))
     transcript: str = field(default="", metadata=_meta("replay: the transcript.jsonl to replay"))
     options: dict[str, Any] = field(default_factory=dict, metadata=_meta("free options for the mutator or a factory"))
-    llm: Any = field(default=None, metadata=_meta("the LLM proposer's settings (evolve.proposers.llm.LLMConfig)"))
+    llm: Any = field(default=None, metadata=_meta("the LLM proposer's settings (evolve.proposers.llm_config.LLMConfig)"))
 
     def __post_init__(self) -> None:
         if self.llm is None:
@@ -217,9 +217,9 @@ class Config:
 
 # ---- the LLM section is owned by the LLM proposer ------------------------------------------------
 def llm_config_class() -> type | None:
-    """`evolve.proposers.llm.LLMConfig`, or None while that module is absent (the mutator needs none of it)."""
+    """`evolve.proposers.llm_config.LLMConfig`, or None while that module is absent (the mutator needs none of it)."""
     try:
-        module = importlib.import_module("evolve.proposers.llm")
+        module = importlib.import_module("evolve.proposers.llm_config")
     except ImportError:
         return None
     cls = getattr(module, "LLMConfig", None)

@@ -21,7 +21,8 @@ import pytest
 from evolve.patch import make_patch
 from evolve.prompts import prompt_hash
 from evolve.proposers.base import ProgramView, ProposalRequest
-from evolve.proposers.llm import LLMConfig, LLMProposer
+from evolve.proposers.llm import LLMProposer
+from evolve.proposers.llm_config import LLMConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = (REPO / "candidates" / "seed.py").read_text()

@@ -8,7 +8,8 @@ import pytest
 
 from evolve.errors import UserError
 from evolve.proposers.base import ProgramView, ProposalRequest
-from evolve.proposers.llm import LLMConfig, LLMProposer
+from evolve.proposers.llm import LLMProposer
+from evolve.proposers.llm_config import LLMConfig
 from evaluator.mutations import CATALOGUE
 from evolve.proposers.mutator import OfflineMutator
 from evolve.proposers.replay import ReplayMismatch, ReplayProposer

@@ -245,7 +245,7 @@ def test_a_raised_key_never_reaches_the_archive_show_or_the_next_prompt(tmp_path
 
 
 def test_a_transcript_record_is_scrubbed(tmp_path: Path, monkeypatch):
-    from evolve.proposers.llm import Transcript
+    from evolve.proposers.transcript import Transcript
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     secrets.refresh()
