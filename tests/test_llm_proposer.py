@@ -122,7 +122,8 @@ class ChatServer:
                 else:
                     code = 200
                     data = json.dumps({"object": "list", "data": [
-                        {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]}).encode()
+                        {"id": m, "object": "model", "created": 0, "owned_by": "test"}
+                        for m in server.models]}).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -20,6 +20,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+
 from evaluator.paths import REPO_ROOT
 
 NOBODY = "65534"

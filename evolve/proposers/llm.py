@@ -65,7 +65,8 @@ class LLMProposer:
                                base_url=self.base_url, client=client, sleep=sleep)
         from evolve.bandit import ModelBandit
 
-        self.bandit = ModelBandit([m.name for m in self.models if m.weight > 0]) if self.config.ensemble == "bandit" else None
+        arms = [m.name for m in self.models if m.weight > 0]
+        self.bandit = ModelBandit(arms) if self.config.ensemble == "bandit" else None
         self.transcript.write(
             {
                 "kind": "header",

@@ -80,7 +80,8 @@ class LLMConfig:
             specs.append(spec)
         unknown_modes = set(self.mix) - {"diff", "rewrite", "crossover"}
         if unknown_modes or any(float(v) < 0 for v in self.mix.values()) or sum(self.mix.values()) <= 0:
-            raise UserError(f"proposer.llm.mix must weigh diff, rewrite and crossover (>= 0, not all 0), got {self.mix!r}")
+            raise UserError(f"proposer.llm.mix must weigh diff, rewrite and crossover (>= 0, not all 0), got "
+                            f"{self.mix!r}")
         if self.ensemble not in ("bandit", "weights"):
             raise UserError(f"proposer.llm.ensemble must be bandit or weights, got {self.ensemble!r}")
         if sum(s.weight for s in specs) <= 0:
