@@ -33,6 +33,7 @@ chromium:
 	  echo "chromium could not be installed; tests/test_report.py will skip its browser check"
 
 test: $(STAMP) bubblewrap chromium
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP) bubblewrap

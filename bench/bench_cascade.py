@@ -22,7 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluations", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tolerance", type=float, default=None, help="campaign.cascade_tolerance (default: the config's)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="campaign.cascade_tolerance (default: the config's)")
     args = parser.parse_args()
     extra = {} if args.tolerance is None else {"campaign.cascade_tolerance": args.tolerance}
 

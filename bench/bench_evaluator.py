@@ -60,7 +60,8 @@ def naive_simulation(load: torch.Tensor, log2phy: torch.Tensor, logcnt: torch.Te
 def synthetic_trace(steps: int = 1300) -> Trace:
     rng = np.random.default_rng(0)
     popularity = rng.gamma(0.6, 1.0, size=(LAYERS, EXPERTS))
-    return Trace(rng.poisson(popularity[None] * 30, size=(steps, LAYERS, EXPERTS)), {"name": "bench", "num_groups": GROUPS})
+    return Trace(rng.poisson(popularity[None] * 30, size=(steps, LAYERS, EXPERTS)),
+                 {"name": "bench", "num_groups": GROUPS})
 
 
 def main() -> None:
@@ -95,7 +96,8 @@ def main() -> None:
         fast_value = float(simulate(window, phy2log, logcnt, GPUS, NODES).balancedness_gpu)
         assert abs(naive_simulation(*naive_args) - fast_value) < 1e-9
         print(f"simulate one window ({args.device}): {fast_s * 1e3:.3f} ms; per-expert loop {slow_s * 1e3:.1f} ms; "
-              f"ratio {slow_s / fast_s:.0f}x (target >= 100x, <= 1 ms: {'met' if slow_s / fast_s >= 100 and fast_s <= 1e-3 else 'MISSED'})")
+              f"ratio {slow_s / fast_s:.0f}x (target >= 100x, <= 1 ms: "
+              f"{'met' if slow_s / fast_s >= 100 and fast_s <= 1e-3 else 'MISSED'})")
 
         # 2. harness overhead, 3. seed vs greedy_snake
         for name, code in (("seed", seed_code), ("greedy_snake", snake_code)):
@@ -108,9 +110,11 @@ def main() -> None:
                 overheads.append(r.metrics["harness_overhead_s"])
                 runtimes.append(r.metrics["runtime_median_s"])
             overhead = statistics.median(overheads)
-            print(f"{name}: evaluation {statistics.median(totals) * 1e3:.1f} ms for {int(r.metrics['windows'])} windows; "
-                  f"balancer {statistics.median(runtimes) * 1e3:.2f} ms/call; harness overhead {overhead * 1e3:.1f} ms (all but the balancer calls) "
-                  f"(target <= 50 ms: {'met' if overhead <= 0.05 else 'MISSED'}); balancedness_gpu {r.metrics['balancedness_gpu']:.4f}")
+            print(f"{name}: evaluation {statistics.median(totals) * 1e3:.1f} ms for {int(r.metrics['windows'])} "
+                  f"windows; balancer {statistics.median(runtimes) * 1e3:.2f} ms/call; harness overhead "
+                  f"{overhead * 1e3:.1f} ms (all but the balancer calls) "
+                  f"(target <= 50 ms: {'met' if overhead <= 0.05 else 'MISSED'}); balancedness_gpu "
+                  f"{r.metrics['balancedness_gpu']:.4f}")
             if name == "seed":
                 seed_runtime = statistics.median(runtimes)
             else:

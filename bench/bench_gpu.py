@@ -44,9 +44,8 @@ except ImportError:  # a bare GPU image: give the generator a bar that does noth
     sys.modules["tqdm"] = types.ModuleType("tqdm")
     sys.modules["tqdm"].tqdm = _NoBar  # type: ignore[attr-defined]
 
-from evaluator.traces import generator  # noqa: E402
 from evaluator.task import EplbTask, EvalOptions  # noqa: E402
-from evaluator.traces import Trace  # noqa: E402
+from evaluator.traces import Trace, generator  # noqa: E402
 
 PLACEMENT_METRICS = ("balancedness_gpu", "balancedness_expert", "balancedness_node", "speedup")
 

@@ -27,12 +27,12 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evaluator.mutations import CATALOGUE  # noqa: E402
 from evaluator.task import EplbTask, EvalOptions  # noqa: E402
 from evaluator.traces import load_npz, save_npz  # noqa: E402
 from evolve.patch import evolve_blocks  # noqa: E402
 from evolve.proposers.base import ProgramView, ProposalRequest  # noqa: E402
 from evolve.proposers.mutator import OfflineMutator, set_body  # noqa: E402
-from evaluator.mutations import CATALOGUE  # noqa: E402
 
 SEED = (REPO / "candidates" / "seed.py").read_text()
 
@@ -133,7 +133,8 @@ def main() -> None:
     archive.sort(key=lambda x: -x[0])
     best_bal, best_code, _ = archive[0]
     print(f"hill climb, {args.steps} proposals ({time.perf_counter() - start:.0f}s): best balancedness_gpu "
-          f"{best_bal:.4f} = {best_bal / base_bal:.4f}x the seed, runtime {interleaved_ratio(best_code):.2f}x the seed's")
+          f"{best_bal:.4f} = {best_bal / base_bal:.4f}x the seed, runtime {interleaved_ratio(best_code):.2f}x the "
+          "seed's")
     print("  path: " + " -> ".join(path_names[best_code]))
 
 

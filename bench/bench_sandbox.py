@@ -54,7 +54,8 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in overhead.items()}
     for name in tasks:
         print(f"{name:>10}: harness overhead {median[name] * 1e3:6.1f} ms per candidate "
-              f"(p10 {sorted(overhead[name])[len(overhead[name]) // 10] * 1e3:.1f}, max {max(overhead[name]) * 1e3:.1f}); "
+              f"(p10 {sorted(overhead[name])[len(overhead[name]) // 10] * 1e3:.1f}, max "
+              f"{max(overhead[name]) * 1e3:.1f}); "
               f"seed {statistics.median(calls[name]) * 1e3:.2f} ms per call")
     ratio = median["isolated"] / max(median["unisolated"], 1e-9)
     ok = ratio <= 1.2 and median["isolated"] <= 0.050

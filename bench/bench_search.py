@@ -43,18 +43,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--evaluations", type=int, default=150)
-    parser.add_argument("--balance-of", default="hybrid_tail_swap", help="candidate whose balance the harder target asks for")
+    parser.add_argument("--balance-of", default="hybrid_tail_swap",
+                        help="candidate whose balance the harder target asks for")
     args = parser.parse_args()
 
     task = EplbTask(EvalOptions())
     snake_balance, octaves = target_of(task, "greedy_snake")
     best_balance, _ = target_of(task, args.balance_of)
     targets = {f"greedy_snake's balance and speed (>= {snake_balance:.4f}, octave >= {octaves})": snake_balance,
-               f"{args.balance_of}'s balance at greedy_snake's speed (>= {best_balance:.4f}, octave >= {octaves})": best_balance}
+               f"{args.balance_of}'s balance at greedy_snake's speed (>= {best_balance:.4f}, "
+               f"octave >= {octaves})": best_balance}
     print("targets, on the search split: " + "; ".join(targets))
     rows: dict[str, list[dict]] = {t: [] for t in targets}
     for seed in args.seeds:
-        runs = {name: run_campaign(seed, args.evaluations, overrides) for name, overrides in (("old", OLD_DEFAULTS), ("new", {}))}
+        runs = {name: run_campaign(seed, args.evaluations, overrides)
+                for name, overrides in (("old", OLD_DEFAULTS), ("new", {}))}
         for target, balance in targets.items():
             row = {}
             for name, run in runs.items():
@@ -63,7 +66,8 @@ def main() -> None:
                 row[name + "_hit"] = hit is not None
                 mark = "" if hit else ">"
                 print(f"  seed {seed} {name} [{target.split(' (')[0]}]: {mark}{row[name][0]} evaluations, "
-                      f"{mark}{row[name][1]:.2f} min ({len(run.evaluated)} children in {run.seconds / 60:.1f} min)", flush=True)
+                      f"{mark}{row[name][1]:.2f} min ({len(run.evaluated)} children in {run.seconds / 60:.1f} min)",
+                      flush=True)
             rows[target].append(row)
     for target, table in rows.items():
         print(f"target: {target}")

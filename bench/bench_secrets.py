@@ -36,8 +36,10 @@ def texts() -> dict[str, str]:
                                 "balancedness_node 0.99, speed-up over no balancing 1.204x\nlayers with the worst GPU "
                                 "balance: 3 (0.871), 17 (0.874), 40 (0.880)\nruntime 4.21 ms median per call",
         "traceback (600 chars)": "Traceback (most recent call last):\n" + "  File \"<program>\", line 41, in plan\n"
-                                 "    idx = torch.argsort(w, descending=True)\n" * 6 + "IndexError: index 288 out of bounds",
-        "stdout (4 KB)": "".join(f"window {i}: max load {1000 + i * 7} tokens, mean {800 + i} tokens\n" for i in range(80)),
+                                 "    idx = torch.argsort(w, descending=True)\n" * 6 + "IndexError: index 288 out of "
+                                                                                       "bounds",
+        "stdout (4 KB)": "".join(f"window {i}: max load {1000 + i * 7} tokens, mean {800 + i} tokens\n"
+                                 for i in range(80)),
         f"diff ({len(seed) // 1000} KB)": seed,
     }
 

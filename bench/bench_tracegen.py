@@ -46,8 +46,10 @@ def main() -> int:
         load_s = time.perf_counter() - start
 
     shape = "x".join(map(str, trace.counts.shape))
-    print(f"{args.dataset}:{args.split} ({shape}) on {args.device}, {args.threads} threads: sha256 {trace.sha256[:16]} {status}")
-    print(f"generate {generate_s:6.2f} s   budget {BUDGET_S:.0f} s   ratio {generate_s / BUDGET_S:.2f}  (<1 is within budget)")
+    print(f"{args.dataset}:{args.split} ({shape}) on {args.device}, {args.threads} threads: sha256 "
+          f"{trace.sha256[:16]} {status}")
+    print(f"generate {generate_s:6.2f} s   budget {BUDGET_S:.0f} s   ratio {generate_s / BUDGET_S:.2f}  (<1 is within "
+          "budget)")
     print(f"load from cache {load_s:6.2f} s   generate/load {generate_s / max(load_s, 1e-9):.1f}x")
     return 0 if trace.sha256 == pinned or not pinned else 1
 

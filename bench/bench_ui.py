@@ -124,9 +124,10 @@ def main() -> None:
                     return response.read()
             http = best_of(args.repeat, lambda: get("api/run/0/programs?limit=50"))
             # everything the page asks for before its table shows: the runs' summaries, the filters' choices, page 1
-            opening = best_of(args.repeat, lambda: [get(p) for p in ("", "static/views.js", "api/runs",
-                                                                      "api/run/0/choices", "api/run/0/programs?limit=50")])
-            filtered = best_of(args.repeat, lambda: get("api/run/0/programs?limit=50&correct=0&error=range&sort=runtime"))
+            pages = ("", "static/views.js", "api/runs", "api/run/0/choices", "api/run/0/programs?limit=50")
+            opening = best_of(args.repeat, lambda: [get(p) for p in pages])
+            filtered = best_of(args.repeat,
+                               lambda: get("api/run/0/programs?limit=50&correct=0&error=range&sort=runtime"))
             token = best_of(args.repeat, lambda: get("api/run/0/changes"))
             tree = best_of(max(1, args.repeat // 2), lambda: get("api/run/0/tree"))
             islands = best_of(max(1, args.repeat // 2), lambda: get("api/run/0/islands"))

@@ -107,7 +107,8 @@ def validate_placement(
     if np.count_nonzero(log2phy != -1) != np.count_nonzero(listed != -1):  # something set past logcnt
         used = np.arange(width)[None, None, :] < logcnt[:, :, None]
         layer, expert, j = _first(~used & (log2phy != -1))
-        return f"inconsistent maps: log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]} past logcnt must be -1"
+        return (f"inconsistent maps: log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]} past logcnt "
+                "must be -1")
     # exactly R listed entries per layer, since each row of logcnt sums to R
     layer_of = np.repeat(np.arange(num_layers), num_replicas)
     expert_of = np.repeat(np.tile(np.arange(num_experts), num_layers), counts)

@@ -45,8 +45,11 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     With `lists`, --dataset and --split take comma-separated lists (parsing is the caller's)."""
     d = EvalOptions()
     several = ", comma-separated" if lists else ""
-    parser.add_argument("--dataset", help=f"dataset name{'s' if lists else ''} or trace file{several} (default {d.dataset})")
-    parser.add_argument("--split", help=f"dataset split{several} (default {split_default or 'search for a bundled dataset, all for an imported trace or file'})")
+    parser.add_argument("--dataset",
+                        help=f"dataset name{'s' if lists else ''} or trace file{several} (default {d.dataset})")
+    parser.add_argument("--split",
+                        help=f"dataset split{several} (default "
+                             f"{split_default or 'search for a bundled dataset, all for an imported trace or file'})")
     parser.add_argument("--protocol", choices=PROTOCOLS, help=f"planning/scoring protocol (default {d.protocol})")
     parser.add_argument("--window", type=int, help=f"steps per window (default {d.window})")
     parser.add_argument("--partial-window", choices=["score", "drop"],
@@ -66,8 +69,10 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
                              "trusted programs on machines without user namespaces; results are stamped unisolated")
     cost = parser.add_argument_group("migration cost (reported beside balancedness; see docs/benchmark-realism.md)")
     cost.add_argument("--expert-params", type=float, metavar="N",
-                      help="parameters per routed expert per layer (default: from the model shape; DeepSeek-V3 3 x 7168 x 2048)")
-    cost.add_argument("--bytes-per-param", type=float, metavar="B", help="default: the model's usual weights (1 for DeepSeek-V3's FP8, else 2 for BF16)")
+                      help="parameters per routed expert per layer (default: from the model shape; DeepSeek-V3 3 x "
+                           "7168 x 2048)")
+    cost.add_argument("--bytes-per-param", type=float, metavar="B",
+                      help="default: the model's usual weights (1 for DeepSeek-V3's FP8, else 2 for BF16)")
     cost.add_argument("--migration-bandwidth", type=float, metavar="GBS",
                       help=f"GB/s into each GPU (default {d.migration_bandwidth_gbs:g})")
     cost.add_argument("--gpu-tflops", type=float, metavar="T",
@@ -79,7 +84,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """The EvalOptions fields the user set on the command line, over those of `--preset` if given."""
-    given = {field: getattr(args, flag) for flag, field in OPTION_FLAGS.items() if getattr(args, flag, None) is not None}
+    given = {field: getattr(args, flag)
+             for flag, field in OPTION_FLAGS.items() if getattr(args, flag, None) is not None}
     return presets.with_preset(getattr(args, "preset", None), given)
 
 
@@ -130,7 +136,8 @@ def format_settings(settings: dict[str, Any]) -> list[str]:
                else f"{s['partial_window']} (none: the steps fill whole windows)")
     lines = [
         f"preset    {s['preset']}" + (f" (overridden: {', '.join(s['overrides'])})" if s.get("overrides") else ""),
-        f"shape     {s['layers']} layers x {s['experts']} experts, top-{s['top_k'] if s['top_k'] is not None else '?'}, "
+        f"shape     {s['layers']} layers x {s['experts']} experts, "
+        f"top-{s['top_k'] if s['top_k'] is not None else '?'}, "
         f"{s['num_groups']} expert groups (from {s['groups_from']})",
         f"placement R={s['num_replicas']} slots, {s['num_nodes']} nodes, {s['num_gpus']} GPUs",
         f"windows   {s['window']} steps over {s['steps']} steps; trailing partial window: {partial}; protocol "
@@ -156,7 +163,8 @@ def program_path(name: str) -> Path:
             if (folder / f"{name}.py").is_file():
                 return folder / f"{name}.py"
     known = sorted({p.stem for folder in (Path("candidates"), REPO_ROOT / "candidates") for p in folder.glob("*.py")})
-    raise UserError(f"{name}: no such program file or candidate; give a .py file or one of: {', '.join(known) or 'none'}")
+    raise UserError(f"{name}: no such program file or candidate; give a .py file or one of: "
+                    f"{', '.join(known) or 'none'}")
 
 
 def read_program(path: str) -> str:
@@ -185,7 +193,8 @@ def format_table(program: str, result: Result, settings: dict[str, Any] | None =
     d = result.dataset
     lines = [
         f"program   {program}",
-        f"dataset   {d.get('name')} ({d.get('split')}, sha256 {d.get('sha256', '')[:12]}), evaluator {result.evaluator_version}",
+        f"dataset   {d.get('name')} ({d.get('split')}, sha256 {d.get('sha256', '')[:12]}), evaluator "
+        f"{result.evaluator_version}",
     ]
     lines += format_settings(settings) if settings else []
     if not result.correct:
@@ -208,7 +217,8 @@ def format_table(program: str, result: Result, settings: dict[str, Any] | None =
     if "speedup_vs_reference" in m:
         rows.append(("vs reference", f"{m['speedup_vs_reference']:.2f}x its speed "
                                      f"({m['reference_runtime_median_s'] * 1e3:.2f} ms)"))
-    rows += [(f"score {name}" + (" *" if name == result.scorer else ""), f"{value:.4f}") for name, value in result.scores.items()]
+    rows += [(f"score {name}" + (" *" if name == result.scorer else ""), f"{value:.4f}")
+             for name, value in result.scores.items()]
     width = max(len(k) for k, _ in rows)
     lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines.append(f"({int(m['windows'])} scored windows; * = the chosen scorer; runtime covers the balancer call only)")

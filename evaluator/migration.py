@@ -65,7 +65,8 @@ def build_model(params_per_expert: float, bytes_per_param: float, bandwidth_gbs:
                 interval_steps: int, model_name: str = "") -> MigrationModel:
     """A checked cost model; 0 for params or bytes per parameter means: from the model shape `model_name`
     (DeepSeek-V3's when the shape is not one of EXPERT_SHAPES)."""
-    for name, value in (("migration_params_per_expert", params_per_expert), ("migration_bytes_per_param", bytes_per_param)):
+    for name, value in (("migration_params_per_expert", params_per_expert),
+                        ("migration_bytes_per_param", bytes_per_param)):
         if not value >= 0:
             raise UserError(f"task option '{name}' must be 0 (from the model shape) or a positive number, got {value}")
     for name, value in (("migration_bandwidth_gbs", bandwidth_gbs), ("migration_gpu_tflops", gpu_tflops)):

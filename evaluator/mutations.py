@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from evolve.proposers.mutator import BlockImpl
 
-
-
 # --------------------------------------------------------------------------------------------------
 # replication
 # --------------------------------------------------------------------------------------------------
@@ -422,7 +420,8 @@ def _replication() -> list[BlockImpl]:
              divisor(0.25, 0.5), ("REP_TAIL", "REP_OFFSET"), cost=2),
         impl("dhondt-tail", "greedy head, D'Hondt divisor (offset 1) for the last 10% of extra slots",
              divisor(0.1, 1.0), ("REP_TAIL", "REP_OFFSET"), cost=2),
-        impl("sainte-lague-tail-topk", "the Sainte-Lague tail rule (last 25% of extra slots) in two top-k steps, no loop",
+        impl("sainte-lague-tail-topk",
+             "the Sainte-Lague tail rule (last 25% of extra slots) in two top-k steps, no loop",
              divisor(0.25, 0.5, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
         impl("dhondt-tail-topk", "the D'Hondt tail rule (last 10% of extra slots) in two top-k steps, no loop",
              divisor(0.1, 1.0, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),

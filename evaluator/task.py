@@ -9,25 +9,23 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from evaluator import EVALUATOR_VERSION
+from evaluator import EVALUATOR_VERSION, traces
 from evaluator.contract import validate_placements
 from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
+from evaluator.paths import REPO_ROOT
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all, speed_octaves
-from evaluator.speed_memo import remembered, timing_key
 from evaluator.simulate import Simulation, simulate
-from evaluator import traces
+from evaluator.speed_memo import remembered, timing_key
 from evolve.errors import UserError
 from evolve.options import describe, meta, validate
 from evolve.scrub import scrub_result
 from evolve.task import Objective, Result, TaskBase, TaskFactory, TaskOption
-from evaluator.paths import REPO_ROOT
 
 PROTOCOLS = ("predictive", "in-sample")
 PARTIAL_WINDOW = ("", "score", "drop")  # "": the dataset's default (`traces.DEFAULT_PARTIAL`)
@@ -41,7 +39,8 @@ RUN_OPTIONS = frozenset({"timeout_s", "memory_mb", "threads", "device", "referen
 class EvalOptions:
     """Everything that changes an EPLB score. Defaults are the standard published configuration."""
 
-    dataset: str = field(default="deepseek-v3", metadata=meta("dataset name (`eplb-evolve traces list`) or a trace file"))
+    dataset: str = field(default="deepseek-v3",
+                         metadata=meta("dataset name (`eplb-evolve traces list`) or a trace file"))
     # "": the dataset's default: `search` for a bundled dataset (`holdout` is for final reports), `all` for an
     # imported trace or a trace file (the whole trace, as the published evaluators score it)
     split: str = field(default="", metadata=meta(
@@ -68,7 +67,8 @@ class EvalOptions:
     memory_mb: int = field(default=4096, metadata=meta("memory limit of the sandboxed worker"))
     threads: int = field(default=1, metadata=meta("torch threads in the worker"))
     reference_calls: int = field(default=3, metadata=meta("timed calls of the reference balancer, for speed-ups"))
-    reference: str = field(default="candidates/seed.py", metadata=meta("the reference balancer, relative to the install"))
+    reference: str = field(default="candidates/seed.py",
+                           metadata=meta("the reference balancer, relative to the install"))
     unsafe_no_isolation: bool = field(default=False, metadata=meta(
         "run candidates without OS isolation (trusted programs only); results are stamped unisolated"))
     # migration cost model (evaluator.migration; expert size from the trace's model shape, H800-class GPUs)
@@ -153,11 +153,13 @@ class EplbTask(TaskBase):
         if self.model["num_groups"] is None:
             raise UserError(
                 f"{self.trace.meta.get('name', self.options.dataset)}: the trace records no expert groups for its "
-                f"{self.trace.num_layers}x{self.trace.num_experts} shape; pass --groups N (1 for no group-limited routing)"
+                f"{self.trace.num_layers}x{self.trace.num_experts} shape; pass --groups N (1 for no group-limited "
+                "routing)"
             )
         num_experts = self.trace.num_experts
         if self.options.num_replicas < num_experts:
-            raise UserError(f"num_replicas ({self.options.num_replicas}) is below the number of experts ({num_experts})")
+            raise UserError(f"num_replicas ({self.options.num_replicas}) is below the number of experts "
+                            f"({num_experts})")
         self.plan_windows = [w.numpy().astype(np.int64) for w in (windows[:-1] if predictive else windows)]
         self.score_windows = windows[1:] if predictive else windows
         self.num_groups = int(self.model["num_groups"])
@@ -399,7 +401,8 @@ class EplbTask(TaskBase):
         lines = [
             f"balancedness_gpu {metrics['balancedness_gpu']:.4f} (worst window {int(worst['window'])}: "
             f"{worst['balancedness_gpu']:.4f}), balancedness_expert {metrics['balancedness_expert']:.4f}, "
-            f"balancedness_node {metrics['balancedness_node']:.4f}, speed-up over no balancing {metrics['speedup']:.3f}x",
+            f"balancedness_node {metrics['balancedness_node']:.4f}, speed-up over no balancing "
+            f"{metrics['speedup']:.3f}x",
             "layers with the worst GPU balance: "
             + ", ".join(f"{layer} ({float(layer_balance[layer]):.3f})" for layer in worst_layers),
             f"runtime {metrics['runtime_median_s'] * 1e3:.2f} ms median per call",

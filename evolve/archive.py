@@ -225,7 +225,8 @@ class Archive:
         version = self.schema_version
         if version > SCHEMA_VERSION:
             raise UserError(
-                f"{self.path} has archive schema v{version}, newer than this eplb-evolve (v{SCHEMA_VERSION}); upgrade eplb-evolve"
+                f"{self.path} has archive schema v{version}, newer than this eplb-evolve (v{SCHEMA_VERSION}); upgrade "
+                "eplb-evolve"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             script = MIGRATIONS[target - 1]
@@ -252,7 +253,8 @@ class Archive:
 
     @staticmethod
     def _put_meta(c: sqlite3.Connection, values: dict[str, Any]) -> None:
-        c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(scrub_data(v))) for k, v in values.items()])
+        c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      [(k, json.dumps(scrub_data(v))) for k, v in values.items()])
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

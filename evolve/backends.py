@@ -10,8 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from evolve.loading import load_object
 from evolve.errors import UserError
+from evolve.loading import load_object
 from evolve.task import Result, Task
 
 # name -> import string of a factory taking a BackendContext. Ray's lives in its own module (extra: ray).

@@ -3,9 +3,10 @@ token, with an optimism bonus for models tried less.
 
 Value of model m after n_m proposals that spent t_m thousand tokens and produced k_m children better than
 their parent:  (k_m + 1) / (t_m + 1)  +  c * mean_value * sqrt(ln(N + 1) / (n_m + 1)),  N = all proposals.
-Models not yet tried (nor awaiting an outcome) go first, in the configured order; ties go to a draw from `random.Random` seeded by
-the proposal's seed. The state is a pure function of the observations, and the campaign loop makes them
-in proposal order, so a rerun or a replay from the transcript picks the same model for every proposal.
+Models not yet tried (nor awaiting an outcome) go first, in the configured order; ties go to a draw from
+`random.Random` seeded by the proposal's seed. The state is a pure function of the observations, and the
+campaign loop makes them in proposal order, so a rerun or a replay from the transcript picks the same
+model for every proposal.
 """
 from __future__ import annotations
 

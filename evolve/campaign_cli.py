@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from evolve import plugins, resume
 from evolve.archive import Archive, Event
 from evolve.backends import BackendContext, make_backend
-from evolve import plugins, resume
 from evolve.config import CampaignConfig, Config, field_help, parse_value
-from evolve.loading import load_object, read_text_file
 from evolve.errors import UserError
+from evolve.loading import load_object, read_text_file
 from evolve.loop import Campaign, ProgressBar, Summary, resolve_objectives
 from evolve.paths import REPO_ROOT
 from evolve.runlog import RunLog
@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="run or resume an evolutionary search campaign",
                                 description="Search from the seed program with a proposer, evaluating every child.\n"
                                             "Defaults come from the config dataclasses (see --print-config); a\n"
-                                            "--config file overrides them (examples in configs/), and flags override the file.",
+                                            "--config file overrides them (examples in configs/), and flags override "
+                                            "the file.",
                                 epilog=BUDGET_EPILOG, formatter_class=Formatter)
     run.add_argument("--config", metavar="FILE",
                      help="a TOML config ([campaign], [proposer], [task]); examples in configs/ (default: none)")
@@ -78,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="OpenAI-compatible endpoint ending in /v1 (default: $OPENAI_BASE_URL, else OpenAI)")
     run.add_argument("--skip-endpoint-check", action="store_true",
                      help="do not send GET /models to the LLM endpoint before the campaign starts")
-    run.add_argument("--transcript", metavar="FILE", help="transcript.jsonl to replay with --proposer replay (default: none)")
+    run.add_argument("--transcript", metavar="FILE",
+                     help="transcript.jsonl to replay with --proposer replay (default: none)")
     for flag in plugins.task_flags():  # the installed application's flags for its task's options
         run.add_argument(flag.flag, dest=_flag_dest(flag), metavar=flag.metavar, help=flag.help)
     run.add_argument("--max-evaluations", type=int, metavar="N",
@@ -93,8 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--backend", metavar="NAME", help=f"local | ray | module:factory (default {_default('backend')})")
     run.add_argument("--ray-address", metavar="ADDR", help="ray backend: auto | HOST:PORT (default: a local instance)")
     run.add_argument("--seed", type=int, metavar="S", help=f"campaign seed (default {_default('seed')})")
-    run.add_argument("--out", metavar="DIR", help="run directory (default: results/<date-time> in the working directory)")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR; give a larger budget to extend a finished run "
+    run.add_argument("--out", metavar="DIR",
+                     help="run directory (default: results/<date-time> in the working directory)")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue the run in DIR; give a larger budget to extend a finished run "
                                                      "(default: start a new run)")
     run.add_argument("--allow-config-change", action="append", default=[], metavar="KEY",
                      help="on --resume: accept a change to KEY that alters scores or the lineage; recorded "
@@ -126,7 +130,8 @@ def _flag_settings(args: argparse.Namespace, config: Config) -> list[tuple[str, 
         raise UserError("--price-in/--price-out price the model given with --model; add --model NAME "
                         "(or set prices in [[proposer.llm.models]])")
     if args.model:
-        old = [m for m in getattr(config.proposer.llm, "models", []) if isinstance(m, dict) and m.get("name") == args.model]
+        old = [m for m in getattr(config.proposer.llm, "models", [])
+               if isinstance(m, dict) and m.get("name") == args.model]
         entry = dict(old[0]) if old else {"name": args.model}
         if price_in is not None:
             entry["price_in"] = price_in
@@ -144,9 +149,9 @@ def check_cost_cap(config: Config) -> None:
     specs = config.llm_config().model_specs()
     unpriced = [s.name for s in specs if s.weight > 0 and s.price_in == 0 and s.price_out == 0]
     if unpriced:
-        raise UserError(f"--max-cost {config.campaign.max_cost:g} is set but model {', '.join(unpriced)} has no price, so "
-                        "its calls would count as free and the cap would never stop the run; give --price-in and "
-                        "--price-out ($ per million tokens), or cap tokens with --max-tokens instead")
+        raise UserError(f"--max-cost {config.campaign.max_cost:g} is set but model {', '.join(unpriced)} has no "
+                        "price, so its calls would count as free and the cap would never stop the run; give "
+                        "--price-in and --price-out ($ per million tokens), or cap tokens with --max-tokens instead")
 
 
 def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
@@ -215,7 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_campaign(config, run_dir, resuming, check_endpoint=not args.skip_endpoint_check,
                                allow_changes=getattr(args, "allow_config_change", None) or [], need_budget=True)
     except KeyboardInterrupt:
-        print(f"interrupted; finished work is saved; continue with: eplb-evolve run --resume {run_dir}", file=sys.stderr)
+        print(f"interrupted; finished work is saved; continue with: eplb-evolve run --resume {run_dir}",
+              file=sys.stderr)
         return 130
     if summary.new_evaluations == 0:  # nothing to show for the run: say so in the exit status too
         return 1
@@ -257,7 +263,7 @@ def run_campaign(config: Config, run_dir: Path, resuming: bool, holdout: bool = 
         read_text_file(seed_path, "campaign.seed_program")  # a seed that cannot be read fails before any file exists
     resolve_objectives(config.campaign.objectives, task.objectives())
     if check_endpoint and config.proposer.kind == "llm":
-        from evolve.proposers.llm import check_endpoint as check
+        from evolve.proposers.endpoint import check_endpoint as check
 
         check(config.llm_config())
     changes = _resume_changes(run_dir, config, task, allow_changes) if resuming else []
@@ -361,7 +367,8 @@ def check_budget_left(config: Config, run_dir: Path) -> None:
     evaluations = sum(s.kind == "evaluated" for s in steps)
     cost, tokens = sum(s.cost for s in steps), sum(s.tokens for s in steps)
     spent = [
-        (evaluations >= c.max_evaluations, f"evaluation budget ({evaluations} of {c.max_evaluations})", "max_evaluations"),
+        (evaluations >= c.max_evaluations, f"evaluation budget ({evaluations} of {c.max_evaluations})",
+         "max_evaluations"),
         (bool(c.max_minutes) and elapsed_min >= c.max_minutes,
          f"time budget ({elapsed_min:.1f} of {c.max_minutes:g} minutes, counted over all sessions)", "max_minutes"),
         (bool(c.max_cost) and cost >= c.max_cost, f"cost budget (${cost:.2f} of ${c.max_cost:g})", "max_cost"),
@@ -405,7 +412,8 @@ def _seed_path(path_text: str) -> Path:
     for path in (Path(path_text), REPO_ROOT / path_text):
         if path.is_file():
             return path
-    raise UserError(f"campaign.seed_program {path_text} does not exist; give a program with --set campaign.seed_program=PATH")
+    raise UserError(f"campaign.seed_program {path_text} does not exist; give a program with --set "
+                    "campaign.seed_program=PATH")
 
 
 def _origin(path: Path) -> str:
@@ -477,7 +485,8 @@ def holdout_report(config: Config, task: Task, archive: Archive, summary: Summar
     if other is None:
         return "holdout: skipped (the task declares no holdout data)"
     mine, theirs = task.stamp(), other.stamp()
-    if _plain(mine.get("dataset", {}).get("sha256") or mine) == _plain(theirs.get("dataset", {}).get("sha256") or theirs):
+    mine_data = mine.get("dataset", {}).get("sha256") or mine
+    if _plain(mine_data) == _plain(theirs.get("dataset", {}).get("sha256") or theirs):
         return "holdout: skipped (the holdout split holds the same data as the search split)"
     objective = resolve_objectives(config.campaign.objectives, other.objectives())[0]
     values = {}

@@ -1,9 +1,9 @@
 """The `eplb-evolve` command: a thin parser that hands each subcommand to the module that owns it.
 
 Each command module (evolve's own and those of the installed plugins, `evolve.plugins`) exposes
-`register(subparsers)`, which adds its subcommands and sets `func` on them. Defaults live in the config dataclasses; this file only parses. Two conveniences sit
-here because argparse lacks them: every flag's help shows its default, and a mistyped flag or command
-gets a "did you mean" suggestion.
+`register(subparsers)`, which adds its subcommands and sets `func` on them. Defaults live in the config
+dataclasses; this file only parses. Two conveniences sit here because argparse lacks them: every flag's
+help shows its default, and a mistyped flag or command gets a "did you mean" suggestion.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from importlib import metadata
 from evolve import plugins
 from evolve.errors import UserError
 from evolve.scrub import scrub
-
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -43,14 +43,16 @@ class CampaignConfig:
     proposers: int = field(default=1, metadata=_meta("proposals made at once (raise for remote LLMs)", min=1))
     backend: str = field(default="local", metadata=_meta("evaluation backend: local, ray, or module:factory"))
     ray_address: str = field(
-        default="", metadata=_meta("ray backend: cluster address (auto or HOST:PORT); empty: $RAY_ADDRESS, else a local instance")
+        default="",
+        metadata=_meta("ray backend: cluster address (auto or HOST:PORT); empty: $RAY_ADDRESS, else a local instance")
     )
     islands: int = field(default=2, metadata=_meta("independent sub-populations", min=1))
     migration_interval: int = field(default=20, metadata=_meta("proposals between ring migrations; 0: never", min=0))
     migrants: int = field(default=1, metadata=_meta("elites each island sends to the next one", min=1))
     elite_size: int = field(default=8, metadata=_meta("programs kept per island as parents", min=1))
     selection: str = field(
-        default="rank", metadata=_meta("parent draw: rank (weight 1/(rank+1)), uniform, greedy", choices=SELECTION_STRATEGIES)
+        default="rank",
+        metadata=_meta("parent draw: rank (weight 1/(rank+1)), uniform, greedy", choices=SELECTION_STRATEGIES)
     )
     map_elites: dict[str, float] = field(
         default_factory=dict, metadata=_meta("MAP-Elites instead of elite lists: {metric = bin width}, e.g. "
@@ -64,14 +66,16 @@ class CampaignConfig:
         default_factory=list, metadata=_meta("objective keys; empty: the task's primary; two or more: Pareto")
     )
     bucket_noisy: bool = field(
-        default=True, metadata=_meta("round non-deterministic secondary objectives (runtime) to half-octaves before ranking")
+        default=True,
+        metadata=_meta("round non-deterministic secondary objectives (runtime) to half-octaves before ranking")
     )
     novelty_threshold: float = field(
         default=1.0, metadata=_meta("reject a child whose normalised code similarity to an island program is >= this",
                                     min=0.5, max=1.0)
     )
     history_size: int = field(
-        default=6, metadata=_meta("recent attempts on the island shown in each prompt (name, score change, error)", min=0)
+        default=6,
+        metadata=_meta("recent attempts on the island shown in each prompt (name, score change, error)", min=0)
     )
     notes_interval: int = field(
         default=25, metadata=_meta("proposals between model-written notes on what worked (proposers that write "
@@ -115,7 +119,8 @@ class ProposerConfig:
     kind: str = field(default="mutator", metadata=_meta("mutator, llm, replay, or module:factory"))
     transcript: str = field(default="", metadata=_meta("replay: the transcript.jsonl to replay"))
     options: dict[str, Any] = field(default_factory=dict, metadata=_meta("free options for the mutator or a factory"))
-    llm: Any = field(default=None, metadata=_meta("the LLM proposer's settings (evolve.proposers.llm.LLMConfig)"))
+    llm: Any = field(default=None,
+                     metadata=_meta("the LLM proposer's settings (evolve.proposers.llm_config.LLMConfig)"))
 
     def __post_init__(self) -> None:
         if self.llm is None:
@@ -180,7 +185,8 @@ class Config:
     def _section(self, name: str, source: str) -> Any:
         names = [f.name for f in dataclasses.fields(self)]
         if name not in names:
-            raise UserError(f"{source}: unknown section [{name}]{options.did_you_mean(name, names)}; sections: {', '.join(names)}")
+            raise UserError(f"{source}: unknown section [{name}]{options.did_you_mean(name, names)}; sections: "
+                            f"{', '.join(names)}")
         return getattr(self, name)
 
     def check(self) -> None:
@@ -191,7 +197,8 @@ class Config:
                 f"proposer.kind must be one of {', '.join(PROPOSER_KINDS)} or module:factory, got {kind!r}"
             )
         if kind == "replay" and not self.proposer.transcript:
-            raise UserError("proposer.transcript is empty: give --transcript FILE (a transcript.jsonl of an earlier run)")
+            raise UserError("proposer.transcript is empty: give --transcript FILE (a transcript.jsonl of an earlier "
+                            "run)")
         backend = self.campaign.backend
         if backend not in BACKENDS and ":" not in backend:
             raise UserError(
@@ -212,14 +219,15 @@ class Config:
         """The `[proposer.llm]` section as an `LLMConfig` (raises if the LLM proposer is not installed)."""
         if dataclasses.is_dataclass(self.proposer.llm):
             return self.proposer.llm
-        raise UserError("the LLM proposer (evolve.proposers.llm) is not available in this install; use --proposer mutator")
+        raise UserError("the LLM proposer (evolve.proposers.llm) is not available in this install; use --proposer "
+                        "mutator")
 
 
 # ---- the LLM section is owned by the LLM proposer ------------------------------------------------
 def llm_config_class() -> type | None:
-    """`evolve.proposers.llm.LLMConfig`, or None while that module is absent (the mutator needs none of it)."""
+    """`evolve.proposers.llm_config.LLMConfig`, or None while that module is absent (the mutator needs none of it)."""
     try:
-        module = importlib.import_module("evolve.proposers.llm")
+        module = importlib.import_module("evolve.proposers.llm_config")
     except ImportError:
         return None
     cls = getattr(module, "LLMConfig", None)

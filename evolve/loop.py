@@ -53,7 +53,8 @@ def resolve_objectives(keys: list[str], offered: list[Objective]) -> list[Object
     by_key = {o.key: o for o in offered}
     missing = [k for k in keys if k not in by_key]
     if missing:
-        raise UserError(f"campaign.objectives: '{missing[0]}' is not an objective of the task; it offers {', '.join(by_key)}")
+        raise UserError(f"campaign.objectives: '{missing[0]}' is not an objective of the task; it offers "
+                        f"{', '.join(by_key)}")
     return [by_key[k] for k in keys]
 
 
@@ -139,7 +140,8 @@ class Campaign:
         self.staged = c.cascade and isinstance(task, StagedTask)
         # cascade threads run a child's first stage, then wait on the backend for its full evaluation: at
         # most `workers` of them, so the cascade never runs more evaluations at once than the backend would
-        self._cascade_pool = ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="cascade") if self.staged else None
+        self._cascade_pool = (ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="cascade")
+                              if self.staged else None)
 
     # ---- entry ---------------------------------------------------------------------------------------
     def run(self, seed_code: str | None = None) -> Summary:
@@ -188,7 +190,8 @@ class Campaign:
                             f"then continue with --resume {self.run_dir}")
         if fitness(result, self.objectives) is None:
             keys = ", ".join(o.key for o in self.objectives)
-            raise UserError(f"the seed's result has no value for campaign.objectives ({keys}); pick objectives the task reports")
+            raise UserError(f"the seed's result has no value for campaign.objectives ({keys}); pick objectives the "
+                            "task reports")
         self._apply(Step(idx=0, kind="seed", program_id=pid), result, record, live=True)
 
     def _replay(self, steps: list[Step]) -> None:
@@ -277,7 +280,8 @@ class Campaign:
 
         llm = self.config.proposer.llm
         base_url = getattr(llm, "base_url", "") or os.environ.get(getattr(llm, "base_url_env", "OPENAI_BASE_URL"), "")
-        return Embedder(model, base_url, getattr(llm, "api_key_env", "OPENAI_API_KEY"), self.run_dir / "embeddings.sqlite")
+        return Embedder(model, base_url, getattr(llm, "api_key_env", "OPENAI_API_KEY"),
+                        self.run_dir / "embeddings.sqlite")
 
     def _semantic_duplicate(self, code: str, slot: Slot) -> tuple[str, float] | None:
         """(elite id, cosine) when the child's embedding is too close to an island elite's; None otherwise."""
@@ -300,7 +304,8 @@ class Campaign:
             return
         history = [f"island {i}: {line}" for i in sorted(self.history) for line in self.history[i]]
         try:
-            notes = self.proposer.write_notes(history, self.notes, derive_seed(self.config.campaign.seed, idx, "notes") % (2**31))  # type: ignore[attr-defined]
+            notes = self.proposer.write_notes(history, self.notes,
+                                              derive_seed(self.config.campaign.seed, idx, "notes") % (2**31))  # type: ignore[attr-defined]
         except UserError:
             raise
         except Exception as exc:  # notes are an aid: a failure keeps the old ones
@@ -355,8 +360,10 @@ class Campaign:
         except UserError:
             raise  # the user must act (a transcript that does not match, a bad setting): end the run with it
         except Exception as exc:  # a proposer bug must not end the campaign: it counts as a failed proposal
-            return _scrubbed(Proposal(error=f"proposer raised {type(exc).__name__}: {exc}", proposer=self.proposer.name))
-        return _scrubbed(proposal) if isinstance(proposal, Proposal) else Proposal(error="proposer returned no Proposal")
+            return _scrubbed(Proposal(error=f"proposer raised {type(exc).__name__}: {exc}",
+                                      proposer=self.proposer.name))
+        return _scrubbed(proposal) if isinstance(proposal, Proposal) else Proposal(error="proposer returned no "
+                                                                                         "Proposal")
 
     def _loop(self) -> None:
         c = self.config.campaign
@@ -436,7 +443,8 @@ class Campaign:
         tolerance = self.config.campaign.cascade_tolerance
         stage = self.task.evaluate_first_stage(code)  # type: ignore[attr-defined]
         if not isinstance(stage, Result):
-            raise TypeError(f"{type(self.task).__name__}.evaluate_first_stage returned {type(stage).__name__}, not a Result")
+            raise TypeError(f"{type(self.task).__name__}.evaluate_first_stage returned {type(stage).__name__}, not a "
+                            "Result")
         value = self.objectives[0].value(stage)
         decision: dict[str, float] = {"cascade_first_stage_passed": 0.0}
         if value is not None:
@@ -478,7 +486,8 @@ class Campaign:
         except Exception as exc:
             self._stop("the task failed")
             raise UserError(
-                f"the task's evaluate raised {type(exc).__name__}: {scrub(str(exc))} (a bug in the task, not in the program); "
+                f"the task's evaluate raised {type(exc).__name__}: {scrub(str(exc))} (a bug in the task, not in the "
+                "program); "
                 f"fix it and continue with --resume {self.run_dir}"
             ) from exc
 
@@ -581,7 +590,8 @@ class Campaign:
         primary = self.objectives[0].value(result)
         self.primary[record.id] = float(primary)
         member = Member(record.id, values, primary=float(primary), order=step.idx, generation=record.generation,
-                        cell=grid_cell(result.metrics, self.config.campaign.map_elites) if self.config.campaign.map_elites else None)
+                        cell=(grid_cell(result.metrics, self.config.campaign.map_elites)
+                              if self.config.campaign.map_elites else None))
         before = self.population.best
         islands = range(self.config.campaign.islands) if step.kind == "seed" else [step.island]
         for island in islands:

@@ -30,10 +30,10 @@ import ray
 import ray.exceptions as rex
 
 from evolve.backends import BackendContext
-from evolve.loading import load_object
 from evolve.errors import UserError
-from evolve.task import Result
+from evolve.loading import load_object
 from evolve.paths import REPO_ROOT
+from evolve.task import Result
 
 REQUEUES = 1  # a lost evaluation runs again this many times before it is recorded as a failure
 READY_TIMEOUT_S = 180.0  # how long the actors may take to be placed and build their task

@@ -23,8 +23,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
@@ -101,7 +101,8 @@ def resolve_run(text: str, results: Path = RESULTS_ROOT) -> Path:
     for candidate in (Path(text), results / text):
         if (candidate / ARCHIVE_NAME).is_file():
             return candidate
-    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {results}/); list runs with `eplb-evolve runs`")
+    raise UserError(f"no run at {text} (no {ARCHIVE_NAME} there or under {results}/); list runs with `eplb-evolve "
+                    "runs`")
 
 
 def load_run(run_dir: Path) -> RunView:
@@ -198,7 +199,8 @@ CAMPAIGN_TIMING = ("runtimes as measured during the campaign, each program in it
                    "of that moment: compare them with care")
 
 
-def pareto_plot(run: RunView, balance_key: str, runtime_key: str, references: list[Reference] = (),  # type: ignore[assignment]
+def pareto_plot(run: RunView, balance_key: str, runtime_key: str,
+                references: list[Reference] = (),  # type: ignore[assignment]
                 timing: Timing | None = None) -> plt.Figure | None:
     """Balance against runtime: every correct program (or, with `timing`, the programs timed for the
     report), the front drawn as steps, seed, best and references marked, and how runtimes were measured."""
@@ -261,7 +263,8 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def pareto_figure(run: RunView, path: Path, balance_key: str, runtime_key: str,
-                  references: list[Reference] = (), timing: Timing | None = None) -> Path | None:  # type: ignore[assignment]
+                  references: list[Reference] = (),
+                  timing: Timing | None = None) -> Path | None:  # type: ignore[assignment]
     fig = pareto_plot(run, balance_key, runtime_key, references, timing)
     if fig is None:
         return None
@@ -363,7 +366,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85em; } td, th { padding: 2px 6px; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f6f6f6; vertical-align: bottom; } td { font-variant-numeric: tabular-nums; }
-table.board { font-size: 0.72em; width: 100%; table-layout: auto; } table.board th { white-space: normal; word-break: break-word; }
+table.board { font-size: 0.72em; width: 100%; table-layout: auto; }
+table.board th { white-space: normal; word-break: break-word; }
 table.board td:first-child { word-break: break-word; } table.board td { max-width: 16em; }
 pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.8em; line-height: 1.35; margin: 0.5em 0; }
 pre.diff span { display: block; white-space: pre; min-height: 1.35em; }
@@ -385,7 +389,8 @@ def diff_html(old: str, new: str, old_name: str = "seed", new_name: str = "best"
         return "<p class=\"note\">identical to the seed</p>"
     out = []
     for line in lines:
-        cls = "hunk" if line.startswith("@@") else "add" if line.startswith("+") else "del" if line.startswith("-") else "ctx"
+        cls = ("hunk" if line.startswith("@@") else "add" if line.startswith("+")
+               else "del" if line.startswith("-") else "ctx")
         out.append(f'<span class="{cls}">{html.escape(line) or " "}</span>')
     # one block per line and no newline between them: a newline as well would double the spacing
     return '<pre class="diff">' + "".join(out) + "</pre>"
@@ -413,18 +418,24 @@ def summary_rows(run: RunView, splits: list[SplitResults] = ()) -> list[tuple[st
     holdout = [e["detail"] for e in run.events if e["kind"] == "holdout"]
     rows = [
         ("run", str(run.run_dir)),
-        ("task", f"{run.meta.get('task') or '-'}; scorer {stamp.get('scorer', '-')}; evaluator {stamp.get('evaluator_version', '-')}"),
+        ("task",
+         f"{run.meta.get('task') or '-'}; scorer {stamp.get('scorer', '-')}; evaluator "
+         f"{stamp.get('evaluator_version', '-')}"),
         ("dataset", f"{dataset.get('name', '-')} ({dataset.get('split', '-')}), sha256 {dataset.get('sha256', '-')}"),
         ("steps", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
         ("evaluations", f"{len(evaluated)} ({valid / max(1, len(evaluated)):.0%} correct)"),
         ("proposer cost", f"${sum(s.cost for s in run.steps):.2f}, {sum(s.tokens for s in run.steps)} tokens"),
-        ("best program", f"{(run.best_id or '-')[:16]} ({best_record.patch_name or 'seed'}, generation {best_record.generation})"
+        ("best program",
+         f"{(run.best_id or '-')[:16]} ({best_record.patch_name or 'seed'}, generation {best_record.generation})"
          if best_record else "-"),
-        ("best score", _fmt(best) + (f" (seed {_fmt(seed)}, change {best - seed:+.6g})" if best is not None and seed is not None else "")),
+        ("best score",
+         _fmt(best) + (f" (seed {_fmt(seed)}, change {best - seed:+.6g})"
+                       if best is not None and seed is not None else "")),
     ]
     if holdout:
         h = holdout[-1]
-        rows.append(("holdout (end of run)", f"{h.get('objective', '')}: best {_fmt(h.get('best'))} vs seed {_fmt(h.get('seed'))}"))
+        rows.append(("holdout (end of run)",
+                     f"{h.get('objective', '')}: best {_fmt(h.get('best'))} vs seed {_fmt(h.get('seed'))}"))
     for split in splits:
         b, s_ = (r.score if r is not None and r.correct else None for r in (split.best, split.seed))
         change = f", change {b - s_:+.6g}" if b is not None and s_ is not None else ""
@@ -503,7 +514,8 @@ def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFram
     if notes:
         parts.append("<h2>Notes the model wrote on what worked</h2>")
         for e in notes[-5:]:
-            parts.append(f'<p class="note">after proposal {e.get("idx")}</p><pre>{html.escape(str(e["detail"].get("notes", "")))}</pre>')
+            parts.append(f'<p class="note">after proposal '
+                         f'{e.get("idx")}</p><pre>{html.escape(str(e["detail"].get("notes", "")))}</pre>')
     best, seed = run.programs.get(run.best_id or ""), run.programs.get(run.seed_id or "")
     if best is not None:
         parts += ["<h2>Best program: its changes against the seed</h2>",

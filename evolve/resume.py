@@ -143,6 +143,7 @@ def recorded_lines(archive: Archive) -> list[str]:
     lines = []
     for entry in archive.meta(META_KEY) or []:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.get("at", 0)))
-        lines.append(f"  config changed on resume {when}: {Change(entry['key'], entry['old'], entry['new']).describe()} "
+        lines.append(f"  config changed on resume {when}: "
+                     f"{Change(entry['key'], entry['old'], entry['new']).describe()} "
                      f"(--allow-config-change {entry.get('allowed_by', entry['key'])})")
     return lines

@@ -140,7 +140,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         for line in resume.recorded_lines(archive):
             print(line)
         for v in versions:
-            print(f"  v{v['version']:03d} {v['program_id'][:12]} score {v['score']:.6g} step {v['idx']:>5}  {v['path']}")
+            print(f"  v{v['version']:03d} {v['program_id'][:12]} score {v['score']:.6g} step {v['idx']:>5}  "
+                  f"{v['path']}")
         if versions:
             print(f"lineage of the best: eplb-evolve show {run_dir} --best; a step's diff: --step N")
         return 0

@@ -147,9 +147,11 @@ class Scrubber:
         self.names = [name for _, name in ordered]
         self._values = [value for value, _ in ordered]
         self._each: dict[int, re.Pattern[str]] = {}  # compiled when a match must be named (rare)
-        self._folded = re.compile("|".join(p for value, _ in ordered for p in folded_patterns(value))) if ordered else None
+        folded = "|".join(p for value, _ in ordered for p in folded_patterns(value))
+        self._folded = re.compile(folded) if ordered else None
         self._literals = [(form, i) for i, (value, _) in enumerate(ordered) for form in _base64_forms(value)]
-        self._anchors = [(piece, at, i) for i, (value, _) in enumerate(ordered) for piece, at in _anchors(value.lower())]
+        self._anchors = [(piece, at, i) for i, (value, _) in enumerate(ordered)
+                         for piece, at in _anchors(value.lower())]
         self._folded_values = [value.lower() for value in self._values]
 
     def __bool__(self) -> bool:

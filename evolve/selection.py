@@ -206,7 +206,8 @@ def structure_digest(code: str) -> str | None:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return None
-    if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(getattr(tree.body[0], "value", None), ast.Constant):
+    first = tree.body[0] if tree.body else None
+    if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant):
         tree.body = tree.body[1:]  # the module docstring
     tree = _Canonical().visit(tree)
     return _digest(ast.dump(tree, annotate_fields=False, include_attributes=False))
@@ -311,7 +312,8 @@ class Population:
             ids = [i for i, r in enumerate(ranks) if r == front]
             if len(keep) + len(ids) > self.settings.elite_size:
                 dist = crowding([points[i] for i in ids])
-                order = sorted(range(len(ids)), key=lambda k: (-dist[k], -members[ids[k]].fitness[0], members[ids[k]].order))
+                order = sorted(range(len(ids)),
+                               key=lambda k: (-dist[k], -members[ids[k]].fitness[0], members[ids[k]].order))
                 ids = [ids[k] for k in order[: self.settings.elite_size - len(keep)]]
             keep += sorted((members[i] for i in ids), key=lambda m: (-m.fitness[0], m.order))
             if len(keep) >= self.settings.elite_size:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.traces import generator
-from evaluator.traces import Trace
+from evaluator.traces import Trace, generator
 
-TINY_SHAPE = generator.ModelShape("tiny", layers=4, experts=16, top_k=2, num_groups=4, topk_groups=2, tokens_per_step=256)
-SMALL_PARAMS = generator.TraceParams(steps=300, prototypes_per_domain=16, hidden_dim=16, sessions=8, session_prototypes=4)
+TINY_SHAPE = generator.ModelShape("tiny", layers=4, experts=16, top_k=2, num_groups=4, topk_groups=2,
+                                  tokens_per_step=256)
+SMALL_PARAMS = generator.TraceParams(steps=300, prototypes_per_domain=16, hidden_dim=16, sessions=8,
+                                     session_prototypes=4)
 
 
 @pytest.fixture(scope="session")

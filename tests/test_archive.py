@@ -134,7 +134,8 @@ def test_a_version_1_archive_opens_and_migrates(tmp_path: Path):
     archive = Archive(path)
     assert archive.schema_version == SCHEMA_VERSION
     assert archive.result(seed).per_window == [] and archive.result(seed).score == 1.0
-    assert [tuple(r) for r in archive.conn.execute("SELECT island, program_id, via FROM members")] == [(0, seed, "birth")]
+    members = [tuple(r) for r in archive.conn.execute("SELECT island, program_id, via FROM members")]
+    assert members == [(0, seed, "birth")]
     assert archive.check_integrity() == []
     archive.add_event(Event("run_resumed"))  # the tables version 2 added are usable
     archive.close()

@@ -46,8 +46,10 @@ CASES = {
     "segfault": (wrap_seed("import faulthandler\nfaulthandler._sigsegv()"), "crashed with SIGSEGV"),
     "flood of output": (wrap_seed("for _ in range(40):\n    print('x' * 1_000_000)"), "output limit exceeded"),
     "reading files": (wrap_seed("open('/etc/hostname').read()"), "sandbox: reading files is not allowed"),
-    "writing files": (wrap_seed("open('/tmp/eplb-evolve-pwned', 'w').write('x')"), "sandbox: writing files is not allowed"),
-    "starting processes": (wrap_seed("import subprocess\nsubprocess.run(['true'])"), "starting processes is not allowed"),
+    "writing files": (wrap_seed("open('/tmp/eplb-evolve-pwned', 'w').write('x')"),
+                      "sandbox: writing files is not allowed"),
+    "starting processes": (wrap_seed("import subprocess\nsubprocess.run(['true'])"),
+                           "starting processes is not allowed"),
     "fork": (wrap_seed("import os\nos.fork()"), "starting processes is not allowed"),
     "native libraries": (wrap_seed("import ctypes\nctypes.CDLL(None).system(b'true')"), "loading native libraries"),
 }

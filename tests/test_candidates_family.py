@@ -48,8 +48,8 @@ def test_family_obeys_the_contract(name: str, shape: tuple[int, ...]) -> None:
     weight[0, :3] = 0  # experts without load still get a slot
     if layers > 1:
         weight[1] = 0  # an idle layer
-    p, l, c = (t.numpy() for t in load(name).rebalance_experts(weight, replicas, groups, nodes, gpus))
-    assert validate_placement(p, l, c, layers, experts, replicas, load=weight.numpy()) == ""
+    p, lp, c = (t.numpy() for t in load(name).rebalance_experts(weight, replicas, groups, nodes, gpus))
+    assert validate_placement(p, lp, c, layers, experts, replicas, load=weight.numpy()) == ""
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -95,5 +95,6 @@ def test_eplb_first_stage_matches_the_full_result_on_the_same_windows(tmp_path: 
     seen = task.first_stage_of(full)
     assert seen.metrics["balancedness_gpu"] == stage.metrics["balancedness_gpu"]
     assert seen.scores[task.options.scorer] == stage.scores[task.options.scorer]  # balance only, on both sides
-    broken = task.evaluate_first_stage(SEED_CODE.replace("return phy2log, build_log2phy", "return phy2log[:, :1], build_log2phy"))
+    broken = task.evaluate_first_stage(SEED_CODE.replace("return phy2log, build_log2phy",
+                                                         "return phy2log[:, :1], build_log2phy"))
     assert not broken.correct and broken.error

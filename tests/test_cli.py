@@ -121,7 +121,8 @@ def test_leaderboard_and_evaluate_read_local_candidates(tmp_path: Path) -> None:
     evaluated = cli(["evaluate", "seed", "--dataset", "small.npz", *SMALL_FLAGS, "--json"], tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     said = evaluated.stderr
-    assert re.search(rf"evaluate: {re.escape(str((REPO / 'candidates' / 'seed.py').resolve()))} on \S+ \(\w+ split", said)
+    assert re.search(rf"evaluate: {re.escape(str((REPO / 'candidates' / 'seed.py').resolve()))} on \S+ \(\w+ split",
+                     said)
     assert "starting the sandbox" in said
     windows = [w["window"] for w in json.loads(evaluated.stdout)["per_window"]]
     assert windows and all(type(w) is int for w in windows)
@@ -213,7 +214,8 @@ def test_budgets_are_named_and_resume_with_a_larger_one_continues(tmp_path: Path
     first = cli(["run", "--config", "toy.toml", "--max-evaluations", "5", "--out", "r"], tmp_path)
     assert first.returncode == 0, first.stderr
     assert "budgets: 5 evaluations (--max-evaluations)" in first.stdout
-    assert "stopped by campaign.max_evaluations; to continue: eplb-evolve run --resume r --max-evaluations 10" in first.stdout
+    assert ("stopped by campaign.max_evaluations; to continue: eplb-evolve run --resume r --max-evaluations 10"
+            in first.stdout)
     assert re.search(r"^progress: step \d+, evaluations \d+/5", first.stdout, re.M)  # no terminal: progress lines
     log = (tmp_path / "r" / "run.log").read_text()
     for text in ("new run: ", "budgets: ", "progress: step 0", "run stopped: evaluation budget reached (5 of 5)"):

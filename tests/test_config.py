@@ -10,8 +10,8 @@ import pytest
 from evolve import campaign_cli
 from evolve.cli import main as cli_main
 from evolve.config import Config, field_help, llm_config_class, parse_value
-from evolve.loading import load_object
 from evolve.errors import UserError
+from evolve.loading import load_object
 
 
 def parse_run(argv: list[str]) -> argparse.Namespace:

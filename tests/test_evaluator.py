@@ -19,8 +19,10 @@ from evolve.cli import main as cli_main
 from evolve.errors import UserError
 from tests.evaluator_helpers import REPO, SEED_CODE, SMALL, skewed_trace, small_task
 
-README_WEIGHT = [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86], [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]]
-README_PHY2LOG = [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1], [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]]
+README_WEIGHT = [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86],
+                 [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]]
+README_PHY2LOG = [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
+                  [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]]
 README_LOGCNT = [[1, 2, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1], [1, 2, 1, 1, 1, 2, 2, 1, 2, 1, 1, 1]]
 
 
@@ -32,8 +34,8 @@ def load_candidate(name: str):
 
 
 def check(out, weight: torch.Tensor, num_replicas: int) -> str:
-    p, l, c = (t.numpy() for t in out)
-    return validate_placement(p, l, c, weight.shape[0], weight.shape[1], num_replicas, load=weight.numpy())
+    p, lp, c = (t.numpy() for t in out)
+    return validate_placement(p, lp, c, weight.shape[0], weight.shape[1], num_replicas, load=weight.numpy())
 
 
 def test_seed_reproduces_the_deepseek_readme_example() -> None:
@@ -46,7 +48,8 @@ def test_seed_reproduces_the_deepseek_readme_example() -> None:
 
 
 @pytest.mark.parametrize("name", ["seed", "greedy_snake"])
-@pytest.mark.parametrize("shape", [(58, 256, 288, 8, 4, 32), (6, 16, 24, 4, 2, 8), (3, 64, 64, 1, 1, 8), (5, 12, 16, 3, 2, 8)])
+@pytest.mark.parametrize("shape",
+                         [(58, 256, 288, 8, 4, 32), (6, 16, 24, 4, 2, 8), (3, 64, 64, 1, 1, 8), (5, 12, 16, 3, 2, 8)])
 def test_reference_candidates_obey_the_contract(name: str, shape: tuple[int, ...]) -> None:
     layers, experts, replicas, groups, nodes, gpus = shape
     weight = torch.from_numpy(np.random.default_rng(1).poisson(5.0, size=(layers, experts)))
@@ -187,7 +190,8 @@ def test_cli_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert set(out["scores"]) == set(SCORERS)
     assert out["dataset"]["sha256"] == task.trace.sha256
     settings = out["settings"]
-    assert (settings["layers"], settings["experts"], settings["num_groups"], settings["groups_from"]) == (4, 16, 4, "--groups")
+    assert ((settings["layers"], settings["experts"], settings["num_groups"], settings["groups_from"])
+            == (4, 16, 4, "--groups"))
     assert (settings["split"], settings["partial_window"], settings["scored_windows"]) == ("all", "score", 3)
 
 
@@ -210,9 +214,10 @@ def test_imported_trace_is_scored_whole_with_its_partial_window(user_cache: Path
         EvalOptions.from_dict({"partial_window": "keep"})
 
 
-def test_a_trace_with_no_recorded_groups_asks_for_them(tmp_path: Path, user_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from evaluator.traces.formats import write_adrs_json
+def test_a_trace_with_no_recorded_groups_asks_for_them(tmp_path: Path, user_cache: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from evaluator.traces import Trace
+    from evaluator.traces.formats import write_adrs_json
 
     path = write_adrs_json(Trace(skewed_trace().counts), tmp_path / "load.json")
     argv = ["evaluate", str(REPO / "candidates" / "seed.py"), "--dataset", str(path), "--replicas", "24",

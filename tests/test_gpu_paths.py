@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluator.traces import generator
 from evaluator.simulate import simulate
+from evaluator.traces import generator
 from tests.evaluator_helpers import SEED_CODE, SMALL, skewed_trace, small_task
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device (no GPU here)")

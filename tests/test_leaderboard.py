@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from evaluator import EVALUATOR_VERSION
-from evaluator.results import leaderboard as lb
 from evaluator.bounds import balancedness_ceilings, optimal_peak_per_replica
+from evaluator.results import leaderboard as lb
 from evaluator.simulate import simulate
 from evaluator.task import EplbTask, EvalOptions
 from evaluator.traces import save_npz
@@ -20,7 +20,8 @@ from evolve.errors import UserError
 from evolve.task import Result
 from tests.evaluator_helpers import REPO, SMALL, skewed_trace
 
-BROKEN = "def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n    raise RuntimeError('nope')\n"
+BROKEN = ("def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n"
+          "    raise RuntimeError('nope')\n")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def test_no_balancer_beats_the_ceiling_even_in_sample(tmp_path: Path) -> None:
     c = balancedness_ceilings(task.score_windows, 24, 8, 2)
     for name in ["seed", "greedy_snake", "hybrid_tail_swap"]:
         result = task.evaluate((REPO / "candidates" / f"{name}.py").read_text())
-        got = np.array([[w["balancedness_gpu"], w["balancedness_expert"], w["balancedness_node"]] for w in result.per_window])
+        got = np.array([[w["balancedness_gpu"], w["balancedness_expert"], w["balancedness_node"]]
+                        for w in result.per_window])
         assert (got[:, 0] <= c.balancedness_gpu.numpy() + 1e-12).all()
         assert (got[:, 1] <= c.balancedness_expert.numpy() + 1e-12).all()
         assert (got[:, 2] <= c.balancedness_node.numpy() + 1e-12).all()
@@ -125,7 +127,7 @@ def test_board_gives_each_candidate_a_paired_interval_against_the_best(board: pd
     candidates = board[board["kind"] == "candidate"].set_index("entry")
     best = candidates["balancedness_gpu"].idxmax()
     assert candidates.loc[best, "vs_best"] == 0 and np.isnan(candidates.loc[best, "vs_best_low"])
-    for name, row in candidates.drop(index=best).iterrows():
+    for _, row in candidates.drop(index=best).iterrows():
         assert row["vs_best"] == pytest.approx(row["balancedness_gpu"] - candidates.loc[best, "balancedness_gpu"])
         assert row["vs_best_low"] <= row["vs_best"] <= row["vs_best_high"]
         assert 0 <= row["vs_best_p_holm"] <= 1
@@ -187,7 +189,8 @@ def test_repeats_keep_the_median_run_and_measure_the_spread() -> None:
     assert lb.median_run(runs + [broken]) is broken
 
 
-def test_boards_default_to_holdout_for_bundled_data_and_the_whole_of_an_import(user_cache: Path, tmp_path: Path) -> None:
+def test_boards_default_to_holdout_for_bundled_data_and_the_whole_of_an_import(
+        user_cache: Path, tmp_path: Path) -> None:
     from evaluator import traces
 
     traces.save_user_dataset(skewed_trace(), "mine")

@@ -123,7 +123,8 @@ def test_every_llm_feature_in_one_campaign_and_its_replay(tmp_path: Path, server
     served = len(server.requests)
     campaign_cli.run_campaign(replay, Path(replay.campaign.out), False, holdout=False)
     assert len(server.requests) == served
-    assert fingerprint(Path(replay.campaign.out) / "archive.sqlite") == fingerprint(Path(config.campaign.out) / "archive.sqlite")
+    replayed, recorded = Path(replay.campaign.out) / "archive.sqlite", Path(config.campaign.out) / "archive.sqlite"
+    assert fingerprint(replayed) == fingerprint(recorded)
 
 
 def test_embedding_novelty_rejects_lookalikes_and_caches_vectors(tmp_path: Path, server: ChatServer) -> None:

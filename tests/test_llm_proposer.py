@@ -21,7 +21,8 @@ import pytest
 from evolve.patch import make_patch
 from evolve.prompts import prompt_hash
 from evolve.proposers.base import ProgramView, ProposalRequest
-from evolve.proposers.llm import LLMConfig, LLMProposer
+from evolve.proposers.llm import LLMProposer
+from evolve.proposers.llm_config import LLMConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = (REPO / "candidates" / "seed.py").read_text()
@@ -121,7 +122,8 @@ class ChatServer:
                 else:
                     code = 200
                     data = json.dumps({"object": "list", "data": [
-                        {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]}).encode()
+                        {"id": m, "object": "model", "created": 0, "owned_by": "test"}
+                        for m in server.models]}).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

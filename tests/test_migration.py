@@ -18,7 +18,10 @@ from tests.evaluator_helpers import SMALL, skewed_trace, small_task, wrap_seed
 BASE = [0, 1, 2, 3, 0, 1, 2, 3]
 
 
-def run(plans: list[list[int]], model: MigrationModel = MigrationModel(), window: int = 100):
+DEFAULT_MODEL = MigrationModel()
+
+
+def run(plans: list[list[int]], model: MigrationModel = DEFAULT_MODEL, window: int = 100):
     phy2log = torch.tensor(plans, dtype=torch.int64)[:, None, :]  # [W, 1, R]
     logcnt = torch.full((len(plans), 1, 4), 2, dtype=torch.int64)
     load = torch.full((len(plans), 1, 4), 100.0)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from evaluator.contract import validate_placement
+from evaluator.mutations import CATALOGUE
 from evolve.patch import evolve_blocks, parse_patch
 from evolve.proposers.base import ProgramView, ProposalRequest
 from evolve.proposers.mutator import OPERATORS, OfflineMutator, find_params, set_body
-from evaluator.mutations import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = (REPO / "candidates" / "seed.py").read_text()
@@ -149,8 +149,9 @@ def test_crossover_skips_blocks_with_other_functions():
 
 def test_same_request_gives_identical_patch_text():
     for seed in range(8):
-        first = OfflineMutator(catalogue=CATALOGUE).propose(request(seed=seed, inspirations=[set_body(SEED, 2, ENTRIES[-1].body)]))
-        second = OfflineMutator(catalogue=CATALOGUE).propose(request(seed=seed, inspirations=[set_body(SEED, 2, ENTRIES[-1].body)]))
+        inspirations = [set_body(SEED, 2, ENTRIES[-1].body)]
+        first = OfflineMutator(catalogue=CATALOGUE).propose(request(seed=seed, inspirations=inspirations))
+        second = OfflineMutator(catalogue=CATALOGUE).propose(request(seed=seed, inspirations=inspirations))
         assert first.patch_text == second.patch_text and first.child_code == second.child_code
     texts = {OfflineMutator(catalogue=CATALOGUE).propose(request(seed=s)).patch_text for s in range(8)}
     assert len(texts) > 3
@@ -160,7 +161,8 @@ def test_same_request_gives_identical_patch_text():
 def test_chains_of_five_mutations_stay_valid(chain_seed):
     code, archive, used = SEED, [SEED], []
     for step in range(5):
-        proposal = OfflineMutator(catalogue=CATALOGUE).propose(request(code, seed=1000 * chain_seed + step, inspirations=archive[-3:]))
+        proposal = OfflineMutator(catalogue=CATALOGUE).propose(
+            request(code, seed=1000 * chain_seed + step, inspirations=archive[-3:]))
         assert proposal.ok, f"step {step}: {proposal.error}"
         used.append(proposal.extra["operator"])
         code = proposal.child_code

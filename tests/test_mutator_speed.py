@@ -46,7 +46,8 @@ def test_speedup_moves_each_block_to_a_cheaper_implementation() -> None:
         assert proposal.extra["operator"] == "speedup"
         code = proposal.child_code
         check_balancer(code, FAST)
-        costs.append(sum(next((i.cost for i in CATALOGUE[b.label] if i.body == b.body), 9) for b in evolve_blocks(code)))
+        costs.append(sum(next((i.cost for i in CATALOGUE[b.label] if i.body == b.body), 9)
+                         for b in evolve_blocks(code)))
     assert costs and costs == sorted(costs, reverse=True) and costs[-1] == 0  # ends with no Python loop at all
     assert "no operator applies" in mutator.propose(request(code, seed=99)).error  # nothing cheaper is left
 

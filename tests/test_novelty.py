@@ -12,7 +12,8 @@ SEED = (Path(__file__).resolve().parents[1] / "candidates" / "seed.py").read_tex
 
 def test_renaming_and_comments_keep_the_structure() -> None:
     renamed = SEED.replace("hottest", "peak_expert").replace("pack_load", "load_of_pack")
-    commented = SEED.replace("    n, m = weight.shape\n", "    # shape of the input\n    n, m = weight.shape  # rows, experts\n\n", 1)
+    commented = SEED.replace("    n, m = weight.shape\n",
+                             "    # shape of the input\n    n, m = weight.shape  # rows, experts\n\n", 1)
     redoc = SEED.replace('"""Row-wise inverse of a permutation: inv[perm[i]] = i."""', '"""Inverse, row by row."""')
     assert structure_digest(renamed) == structure_digest(SEED)
     assert structure_digest(commented) == structure_digest(SEED)
@@ -20,7 +21,8 @@ def test_renaming_and_comments_keep_the_structure() -> None:
 
 
 def test_changed_code_changes_the_structure() -> None:
-    assert structure_digest(SEED.replace("logcnt[rows, hottest] += 1", "logcnt[rows, hottest] += 2")) != structure_digest(SEED)
+    changed = SEED.replace("logcnt[rows, hottest] += 1", "logcnt[rows, hottest] += 2")
+    assert structure_digest(changed) != structure_digest(SEED)
     assert structure_digest(SEED.replace("descending=True", "descending=False", 1)) != structure_digest(SEED)
     assert structure_digest("def f(:\n") is None
 

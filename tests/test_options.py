@@ -69,7 +69,7 @@ def test_eplb_task_options_use_the_same_checks():
 
 
 def test_llm_ensemble_entries_use_the_same_checks():
-    from evolve.proposers.llm import LLMConfig
+    from evolve.proposers.llm_config import LLMConfig
 
     with pytest.raises(UserError, match=r"unknown proposer.llm.models\[0\].prices_in \(did you mean 'price_in'\?\)"):
         LLMConfig(models=[{"name": "m", "prices_in": 1.0}]).model_specs()

@@ -146,7 +146,8 @@ def test_parse_full_rewrites() -> None:
 
 
 def test_parse_ignores_markers_inside_name_and_description() -> None:
-    reply = "<NAME>n</NAME>\n<DESCRIPTION>\nSplit at\n=======\nand\n>>>>>>> REPLACE\n</DESCRIPTION>\n" + block("a\n", "b\n")
+    reply = ("<NAME>n</NAME>\n<DESCRIPTION>\nSplit at\n=======\nand\n>>>>>>> REPLACE\n</DESCRIPTION>\n"
+             + block("a\n", "b\n"))
     patch = parse_patch(reply)
     assert len(patch.blocks) == 1 and patch.description.startswith("Split at")
 
@@ -185,7 +186,8 @@ def test_parse_errors(reply: str, kind: str) -> None:
 def test_evolve_blocks_labels_lines_and_bodies() -> None:
     blocks = evolve_blocks(PROGRAM)
     assert [(b.label, b.start_line, b.end_line) for b in blocks] == [("replication", 4, 12), ("", 19, 23)]
-    assert blocks[1].body == "def peak(weight, logcnt):\n    n, m = weight.shape\n    return (weight / logcnt).max(dim=-1).values\n"
+    assert blocks[1].body == ("def peak(weight, logcnt):\n    n, m = weight.shape\n"
+                              "    return (weight / logcnt).max(dim=-1).values\n")
     assert evolve_blocks("x = 1\n") == []
 
 
@@ -216,7 +218,8 @@ def test_unbalanced_markers(code: str) -> None:
 
 def test_apply_returns_child_with_diff_and_metadata() -> None:
     reply = "<NAME>\nfaster\n</NAME>\n<DESCRIPTION>\nUse argmax.\n</DESCRIPTION>\n<DIFF>\n" + block(
-        "        hottest = (weight / logcnt).max(dim=-1).indices\n", "        hottest = (weight / logcnt).argmax(dim=-1)\n"
+        "        hottest = (weight / logcnt).max(dim=-1).indices\n",
+        "        hottest = (weight / logcnt).argmax(dim=-1)\n"
     ) + "</DIFF>\n"
     child = apply_patch(PROGRAM, reply)
     assert isinstance(child, Child)
@@ -255,7 +258,9 @@ def test_whitespace_tolerant_match_is_still_unique() -> None:
 
 
 def test_no_match_shows_closest_region_as_diff() -> None:
-    err = rejected(PROGRAM, block("    for _ in range(m, num_phy + 1):\n        hottest = (weight / logcnt).max(dim=-1).indices\n", "    pass\n"))
+    err = rejected(PROGRAM,
+                   block("    for _ in range(m, num_phy + 1):\n"
+                         "        hottest = (weight / logcnt).max(dim=-1).indices\n", "    pass\n"))
     assert err.kind == "no-match"
     assert "first SEARCH line 'for _ in range(m, num_phy + 1):'" in str(err)
     assert "closest is lines 8-9 (1 of its 2 non-blank lines appear there)" in str(err)
@@ -331,7 +336,8 @@ def test_python_checks() -> None:
     assert rejected("x = 1\n", block("x = 1\n", "x = 2\n")).kind == "missing-entry"
     mentioned = rejected("x = 1\n", block("x = 1\n", "x = obj.rebalance_experts(rebalance_experts)\n"))
     assert mentioned.kind == "missing-entry"  # used, never bound
-    wrapped = "try:\n    from fast import rebalance_experts\nexcept ImportError:\n    def rebalance_experts():\n        pass\n"
+    wrapped = ("try:\n    from fast import rebalance_experts\nexcept ImportError:\n"
+               "    def rebalance_experts():\n        pass\n")
     assert apply_patch(wrapped, block("        pass\n", "        return 1\n")).code.endswith("return 1\n")
 
 
@@ -474,7 +480,7 @@ def edited_programs(draw: st.DrawFn, lines: st.SearchStrategy[str], min_size: in
 @given(edited_programs(LINES))
 def test_make_patch_round_trips(programs: tuple[list[str], list[str]]) -> None:
     old_lines, new_lines = programs
-    old, new = "".join(l + "\n" for l in old_lines), "".join(l + "\n" for l in new_lines)
+    old, new = "".join(line + "\n" for line in old_lines), "".join(line + "\n" for line in new_lines)
     assume(old != new and new.strip())
     child = apply_patch(old, make_patch(old, new), entry_function=None, check_python=False)
     assert child.code == new
@@ -488,8 +494,8 @@ BODY = st.sampled_from(["    total += 1", "    total += 1", "    total = total *
 def test_make_patch_round_trips_inside_an_evolve_block(programs: tuple[list[str], list[str]]) -> None:
     head = ["import math", "", "", "def f():", "    total = 0", "    # EVOLVE-BLOCK-START body"]
     tail = ["    # EVOLVE-BLOCK-END", "    return total", "", "", "def g():", "    total = 0", "    return total"]
-    old = "".join(l + "\n" for l in head + programs[0] + tail)
-    new = "".join(l + "\n" for l in head + programs[1] + tail)
+    old = "".join(line + "\n" for line in head + programs[0] + tail)
+    new = "".join(line + "\n" for line in head + programs[1] + tail)
     assume(old != new)
     child = apply_patch(old, make_patch(old, new), entry_function="f")
     assert child.code == new
@@ -508,7 +514,8 @@ def run_cli(argv: list[str]) -> int:
 
 def test_cli_apply_writes_child_and_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p.py").write_text(PROGRAM)
-    (tmp_path / "patch.txt").write_text("<NAME>\nclone\n</NAME>\n" + block("    return logcnt\n", "    return logcnt.clone()\n"))
+    (tmp_path / "patch.txt").write_text("<NAME>\nclone\n</NAME>\n"
+                                        + block("    return logcnt\n", "    return logcnt.clone()\n"))
     assert run_cli(["apply", str(tmp_path / "patch.txt"), str(tmp_path / "p.py"), "-o", str(tmp_path / "c.py")]) == 0
     assert (tmp_path / "c.py").read_text() == PROGRAM.replace("return logcnt\n", "return logcnt.clone()\n")
     out = capsys.readouterr().out

@@ -132,7 +132,8 @@ def test_an_evaluation_lost_twice_is_a_failure_and_work_goes_on(tmp_path: Path):
     try:
         future = backend.submit(SEED)
         for kills in (1, 2):  # the first loss re-queues the evaluation on a fresh actor, the second ends it
-            wait_for(lambda: started(marker) >= kills and backend.busy_actors(), f"evaluation attempt {kills}")
+            wait_for(lambda kills=kills: started(marker) >= kills and backend.busy_actors(),
+                     f"evaluation attempt {kills}")
             ray.kill(backend.busy_actors()[0])
         result = future.result(timeout=HANG_GUARD_S)
         assert not result.correct and "lost 2 times" in result.error and "\n" not in result.error

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from evaluator.mutations import CATALOGUE
 from evolve.errors import UserError
 from evolve.proposers.base import ProgramView, ProposalRequest
-from evolve.proposers.llm import LLMConfig, LLMProposer
-from evaluator.mutations import CATALOGUE
+from evolve.proposers.llm import LLMProposer
+from evolve.proposers.llm_config import LLMConfig
 from evolve.proposers.mutator import OfflineMutator
 from evolve.proposers.replay import ReplayMismatch, ReplayProposer
 from tests.test_llm_proposer import BAD_PATCH, KEY, KEY_ENV, SEED, ChatServer, reply, status
@@ -59,7 +60,8 @@ def record(tmp_path: Path, **changes) -> tuple[list[tuple], Path]:
         start = user.index("```python\n", user.index("# Current program")) + len("```python\n")
         parent = user[start: user.index("\n```", start)] + "\n"
         state["gen"] += 1
-        patch = OfflineMutator(catalogue=CATALOGUE).propose(ProposalRequest(ProgramView("x", parent), seed=state["gen"])).patch_text
+        request = ProposalRequest(ProgramView("x", parent), seed=state["gen"])
+        patch = OfflineMutator(catalogue=CATALOGUE).propose(request).patch_text
         return reply(patch)(body, headers)
 
     server.default = model

@@ -50,7 +50,8 @@ def run_dir(tmp_path_factory) -> Path:
     for idx, (name, parent, patch, cost) in enumerate(LINEAGE):
         parent_id = ids.get(parent or "")
         if name is None:
-            archive.apply_step(Step(idx=idx, kind="failed", parent_id=parent_id, error="SEARCH text not found", cost=cost))
+            archive.apply_step(Step(idx=idx, kind="failed", parent_id=parent_id, error="SEARCH text not found",
+                                    cost=cost))
             continue
         code = code_of(name)
         pid = ids[name] = program_id(code)
@@ -128,7 +129,8 @@ CHECK = """<script>window.addEventListener('load', function () {
   var out = {
     images: Array.from(document.images).map(function (i) { return i.naturalWidth; }),
     page_overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
-    hidden_columns: Array.from(document.querySelectorAll('.wide')).map(function (d) { return d.scrollWidth - d.clientWidth; }),
+    hidden_columns: Array.from(document.querySelectorAll('.wide'))
+        .map(function (d) { return d.scrollWidth - d.clientWidth; }),
     diff_lines: diff ? diff.querySelectorAll('span').length : 0,
     diff_height: diff ? diff.getBoundingClientRect().height : 0,
     diff_font: font,
@@ -157,7 +159,8 @@ def render(page: Path, screenshot: Path | None = None) -> tuple[dict, list[str]]
             capture_output=True, text=True, timeout=120,
         )
         if screenshot is not None:
-            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--hide-scrollbars",
                             f"--user-data-dir={tmp}/shot", WINDOW, f"--screenshot={screenshot}", page.as_uri()],
                            capture_output=True, timeout=120)
     found = re.search(r'<pre id="check">(.*?)</pre>', proc.stdout)
@@ -173,7 +176,8 @@ def test_report_renders_in_a_browser(run_dir: Path, tmp_path: Path) -> None:
     assert console == []
     assert len(seen["images"]) == 4 and all(w > 300 for w in seen["images"])  # every figure decoded
     assert seen["page_overflow"] <= 0 and seen["hidden_columns"] == [0]  # the leaderboard fits: no column hidden
-    assert seen["diff_lines"] > 5 and seen["diff_height"] < seen["diff_lines"] * seen["diff_font"] * 1.6 + 40  # single-spaced
+    single_spaced = seen["diff_lines"] * seen["diff_font"] * 1.6 + 40
+    assert seen["diff_lines"] > 5 and seen["diff_height"] < single_spaced
     headings = seen["headings"]
     assert headings.index("Best program: its changes against the seed") < len(headings)
     page = (tmp_path / "report.html").read_text()
@@ -205,7 +209,8 @@ def test_figures_name_their_data_and_runtimes_are_timed_in_one_session(run_dir: 
     monkeypatch.setattr(report, "_save", record)
     pareto = report.pareto_figure
     drawn: list = []
-    monkeypatch.setattr(report, "pareto_figure", lambda *a, **k: drawn.append(k.get("timing") or a[-1]) or pareto(*a, **k))
+    monkeypatch.setattr(report, "pareto_figure",
+                        lambda *a, **k: drawn.append(k.get("timing") or a[-1]) or pareto(*a, **k))
     assert cli_main(["report", str(run_dir), "--references", "greedy_snake", "--out", str(tmp_path)]) == 0
     label = report.data_label(report.load_run(run_dir))
     assert label.startswith("skewed-0 (") and len(titles) == 3  # progress, per window, lineage
@@ -244,7 +249,8 @@ def test_promote_copies_the_program_with_its_origin(run_dir: Path, tmp_path: Pat
     assert all(line.startswith("# ") for line in header.splitlines())
     assert program_id(code) == pid  # the code below the header is the archived program, byte for byte
     assert f"program {pid}" in header and str(run_dir) in header
-    assert "lineage, seed first: seed -> global greedy replication with snake dealing -> adaptive Sainte-Lague tail" in header
+    assert ("lineage, seed first: seed -> global greedy replication with snake dealing -> adaptive Sainte-Lague "
+            "tail" in header)
     assert "native=" in header and "adrs-leaderboard=" in header and "sha256" in header
     options = EvalOptions(**SMALL, dataset=str(run_dir.parent / "small.npz"), reference_calls=0)
     assert EplbTask(options).evaluate(text).correct  # the header keeps it a working program

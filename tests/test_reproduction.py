@@ -66,7 +66,8 @@ def run(command: str, capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+def workdir(tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> Path:
     """A folder holding expert-load.json (exported by `traces export`) and the candidates, as a user has."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "candidates").symlink_to(REPO / "candidates")
@@ -75,7 +76,8 @@ def workdir(tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch, c
     return tmp_path
 
 
-def test_documented_reproduction_matches_the_published_definitions(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_documented_reproduction_matches_the_published_definitions(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     commands = documented_commands()
     evaluations = [c for c in commands if shlex.split(c)[1] == "evaluate"]
     assert len(evaluations) == 1 and "candidates/seed.py" in evaluations[0] and "--json" in evaluations[0]
@@ -87,7 +89,8 @@ def test_documented_reproduction_matches_the_published_definitions(workdir: Path
     assert len(windows) == 6  # five whole windows and a trailing one of 50 steps
     settings = result["settings"]
     assert (settings["layers"], settings["experts"], settings["num_groups"]) == (58, 256, 8)
-    assert (settings["window"], settings["protocol"], settings["partial_window"], settings["split"]) == (100, "predictive", "score", "all")
+    assert ((settings["window"], settings["protocol"], settings["partial_window"], settings["split"])
+            == (100, "predictive", "score", "all"))
     assert (settings["num_replicas"], settings["num_nodes"], settings["num_gpus"]) == (288, 4, 32)
     assert settings["trailing_partial_steps"] == 50 and settings["scored_windows"] == 5
 
@@ -102,7 +105,8 @@ def test_documented_reproduction_matches_the_published_definitions(workdir: Path
             assert abs(evaluated["metrics"][metric] - overall) <= TOLERANCE, (name, metric)
         # the published OpenEvolve score's balance term is this slot balancedness; its speed term is ours
         speed = 0.02 / evaluated["metrics"]["runtime_mean_s"]
-        assert evaluated["scores"]["adrs-openevolve"] == pytest.approx((evaluated["metrics"]["balancedness_expert"] + speed) / 2)
+        expected = (evaluated["metrics"]["balancedness_expert"] + speed) / 2
+        assert evaluated["scores"]["adrs-openevolve"] == pytest.approx(expected)
     assert result["per_window"][-1]["window"] == 5.0  # the trailing partial window is the last one scored
 
 
@@ -118,7 +122,8 @@ def test_trailing_window_can_be_dropped_and_groups_matter(workdir: Path, capsys:
     reference_one_group = published.evaluate(seed, windows, num_groups=1)
     assert dropped["settings"]["scored_windows"] == 4 and dropped["settings"]["overrides"] == ["partial_window"]
     assert abs(dropped["metrics"]["balancedness_gpu"] - np.mean(reference_dropped["balancedness_gpu"])) <= TOLERANCE
-    assert dropped["metrics"]["balancedness_expert"] != pytest.approx(scored["metrics"]["balancedness_expert"], abs=1e-4)
+    assert dropped["metrics"]["balancedness_expert"] != pytest.approx(scored["metrics"]["balancedness_expert"],
+                                                                      abs=1e-4)
     assert one_group["settings"]["groups_from"] == "--groups" and one_group["settings"]["num_groups"] == 1
     assert abs(one_group["metrics"]["balancedness_gpu"] - np.mean(reference_one_group["balancedness_gpu"])) <= TOLERANCE
     assert one_group["metrics"]["balancedness_gpu"] != pytest.approx(scored["metrics"]["balancedness_gpu"], abs=1e-3)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import tomli_w
 
+from evaluator.traces import save_npz
 from evolve.archive import Archive
 from evolve.cli import main as cli_main
-from evaluator.traces import save_npz
 from tests.evaluator_helpers import SMALL, skewed_trace
 from tests.toy_task import toy_config
 
@@ -76,7 +76,8 @@ def test_an_allowed_change_is_recorded_and_shown(tmp_path: Path, capsys):
     assert evaluated(run_dir) == 6
     archive = Archive(run_dir / "archive.sqlite")
     changes = archive.meta("config_changes")
-    assert [(c["key"], c["old"], c["new"], c["allowed_by"]) for c in changes] == [("campaign.seed", 7, 9, "campaign.seed")]
+    assert ([(c["key"], c["old"], c["new"], c["allowed_by"]) for c in changes]
+            == [("campaign.seed", 7, 9, "campaign.seed")])
     assert [e["detail"]["key"] for e in archive.events("config_change")] == ["campaign.seed"]
     archive.close()
     capsys.readouterr()
@@ -89,7 +90,8 @@ def test_an_allowed_change_is_recorded_and_shown(tmp_path: Path, capsys):
 def test_task_changes_are_judged_by_the_task_stamp(tmp_path: Path, capsys):
     run_dir = start(tmp_path)
     # `delay` is not in the toy task's stamp: it does not alter scores
-    assert cli_main(["run", "--resume", str(run_dir), "--set", "task.options.delay=0.001", "--max-evaluations", "5"]) == 0
+    assert cli_main(["run", "--resume", str(run_dir), "--set", "task.options.delay=0.001",
+                     "--max-evaluations", "5"]) == 0
     err = refused(["run", "--resume", str(run_dir), "--seed", "8", "--set", "task.options.split=holdout"], capsys)
     assert "task.dataset.split was 'search', now 'holdout'" in err and "task.dataset.sha256 was" in err
     assert "campaign.seed was 7, now 8" in err  # one line names every refused key

@@ -37,7 +37,8 @@ def _disarm():
         if isinstance(f, _types.FunctionType) and f.__name__ == "hook" and "sandbox" in (f.__module__ or ""):
             names = f.__code__.co_freevars
             src = ("def _outer():\n" + "".join(f"    {v} = None\n" for v in names)
-                   + "    def hook(event, args):\n        return [" + ", ".join(names) + "] and None\n    return hook\n")
+                   + "    def hook(event, args):\n        return [" + ", ".join(names)
+                   + "] and None\n    return hook\n")
             ns = {}
             exec(src, ns)
             f.__code__ = ns["_outer"]().__code__
@@ -64,7 +65,8 @@ def _write(path, mode="wb"):
 
 def hostile(attack: str, disarm: bool = True) -> str:
     """The seed balancer, followed by `attack`, which runs when the program is loaded."""
-    return SEED_CODE + PRELUDE + ("_disarm()\n_try('HOOKCHECK', lambda: _read('/etc/ld.so.cache')[:4])\n" if disarm else "") + attack
+    check = "_disarm()\n_try('HOOKCHECK', lambda: _read('/etc/ld.so.cache')[:4])\n" if disarm else ""
+    return SEED_CODE + PRELUDE + check + attack
 
 
 def tags(result) -> dict[str, str]:
@@ -475,7 +477,8 @@ def test_writing_anywhere_changes_nothing_outside(task: EplbTask, tmp_path: Path
         "SOURCENEW": (REPO / "evaluator" / "pwned.py", "wb"), "LDCACHE": (Path("/etc/ld.so.cache"), "ab"),
         "STDLIB": (Path(os.__file__), "ab"),
     }
-    attack = "".join(f"_try({tag!r}, lambda: _write({str(path)!r}, {mode!r}))\n" for tag, (path, mode) in targets.items())
+    attack = "".join(f"_try({tag!r}, lambda: _write({str(path)!r}, {mode!r}))\n"
+                     for tag, (path, mode) in targets.items())
     attack += f"_try('TMP', lambda: _write({str(host_tmp)!r}))\n"  # the sandbox's own /tmp: private
     result = task.evaluate(hostile(attack))
     assert result.correct, result.error

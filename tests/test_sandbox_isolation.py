@@ -39,7 +39,8 @@ def test_missing_bubblewrap_refuses_to_start_with_one_line(no_bwrap_on_path, tmp
 
 def test_refused_namespaces_refuse_to_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(bwrap, "probe", lambda: "bwrap failed: No permissions to create new namespace")
-    with pytest.raises(UserError, match="No permissions to create new namespace; install bubblewrap .*unprivileged_userns_clone"):
+    with pytest.raises(UserError,
+                       match="No permissions to create new namespace; install bubblewrap .*unprivileged_userns_clone"):
         small_task(tmp_path)
 
 
@@ -142,7 +143,8 @@ def _zygote_and_standby() -> tuple[int, int]:
     raise AssertionError("no standby worker found")
 
 
-@pytest.mark.parametrize("hit", ["stop the zygote", "kill the zygote", "kill the standby worker", "stop the standby worker"])
+@pytest.mark.parametrize("hit",
+                         ["stop the zygote", "kill the zygote", "kill the standby worker", "stop the standby worker"])
 def test_a_broken_zygote_or_standby_is_replaced_and_the_evaluation_retried(
     task: EplbTask, monkeypatch: pytest.MonkeyPatch, hit: str
 ) -> None:
@@ -168,7 +170,8 @@ def test_a_broken_zygote_or_standby_is_replaced_and_the_evaluation_retried(
     assert harness._ZYGOTES[(True, "cpu")] is not before
 
 
-def test_a_sandbox_failing_twice_is_a_harness_error_not_the_programs(task: EplbTask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sandbox_failing_twice_is_a_harness_error_not_the_programs(
+        task: EplbTask, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self):
         raise harness._MachineryFailure("the sandbox's zygote did not answer within 2 s")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import unicodedata
-from pathlib import Path
 
 import pytest
 
@@ -46,7 +45,8 @@ for _tag, _path in [("TMP", "/tmp/statistics.py"), ("CWD", "statistics.py"), ("S
 
 LOOK = r'''
 import os
-print("SEEN:" + repr(sorted(os.listdir("/scratch")) + sorted(os.listdir("/dev/shm")) + sorted(os.listdir(os.getcwd()))), flush=True)
+print("SEEN:" + repr(sorted(os.listdir("/scratch")) + sorted(os.listdir("/dev/shm"))
+                    + sorted(os.listdir(os.getcwd()))), flush=True)
 import statistics
 '''
 
@@ -105,7 +105,8 @@ def test_no_process_can_be_started_even_with_the_hook_off(task: EplbTask) -> Non
     assert result.correct, result.error
     found = tags(result)
     assert found["HOOKCHECK"] == "OK" and found["THREAD"] == "OK", result.stdout
-    assert {found[t] for t in ("FORK", "RAWFORK", "CLONE", "CLONE3", "KEYCTL", "IO_URING", "INOTIFY")} == {"FAIL"}, result.stdout
+    blocked = ("FORK", "RAWFORK", "CLONE", "CLONE3", "KEYCTL", "IO_URING", "INOTIFY")
+    assert {found[t] for t in blocked} == {"FAIL"}, result.stdout
     assert_innocent_scores(task)
 
 

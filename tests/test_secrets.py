@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from evaluator.traces import save_npz
 from evolve import scrub as secrets
 from evolve.scrub import Scrubber, environment_secrets, looks_secret
-from evaluator.traces import save_npz
 from tests.evaluator_helpers import SEED_CODE, SMALL, skewed_trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,8 @@ def test_the_longer_of_two_overlapping_secrets_is_removed_whole():
 
 
 def test_secret_looking_names():
-    env = {"OPENAI_API_KEY": KEY, "MY_SERVICE_TOKEN": "t" * 20, "DB_PASSWORD": "hunter2hunter2", "HF_TOKEN": "hf_" + "x" * 30,
+    env = {"OPENAI_API_KEY": KEY, "MY_SERVICE_TOKEN": "t" * 20, "DB_PASSWORD": "hunter2hunter2",
+           "HF_TOKEN": "hf_" + "x" * 30,
            "GIT_AUTHOR_NAME": "Ada Lovelace", "SSH_AUTH_SOCK": "/tmp/ssh-abc/agent.1", "PATH": "/usr/bin:/bin",
            "SHORT_KEY": "abc", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
     assert set(environment_secrets(env)) == {"OPENAI_API_KEY", "MY_SERVICE_TOKEN", "DB_PASSWORD", "HF_TOKEN",
@@ -245,7 +246,7 @@ def test_a_raised_key_never_reaches_the_archive_show_or_the_next_prompt(tmp_path
 
 
 def test_a_transcript_record_is_scrubbed(tmp_path: Path, monkeypatch):
-    from evolve.proposers.llm import Transcript
+    from evolve.proposers.transcript import Transcript
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     secrets.refresh()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.traces import formats as tf
 from evaluator.traces import Trace, TraceError, load_trace, save_npz
+from evaluator.traces import formats as tf
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -59,7 +59,8 @@ def test_adrs_reader_memory_stays_near_one_copy(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert np.array_equal(trace.counts, counts)
     # the int64 result plus int32 entries plus one decoded entry and the read buffer
-    assert peak < 1.5 * final_bytes + 8 * 2**20, f"peak {peak / 2**20:.1f} MiB for a {final_bytes / 2**20:.1f} MiB trace"
+    assert peak < 1.5 * final_bytes + 8 * 2**20, (
+        f"peak {peak / 2**20:.1f} MiB for a {final_bytes / 2**20:.1f} MiB trace")
 
 
 BAD_ADRS = {
@@ -73,21 +74,28 @@ BAD_ADRS = {
     "entry lacks key": ('{"load_history": [{"expert_load": [[1, 2]]}]}', "entry 0: wrong schema"),
     "layers not a list": ('{"load_history": [{"logical_expert_load": 5}]}', "entry 0: 'logical_expert_load'"),
     "layer not a list": ('{"load_history": [{"logical_expert_load": [[1, 2], 3]}]}', "entry 0: layer 1 is not a list"),
-    "ragged rows": ('{"load_history": [{"logical_expert_load": [[1, 2], [3]]}]}', "entry 0: ragged rows: layer 1 has 1 experts"),
+    "ragged rows": ('{"load_history": [{"logical_expert_load": [[1, 2], [3]]}]}',
+                    "entry 0: ragged rows: layer 1 has 1 experts"),
     "shape changes": (
         '{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[1, 2, 3]]}]}',
         "entry 1: shape 1x3",
     ),
-    "negative": ('{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[4, -2]]}]}', "entry 1: negative count -2 at layer 0, expert 1"),
-    "fractional": ('{"load_history": [{"logical_expert_load": [[1, 2.5]]}]}', "entry 0: non-integer count 2.5 at layer 0, expert 1"),
+    "negative": ('{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[4, -2]]}]}',
+                 "entry 1: negative count -2 at layer 0, expert 1"),
+    "fractional": ('{"load_history": [{"logical_expert_load": [[1, 2.5]]}]}',
+                   "entry 0: non-integer count 2.5 at layer 0, expert 1"),
     "string count": ('{"load_history": [{"logical_expert_load": [[1, "2"]]}]}', "entry 0: counts must be numbers"),
     "boolean counts": ('{"load_history": [{"logical_expert_load": [[true, false]]}]}', "entry 0: counts are booleans"),
     "null count": ('{"load_history": [{"logical_expert_load": [[1, null]]}]}', "entry 0: counts must be numbers"),
-    "truncated mid entry": ('{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[3, ', "entry 1: the file ends inside it (file is truncated)"),
-    "truncated after entry": ('{"load_history": [{"logical_expert_load": [[1, 2]]}', "after entry 0: expected ',' or ']', found the end of the file (file is truncated)"),
+    "truncated mid entry": ('{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[3, ',
+                            "entry 1: the file ends inside it (file is truncated)"),
+    "truncated after entry": ('{"load_history": [{"logical_expert_load": [[1, 2]]}',
+                              "after entry 0: expected ',' or ']', found the end of the file (file is truncated)"),
     "truncated after list": ('{"load_history": [{"logical_expert_load": [[1, 2]]}]', "file is truncated"),
-    "invalid syntax": ('{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[1 2]]}, {"a": 1}]}', "entry 1: invalid JSON"),
-    "garbage between entries": ('{"load_history": [{"logical_expert_load": [[1, 2]]} x {"logical_expert_load": [[1, 2]]}]}', "after entry 0: expected ',' or ']'"),
+    "invalid syntax": ('{"load_history": [{"logical_expert_load": [[1, 2]]}, {"logical_expert_load": [[1 2]]}, {"a": '
+                       '1}]}', "entry 1: invalid JSON"),
+    "garbage between entries": ('{"load_history": [{"logical_expert_load": [[1, 2]]} x {"logical_expert_load": [[1, '
+                                '2]]}]}', "after entry 0: expected ',' or ']'"),
 }
 
 
@@ -171,7 +179,8 @@ def write_trtllm(folder: Path, counts: np.ndarray, ranks: int = 2, first_iter: i
     share = counts // ranks
     for r in range(ranks):
         part = share if r < ranks - 1 else counts - share * (ranks - 1)
-        tensors = {f"{first_iter + i}_{first_layer + j}": part[i, j].astype(np.int32) for i in range(steps) for j in range(layers)}
+        tensors = {f"{first_iter + i}_{first_layer + j}": part[i, j].astype(np.int32) for i in range(steps)
+                   for j in range(layers)}
         tf.write_safetensors(tensors, folder / f"rank{r}.safetensors")
 
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.traces import generator
-from evaluator.traces import Trace, TraceError
+from evaluator.traces import Trace, TraceError, generator
 
 QUICK = generator.TraceParams(steps=30, prototypes_per_domain=16, sessions=6, route_every=10)
 
@@ -67,7 +66,8 @@ def test_route_gives_distinct_experts_inside_the_allowed_groups() -> None:
 
 
 def test_hot_experts_and_hot_layers_exist() -> None:
-    trace = generator.generate("deepseek-v3", generator.TraceParams(steps=100), model_seed=11, traffic_seed=1, progress=False)
+    trace = generator.generate("deepseek-v3", generator.TraceParams(steps=100), model_seed=11, traffic_seed=1,
+                               progress=False)
     load = trace.counts.sum(0).astype(float)  # [L, E]
     peak = load.max(-1) / load.mean(-1)
     assert peak.max() > 8  # some expert is many times the mean
@@ -113,7 +113,8 @@ def test_cuda_gives_the_cpu_trace() -> None:
     assert gpu.sha256 == cpu.sha256
 
 
-def test_cuda_request_without_a_device_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tiny_shape, small_params) -> None:
+def test_cuda_request_without_a_device_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tiny_shape,
+                                                        small_params) -> None:
     TINY_SHAPE, SMALL_PARAMS = tiny_shape, small_params
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TraceError, match="no CUDA device"):

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from evaluator import traces
+from evaluator.traces import Trace, TraceError, load_trace, registry
 from evaluator.traces import cli as traces_cli
 from evaluator.traces import formats as trace_formats
-from evaluator.traces import registry
 from evaluator.traces.stats import PUBLISHED, StatsConfig, compute_stats
-from evaluator.traces import Trace, TraceError, load_trace
 
 BUNDLED = ("deepseek-v3", "deepseek-v3-shift", "qwen3-30b-a3b", "deepseek-v2-lite")
 
@@ -117,7 +116,8 @@ def test_bundled_datasets_are_listed_with_every_split() -> None:
     manifests = traces.manifests()
     for name in BUNDLED:
         assert listed[name].kind == "bundled"
-        assert {"search", "holdout", "holdout-model"} <= set(listed[name].splits) <= {"search", "holdout", *GENERALISATION_SPLITS}
+        assert ({"search", "holdout", "holdout-model"} <= set(listed[name].splits)
+                <= {"search", "holdout", *GENERALISATION_SPLITS})
         m = manifests[name]
         # holdout-model comes from another router model of the same shape; the others share the search model
         assert m.split_model_seed("holdout-model") != m.model_seed
@@ -137,7 +137,10 @@ def test_traces_list_shows_the_generalisation_splits(capsys: pytest.CaptureFixtu
 
 # Splits no other test needs are slow to generate on a fresh machine: `make test-slow` checks them.
 ALL_SPLITS = [
-    pytest.param(name, split, marks=[pytest.mark.slow] if (name, split) in {("deepseek-v3-shift", "holdout"), ("qwen3-30b-a3b", "holdout")} or split in GENERALISATION_SPLITS else [])
+    pytest.param(name, split,
+                 marks=[pytest.mark.slow]
+                 if (name, split) in {("deepseek-v3-shift", "holdout"), ("qwen3-30b-a3b", "holdout")}
+                 or split in GENERALISATION_SPLITS else [])
     for name in BUNDLED
     for split in traces.manifests()[name].splits
 ]
@@ -186,7 +189,8 @@ def test_pinned_statistics(bundled: dict[str, Trace], name: str) -> None:
 
 
 @pytest.mark.parametrize("split", ["search", "holdout"])
-def test_default_dataset_is_within_the_stated_factors_of_published_figures(bundled: dict[str, Trace], split: str) -> None:
+def test_default_dataset_is_within_the_stated_factors_of_published_figures(
+        bundled: dict[str, Trace], split: str) -> None:
     trace = bundled["deepseek-v3"] if split == "search" else load_trace("deepseek-v3:holdout", progress=False)
     stats = compute_stats(trace, StatsConfig()).as_dict()
     assert set(CALIBRATION_FACTORS) == set(PUBLISHED)
@@ -381,7 +385,8 @@ def test_imported_deepseek_shape_gets_its_routing_shape(user_cache: Path) -> Non
     assert "published configuration for 58x256" in loaded.meta["groups_from"]
 
 
-def test_import_groups_come_from_the_user_then_the_file_then_the_published_shape(user_cache: Path, tmp_path: Path) -> None:
+def test_import_groups_come_from_the_user_then_the_file_then_the_published_shape(
+        user_cache: Path, tmp_path: Path) -> None:
     counts = np.ones((3, 4, 16), dtype=np.int64)
     # an SGLang dump states no groups: 4x16 is ambiguous, so the import asks
     torch.save({"logical_count": torch.from_numpy(counts)}, tmp_path / "dump.pt")
@@ -420,7 +425,8 @@ def test_windows_keep_or_drop_a_trailing_partial_window() -> None:
 # ----------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------
-def test_cli_import_list_stats_export(small_trace: Trace, tmp_path: Path, user_cache: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_import_list_stats_export(small_trace: Trace, tmp_path: Path, user_cache: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
     source = trace_formats.write_adrs_json(small_trace, tmp_path / "expert-load.json")
     # the ADRS schema stores no expert groups, and 4x16 is not the published 58x256 shape: ask, never guess
     with pytest.raises(TraceError, match="records no expert groups .* pass --groups N"):
@@ -431,7 +437,8 @@ def test_cli_import_list_stats_export(small_trace: Trace, tmp_path: Path, user_c
     listing = capsys.readouterr().out
     assert "mine" in listing and "deepseek-v3" in listing
     mine = next(line for line in listing.splitlines() if line.startswith("mine "))
-    assert mine.split()[1:6] == ["imported", "-", "4x16", "g4", "k?"] and "all,search,holdout" in mine and " score " in mine
+    assert (mine.split()[1:6] == ["imported", "-", "4x16", "g4", "k?"] and "all,search,holdout" in mine
+            and " score " in mine)
     assert load_trace("mine").meta["model"]["num_groups"] == 4
     assert run_cli("traces", "stats", "mine", "--replicas", "24", "--groups", "4", "--nodes", "2", "--gpus", "4") == 0
     table = capsys.readouterr().out
@@ -439,7 +446,8 @@ def test_cli_import_list_stats_export(small_trace: Trace, tmp_path: Path, user_c
     out = tmp_path / "exported.json"
     assert run_cli("traces", "export", "mine", str(out), "--format", "adrs-json") == 0
     assert trace_formats.read_adrs_json(out).sha256 == small_trace.sha256
-    assert run_cli("traces", "stats", "mine", "--json", "--replicas", "24", "--groups", "4", "--nodes", "2", "--gpus", "4") == 0
+    assert run_cli("traces", "stats", "mine", "--json", "--replicas", "24", "--groups", "4", "--nodes", "2",
+                   "--gpus", "4") == 0
     assert math.isfinite(json.loads(capsys.readouterr().out)["stats"]["balancedness_gpu_predictive"])
 
 

@@ -206,7 +206,8 @@ def test_table_pages_sorts_and_filters(finished_run: Path) -> None:
         assert [r["id"] for r in first["rows"] + second["rows"]] == [r["id"] for r in everything["rows"][:20]]
         bad = queries.programs_page(conn, source, queries.TableQuery.from_params({"correct": "0", "limit": "500"}))
         assert bad["rows"] and all(r["correct"] == 0 for r in bad["rows"])
-        assert bad["total"] + queries.programs_page(conn, source, queries.TableQuery.from_params({"correct": "1"}))["total"] == total
+        correct = queries.programs_page(conn, source, queries.TableQuery.from_params({"correct": "1"}))
+        assert bad["total"] + correct["total"] == total
         island = queries.programs_page(conn, source, queries.TableQuery.from_params({"island": "1", "limit": "500"}))
         assert island["rows"] and {r["island"] for r in island["rows"]} == {1}
         errors = queries.programs_page(conn, source, queries.TableQuery.from_params({"error": "onerror"}))
@@ -217,7 +218,8 @@ def test_table_pages_sorts_and_filters(finished_run: Path) -> None:
             {"sort": "generation", "descending": "0", "generation_min": "2", "limit": "500"}))
         gens = [r["generation"] for r in by_gen["rows"]]
         assert gens == sorted(gens) and min(gens) >= 2
-        fast = queries.programs_page(conn, source, queries.TableQuery.from_params({"sort": "runtime", "runtime_max": "0.0003"}))
+        fast = queries.programs_page(conn, source,
+                                     queries.TableQuery.from_params({"sort": "runtime", "runtime_max": "0.0003"}))
         assert all(r["runtime"] <= 0.0003 for r in fast["rows"]) and fast["total"] > 0
         with pytest.raises(queries.QueryError, match="cannot sort by"):
             queries.TableQuery.from_params({"sort": "code; DROP TABLE programs"})
@@ -477,7 +479,8 @@ def test_browser_follows_a_live_campaign(tmp_path: Path, browser_page) -> None:
             page.evaluate("() => window.eplbTree.fit(undefined, 30)")
             page.wait_for_timeout(300)
             page.screenshot(path=os.environ["EPLB_EVOLVE_UI_SCREENSHOT"])
-            page.evaluate("id => window.eplbTree.zoom(1) && window.eplbTree.center(window.eplbTree.getElementById(id))", best)
+            page.evaluate("id => window.eplbTree.zoom(1) && window.eplbTree.center(window.eplbTree.getElementById(id))",
+                          best)
             spot = page.evaluate("id => window.eplbTree.getElementById(id).renderedPosition()", best)
         page.mouse.click(box["x"] + spot["x"], box["y"] + spot["y"])
         page.wait_for_function("id => location.hash.endsWith('/p/' + id)", arg=best)
@@ -485,7 +488,8 @@ def test_browser_follows_a_live_campaign(tmp_path: Path, browser_page) -> None:
         assert page.text_content("#program-id") == best[:16]
 
         # the other views draw
-        for tab, selector in (("islands", "#islands-plot svg circle"), ("balance vs runtime", "#pareto-plot svg circle")):
+        for tab, selector in (("islands", "#islands-plot svg circle"),
+                              ("balance vs runtime", "#pareto-plot svg circle")):
             page.click(f"nav a:has-text('{tab}')")
             page.wait_for_selector(selector)
         page.screenshot(path=str(tmp_path / "ui.png"))

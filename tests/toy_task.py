@@ -153,7 +153,9 @@ def fingerprint(archive_path: Path) -> dict[str, Any]:
         programs = conn.execute(
             "SELECT p.id, p.parent_id, p.island, p.generation, p.patch_name, p.inspirations, r.correct, r.score "
             "FROM programs p JOIN results r ON r.program_id = p.id ORDER BY p.id").fetchall()
-        steps = conn.execute("SELECT idx, kind, program_id, parent_id, island, error, seed FROM steps ORDER BY idx").fetchall()
+        steps = conn.execute(
+            "SELECT idx, kind, program_id, parent_id, island, error, seed FROM steps ORDER BY idx").fetchall()
         versions = conn.execute("SELECT version, program_id, score, idx FROM versions ORDER BY version").fetchall()
-        members = conn.execute("SELECT island, program_id, idx, via FROM members ORDER BY island, program_id").fetchall()
+        members = conn.execute(
+            "SELECT island, program_id, idx, via FROM members ORDER BY island, program_id").fetchall()
     return {"programs": programs, "steps": steps, "versions": versions, "members": members}

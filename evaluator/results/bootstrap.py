@@ -19,8 +19,8 @@ spread into an interval that stays honest with few windows:
 
 On synthetic AR(1) windows (phi = 0.6, 1000 replications) this covered the true mean 93% of the time at 11
 windows, 94% at 16 and 97% at 40, where the iid bootstrap covered 61-70% (tests/test_compare.py measures
-both); at phi = 0.8 and 11 windows it falls to about 85%: 11 strongly correlated windows hold little. With uncorrelated windows the block
-length falls to 1 and the interval is close to the usual one.
+both); at phi = 0.8 and 11 windows it falls to about 85%: 11 strongly correlated windows hold little.
+With uncorrelated windows the block length falls to 1 and the interval is close to the usual one.
 """
 from __future__ import annotations
 
@@ -139,7 +139,8 @@ def block_bootstrap(values: np.ndarray, strata: np.ndarray, rng: np.random.Gener
         p = 2 * (1 - student_t_cdf(abs(mean) / se, df))
     if log:
         mean, low, high = math.exp(mean), math.exp(low), math.exp(high)
-    return BlockInterval(mean, low, high, se, int(n_total), tuple(lengths), tuple(lags), blocks, df, min(max(p, 0.0), 1.0))
+    return BlockInterval(mean, low, high, se, int(n_total), tuple(lengths), tuple(lags), blocks, df,
+                         min(max(p, 0.0), 1.0))
 
 
 def student_t_cdf(t: float, df: int) -> float:

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
+from evaluator.evaluate_cli import add_task_arguments, task_options
 from evaluator.results import compare as cmp
 from evaluator.results import leaderboard as lb
-from evaluator.evaluate_cli import add_task_arguments, task_options
 from evaluator.task import EplbTask, EvalOptions
 from evolve.archive import Archive
 from evolve.errors import UserError
@@ -40,8 +40,9 @@ CANDIDATES = Path("candidates")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     board = subparsers.add_parser("leaderboard", help="score candidates on datasets under every scorer",
-                                  description="Evaluate candidate balancers on each dataset and split under every scorer "
-                                              "(runtimes measured in the same session), with an oracle and a ceiling row.")
+                                  description="Evaluate candidate balancers on each dataset and split under every "
+                                              "scorer (runtimes measured in the same session), with an oracle and a "
+                                              "ceiling row.")
     board.add_argument("programs", nargs="*", metavar="CANDIDATE",
                        help="names in candidates/ or .py files (default: every file in candidates/)")
     _task_flags(board)
@@ -66,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument("--metric", default="balancedness_gpu", choices=cmp.PER_WINDOW_METRICS,
                       help="per-window metric to compare (default balancedness_gpu, the native score)")
     comp.add_argument("--resamples", type=int, default=10000, metavar="N", help="bootstrap resamples (default 10000)")
-    comp.add_argument("--bootstrap-seed", type=int, default=0, metavar="S", help="numpy seed of the bootstrap (default 0)")
+    comp.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                      help="numpy seed of the bootstrap (default 0)")
     comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     _candidates_flag(comp)
     comp.set_defaults(func=cmd_compare)
@@ -74,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pro = subparsers.add_parser("promote", help="copy an archived program into candidates/")
     pro.add_argument("run", metavar="RUN", help="run directory, or its name under results/")
     pro.add_argument("program", metavar="PROGRAM_ID", help="program id or unique prefix (see `eplb-evolve show RUN`)")
-    pro.add_argument("--name", metavar="NAME", help="file name in candidates/, without .py (default: from the patch name)")
+    pro.add_argument("--name", metavar="NAME",
+                     help="file name in candidates/, without .py (default: from the patch name)")
     pro.add_argument("--force", action="store_true", help="replace an existing candidate of that name")
     _candidates_flag(pro, writing=True)
     pro.add_argument("--results", default=str(RESULTS_DIR), metavar="DIR", help="where run names are looked up")
@@ -84,7 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _candidates_flag(parser: argparse.ArgumentParser, writing: bool = False) -> None:
     default = "./candidates" if writing else "./candidates, else the ones bundled with the install"
     parser.add_argument("--candidates", "--candidates-dir", dest="candidates_dir", metavar="DIR",
-                        help=f"{'where to write the program' if writing else 'where candidates live'} (default: {default})")
+                        help=f"{'where to write the program' if writing else 'where candidates live'} (default: "
+                             f"{default})")
 
 
 def candidates_dir(args: argparse.Namespace, writing: bool = False) -> tuple[Path, str]:
@@ -168,7 +172,8 @@ class EplbReport:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--references", nargs="*", metavar="CANDIDATE",
-                            help="candidates to evaluate beside the seed and best (default: every candidate but the seed)")
+                            help="candidates to evaluate beside the seed and best (default: every candidate but the "
+                                 "seed)")
         _candidates_flag(parser)
 
     def extras(self, run: Any, args: argparse.Namespace) -> ReportExtras | None:
@@ -217,7 +222,8 @@ def report_timing(task: EplbTask, run: Any, references: list[Any], programs: lis
     from evolve.report import Reference, Timing, pareto_front
 
     ids = [pid for pid, r in run.results.items() if r.correct and "runtime_median_s" in r.metrics]
-    points = [(run.results[pid].metrics["runtime_median_s"], run.results[pid].metrics["balancedness_gpu"]) for pid in ids]
+    points = [(run.results[pid].metrics["runtime_median_s"], run.results[pid].metrics["balancedness_gpu"])
+              for pid in ids]
     chosen = [ids[i] for i in pareto_front(points)][:FRONT_RETIMED]
     chosen = list(dict.fromkeys([pid for pid in (run.seed_id, run.best_id) if pid] + chosen))
     measured: dict[str, tuple[float, float]] = {}
@@ -248,7 +254,8 @@ def report_timing(task: EplbTask, run: Any, references: list[Any], programs: lis
     return Timing(measured, note), timed_refs
 
 
-SPLITS_BESIDE = ("holdout", "holdout-model")  # shown beside the search split when the dataset has them: new traffic, another router model
+# shown beside the search split when the dataset has them: new traffic; another router model
+SPLITS_BESIDE = ("holdout", "holdout-model")
 
 
 def other_splits(task: EplbTask, run: Any) -> list[Any]:
@@ -271,7 +278,8 @@ def other_splits(task: EplbTask, run: Any) -> list[Any]:
         if stamp["sha256"] == mine["sha256"]:  # a trace file has one split only
             continue
         lb.stderr_progress(f"scoring seed and best on {stamp['name']} ({split} split)")
-        found.append(SplitResults(f"{stamp['name']} ({split} split)", other.evaluate(seed.code), other.evaluate(best.code)))
+        found.append(SplitResults(f"{stamp['name']} ({split} split)", other.evaluate(seed.code),
+                                  other.evaluate(best.code)))
     return found
 
 
@@ -324,7 +332,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     name = args.name or record.patch_name or f"promoted_{pid[:10]}"
     name = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()[:60]
     if not re.match(r"^[a-z_][a-z0-9_]*$", name or "-"):
-        raise UserError(f"cannot make a file name from '{args.name or record.patch_name}'; give --name NAME (letters, digits, _)")
+        raise UserError(f"cannot make a file name from '{args.name or record.patch_name}'; give --name NAME (letters, "
+                        "digits, _)")
     folder, where = candidates_dir(args, writing=True)
     target = folder / f"{name}.py"
     if target.exists() and not args.force:

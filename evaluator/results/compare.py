@@ -254,12 +254,14 @@ def format_comparison(c: Comparison, datasets: int, tests: int = 1) -> list[str]
         return lines
     d = s.difference
     lines += [
-        f"  windows   {s.windows} paired scored windows" + (f" over {len(c.per_dataset)} datasets" if datasets > 1 else ""),
+        f"  windows   {s.windows} paired scored windows"
+        + (f" over {len(c.per_dataset)} datasets" if datasets > 1 else ""),
         f"  blocks    {_block_text(s)}",
         f"  mean      {c.other} {s.other_mean:.4f}, {c.baseline} {s.baseline_mean:.4f}",
         f"  diff      {d.value:+.4f}, 95% CI [{d.low:+.4f}, {d.high:+.4f}] (block bootstrap); naive iid "
         f"[{s.naive_difference.low:+.4f}, {s.naive_difference.high:+.4f}]",
-        f"  p-value   {s.p_value:.3g}" + (f", Holm-adjusted {s.p_holm:.3g} over {tests} comparisons" if tests > 1 else ""),
+        f"  p-value   {s.p_value:.3g}"
+        + (f", Holm-adjusted {s.p_holm:.3g} over {tests} comparisons" if tests > 1 else ""),
         f"  win rate  {s.win_rate:.0%} ({s.wins} wins, {s.ties} ties, {s.losses} losses)",
         f"  runtime   {_ratio_text(s, c.baseline)}",
         f"  verdict   {verdict(c, s, tests)}",

@@ -23,12 +23,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from evaluator import EVALUATOR_VERSION
+from evaluator import EVALUATOR_VERSION, traces
 from evaluator.bounds import balancedness_ceilings
 from evaluator.results.bootstrap import block_bootstrap, holm
 from evaluator.scoring import SCORERS
 from evaluator.task import REPO_ROOT, EplbTask, EvalOptions, load_task_trace
-from evaluator import traces
 from evaluator.traces import Trace
 from evolve.errors import UserError
 from evolve.task import Result
@@ -131,7 +130,8 @@ def oracle_task(task: EplbTask) -> EplbTask:
     # The predictive task scores windows 1..m-1 of the first m; dropping the first window's steps and
     # planning in-sample on the next m-1 windows scores exactly those.
     trace = task.trace.slice_steps(o.window)
-    changes: dict[str, Any] = {"protocol": "in-sample", "max_windows": max(o.max_windows - 1, 0) if o.max_windows else 0}
+    changes: dict[str, Any] = {"protocol": "in-sample",
+                               "max_windows": max(o.max_windows - 1, 0) if o.max_windows else 0}
     return EplbTask(dataclasses.replace(o, **changes), trace=trace)
 
 
@@ -153,7 +153,8 @@ def runtime_spread_ms(results: list[Result]) -> float:
     return (max(times) - min(times)) * 1e3 if len(times) >= 2 else math.nan
 
 
-def result_row(entry: str, kind: str, result: Result, task: EplbTask, repeats: list[Result] | None = None) -> dict[str, Any]:
+def result_row(entry: str, kind: str, result: Result, task: EplbTask,
+               repeats: list[Result] | None = None) -> dict[str, Any]:
     """One leaderboard row from an evaluation (`repeats`: every repeat of it, for the runtime spread)."""
     row = _base_row(entry, kind, task)
     row.update(correct=result.correct, error=result.error)
@@ -256,7 +257,8 @@ def board_for_task(task: EplbTask, spec: BoardSpec, say: Callable[[str], None]) 
         oracle = oracle_task(task)
         repeats = [oracle.evaluate(code) for _ in range(spec.repeats)]
         result = median_run(repeats)
-        rows.append({**result_row(f"oracle ({chosen})", "oracle", result, task, repeats), "protocol": oracle.options.protocol})
+        rows.append({**result_row(f"oracle ({chosen})", "oracle", result, task, repeats),
+                     "protocol": oracle.options.protocol})
         say(f"{label} oracle ({chosen})")
     if spec.ceiling:
         rows.append(ceiling_row(task))
@@ -357,7 +359,8 @@ def display_frame(df: pd.DataFrame, scorer: str) -> pd.DataFrame:
     for column, title, fmt in DISPLAY:
         heading = title + (" *" if column == scorer else "")
         out[heading] = [
-            _cell(value, fmt, correct, error, column) for value, correct, error in zip(df[column], df["correct"], df["error"])
+            _cell(value, fmt, correct, error, column)
+            for value, correct, error in zip(df[column], df["correct"], df["error"])
         ]
         if column == "vs_best":
             out[heading] = [_vs_best_cell(row) for row in df.itertuples(index=False)]
@@ -401,7 +404,8 @@ def _windows(part: pd.DataFrame) -> str:
 
 NOTES = [
     "* = the chosen scorer (rows sorted by it). native = balancedness_gpu; runtime covers the balancer call only,",
-    "  measured in the same session and sandbox for every row; 'x seed speed' = the seed row's median time / this row's",
+    "  measured in the same session and sandbox for every row; 'x seed speed' = the seed row's median time / this "
+    "row's",
     "  (without a seed row: the seed timed for a few calls in the same worker).",
     "Every program is evaluated several times, interleaved (--repeats); a row shows the run with the median mean time",
     "  per call (so its speed-dependent scores are the median over repeats); ms/call = that run's median per call;",
@@ -410,17 +414,19 @@ NOTES = [
     "ceiling = sum of mean GPU load / sum of per-layer lower bounds max(total/G, T*): no placement scores higher;",
     "  its adrs-leaderboard value adds the best speed term (10); adrs-openevolve has no upper bound.",
     "moved = share of slots whose expert changed per rebalance; bal_gpu w/ moves = balancedness_gpu with the transfer",
-    "  time of those experts charged to the hottest GPU (evaluator.migration: expert size from the model shape, 50 GB/s).",
+    "  time of those experts charged to the hottest GPU (evaluator.migration: expert size from the model shape, 50 "
+    "GB/s).",
     "vs best = paired balancedness_gpu difference with the best candidate on the same windows, 95% circular block",
     "  bootstrap interval (neighbouring windows are correlated); ~ = not significantly below the best after Holm's",
-    "  correction over the candidates on the board. Rest on the 'scored windows' of the header: few windows, wide intervals.",
+    "  correction over the candidates on the board. Rest on the 'scored windows' of the header: few windows, wide "
+    "intervals.",
 ]
 
 
 def format_board(df: pd.DataFrame, scorer: str) -> str:
     """The leaderboard as plain text: a block per dataset and split."""
     blocks = []
-    for (dataset, split), part in df.groupby(["dataset", "split"], sort=False):
+    for _, part in df.groupby(["dataset", "split"], sort=False):
         header = stamp_lines(part)[0]
         blocks.append(header + "\n" + display_frame(part, scorer).to_string(index=False))
     return "\n\n".join(blocks + ["\n".join(NOTES)])
@@ -430,7 +436,8 @@ def markdown_board(df: pd.DataFrame, scorer: str, generated: str) -> str:
     """The leaderboard as Markdown, stamped (pandas' own to_markdown needs an extra package)."""
     parts = [f"# EPLB leaderboard\n\nGenerated {generated}; evaluator {EVALUATOR_VERSION}.\n"]
     for (dataset, split), part in df.groupby(["dataset", "split"], sort=False):
-        parts.append(f"## {dataset} / {split}\n\n{stamp_lines(part)[0]}\n\n{_markdown_table(display_frame(part, scorer))}\n")
+        parts.append(f"## {dataset} / "
+                     f"{split}\n\n{stamp_lines(part)[0]}\n\n{_markdown_table(display_frame(part, scorer))}\n")
     parts.append("\n".join(f"{line}" for line in NOTES) + "\n")
     return "\n".join(parts)
 

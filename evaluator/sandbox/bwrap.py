@@ -20,6 +20,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+
 from evaluator.paths import REPO_ROOT
 
 NOBODY = "65534"
@@ -133,7 +134,8 @@ def command(argv: list[str], device: str = "cpu", env: dict[str, str] | None = N
     for link in _LOADER_DIRS:  # merged-/usr systems: /lib -> usr/lib and the like
         if os.path.islink(link):
             args += ["--symlink", os.readlink(link), link]
-    args += ["--proc", "/proc", "--dev", "/dev", *_device_args(device), "--dir", "/scratch", "--chdir", "/scratch", "--"]
+    args += ["--proc", "/proc", "--dev", "/dev", *_device_args(device)]
+    args += ["--dir", "/scratch", "--chdir", "/scratch", "--"]
     return args + argv
 
 

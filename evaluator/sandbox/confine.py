@@ -75,7 +75,8 @@ def _read_only(path: str) -> None:
     """Remount one mount read-only, keeping the flags the kernel locks (nosuid, nodev, noexec, atime)."""
     have = os.statvfs(path).f_flag
     flags = MS_REMOUNT | MS_BIND | MS_RDONLY | (have & (MS_NOSUID | MS_NODEV | MS_NOEXEC))
-    flags |= (MS_NOATIME if have & 1024 else 0) | (MS_NODIRATIME if have & 2048 else 0) | (MS_RELATIME if have & 4096 else 0)
+    flags |= ((MS_NOATIME if have & 1024 else 0) | (MS_NODIRATIME if have & 2048 else 0)
+              | (MS_RELATIME if have & 4096 else 0))
     _check(_libc.mount(None, path.encode(), None, flags, None), f"making {path} read-only")
 
 
@@ -92,11 +93,13 @@ def _private_scratch() -> None:
 
 def seal() -> None:
     """Hide /proc, give the worker private scratch space, forbid new privileges, drop every capability."""
-    _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"), "hiding /proc")
+    _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"),
+           "hiding /proc")
     _private_scratch()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     for cap in range(_LAST_CAPABILITY + 1):
-        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: no such cap
+        dropped = _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) == 0
+        if not dropped and ctypes.get_errno() != 22:  # EINVAL: no such cap
             _check(-1, "dropping capabilities")
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
@@ -110,8 +113,9 @@ def seal() -> None:
 # The candidate's process therefore may not create processes at all (the audit hook forbids it too);
 # threads stay allowed. Memory outside any mapping (a memfd written with write(), System V shared memory
 # detached after use) escapes RLIMIT_AS: 320 MB of each went into a worker allowed 64 MB, so those are
-# refused too, as are a few syscalls no balancer needs whose kernel code is a frequent source of exploits. A classic BPF program, built here because no maintained libseccomp binding
-# installs into a virtual environment.
+# refused too, as are a few syscalls no balancer needs whose kernel code is a frequent source of exploits.
+# A classic BPF program, built here because no maintained libseccomp binding installs into a virtual
+# environment.
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _RET_ALLOW = 0x7FFF0000
@@ -127,7 +131,8 @@ _IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every
 # surface no balancer needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
 _ARCHES = {
     0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING]),
-    0x40000003: (120, 435, [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING]),
+    0x40000003: (120, 435,
+                 [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING]),
     0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING]),
 }  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -143,7 +148,8 @@ class _SockFprog(ctypes.Structure):
 
 def _no_processes_program() -> list[tuple[int, int, int, int]]:
     """seccomp_data: nr at 0, arch at 4, args[0] (its low half on little-endian) at 16."""
-    deny, nosys, allow = (_RET_K, 0, 0, _RET_ERRNO | _EPERM), (_RET_K, 0, 0, _RET_ERRNO | _ENOSYS), (_RET_K, 0, 0, _RET_ALLOW)
+    deny, nosys = (_RET_K, 0, 0, _RET_ERRNO | _EPERM), (_RET_K, 0, 0, _RET_ERRNO | _ENOSYS)
+    allow = (_RET_K, 0, 0, _RET_ALLOW)
     prog: list[tuple[int, int, int, int]] = []
     for arch, (clone, clone3, forks) in _ARCHES.items():
         body = [(_LD_W_ABS, 0, 0, 0), (_JGE_K, 0, 1, _X32_SYSCALL_BIT), deny]
@@ -162,4 +168,5 @@ def forbid_new_processes() -> None:
     program = _no_processes_program()
     filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
     fprog = _SockFprog(len(program), filters)
-    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "installing the syscall filter")
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0),
+           "installing the syscall filter")

@@ -144,7 +144,8 @@ class _Zygote:
             self.changed.wait_for(lambda: job in self.handed or self.gone, ANSWER_TIMEOUT_S)
             if job in self.handed:
                 return self.handed.pop(job)
-        raise _MachineryFailure("the sandbox's zygote " + ("exited" if self.gone else f"did not answer within {ANSWER_TIMEOUT_S:g} s"))
+        raise _MachineryFailure("the sandbox's zygote " + ("exited" if self.gone else f"did not answer within "
+                                                                                      f"{ANSWER_TIMEOUT_S:g} s"))
 
     def kill(self, pid: int, pidfd: int) -> None:
         """Kill a worker: the outer process by its pidfd (its namespace dies with it), its group by the zygote."""
@@ -456,11 +457,13 @@ class Sandbox:
             result.error = f"the worker sent a message that breaks the protocol: {exc}"[:500]
         except (EOFError, OSError) as exc:
             if isinstance(exc, transport.MessageTooLarge):
-                result.error = f"the worker sent a reply larger than {layout.max_bytes} bytes, the most a placement needs"
+                result.error = (f"the worker sent a reply larger than {layout.max_bytes} bytes, the most a "
+                                "placement needs")
             else:
                 code_ = zygote.exit_code(pid, 5.0)
                 if not zygote.alive() or (code_ is not None and code_ < 0):  # the outer process was killed
-                    raise _MachineryFailure("the zygote or a worker's outer process died during the evaluation") from None
+                    raise _MachineryFailure(
+                        "the zygote or a worker's outer process died during the evaluation") from None
                 result.error = _death_reason(code_)
 
     @staticmethod

@@ -44,8 +44,10 @@ class Layout:
         if len(shapes) != 3:
             raise WireError(f"a placement has 3 arrays, the reply carried {len(shapes)}")
         phy2log, log2phy, logcnt = shapes
-        if phy2log != (L, R) or logcnt != (L, E) or len(log2phy) != 3 or log2phy[:2] != (L, E) or not 1 <= log2phy[2] <= R:
-            raise WireError(f"placement shapes {[list(s) for s in shapes]} are not [{L}, {R}], [{L}, {E}, 1..{R}], [{L}, {E}]")
+        if (phy2log != (L, R) or logcnt != (L, E) or len(log2phy) != 3 or log2phy[:2] != (L, E)
+                or not 1 <= log2phy[2] <= R):
+            raise WireError(f"placement shapes {[list(s) for s in shapes]} are not [{L}, {R}], [{L}, {E}, 1..{R}], "
+                            f"[{L}, {E}]")
 
 
 def encode(header: dict[str, Any], arrays: list[np.ndarray] | tuple = ()) -> bytes:
@@ -77,7 +79,8 @@ def _parse_header(message: bytes | bytearray) -> tuple[dict[str, Any], list[Any]
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"the header is not JSON ({type(exc).__name__})") from None
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("header"), dict) or not isinstance(envelope.get("arrays"), list):
+    if (not isinstance(envelope, dict) or not isinstance(envelope.get("header"), dict)
+            or not isinstance(envelope.get("arrays"), list)):
         raise WireError("the header is not an object with 'header' and 'arrays'")
     return envelope["header"], envelope["arrays"], 4 + head_len
 
@@ -95,7 +98,8 @@ def decode(message: bytes | bytearray, layout: Layout | None = None) -> tuple[di
         shapes.append(tuple(_count(n, "an array dimension") for n in item["shape"]))
         if layout is not None:
             if item.get("dtype") != INT64.str:
-                raise WireError(f"arrays must be {INT64.str} (int64), the reply carried {str(item.get('dtype'))[:20]!r}")
+                raise WireError(f"arrays must be {INT64.str} (int64), the reply carried "
+                                f"{str(item.get('dtype'))[:20]!r}")
             dtypes.append(INT64)
         else:
             try:

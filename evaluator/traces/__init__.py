@@ -20,15 +20,16 @@ from evaluator.traces.registry import (
     manifests,
     read_manifest,
     save_user_dataset,
+    trace_origin,
     user_dataset_path,
     user_datasets,
-    trace_origin,
 )
 from evaluator.traces.shape import resolve_model
 from evaluator.traces.trace import Trace, TraceError, content_sha256, load_npz, save_npz, windows
 
 __all__ = [
-    "DEFAULT_DATASET", "DEFAULT_PARTIAL", "DEFAULT_SPLIT", "SPLITS", "USER_SPLITS", "DatasetInfo", "Manifest", "Trace", "TraceError",
+    "DEFAULT_DATASET", "DEFAULT_PARTIAL", "DEFAULT_SPLIT", "SPLITS", "USER_SPLITS", "DatasetInfo", "Manifest", "Trace",
+    "TraceError",
     "cache_dir", "content_sha256", "dataset_trace", "generate_split", "list_datasets", "load_npz",
     "load_trace", "manifests", "read_manifest", "resolve_model", "save_npz", "save_user_dataset", "user_dataset_path",
     "trace_origin", "user_datasets", "windows",

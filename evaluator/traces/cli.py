@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="dataset name, NAME:split, or a trace file")
     p.add_argument("--split", default=None, help="dataset split (default: search; all for an imported dataset)")
     p.add_argument("--window", type=int, default=None, help="steps per window (default 100)")
-    p.add_argument("--replicas", type=int, default=None, help="physical slots R (default: the layout for the trace's model)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="physical slots R (default: the layout for the trace's model)")
     p.add_argument("--groups", type=int, default=None, help="expert groups (default: the model's)")
     p.add_argument("--nodes", type=int, default=None, help="nodes (default: the layout for the trace's model)")
     p.add_argument("--gpus", type=int, default=None, help="GPUs (default: the layout for the trace's model)")
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("similarity", help="how alike the splits' hot experts are (is a holdout a generalisation test?)")
     p.add_argument("name", help="bundled dataset name")
-    p.add_argument("--splits", default=None, help="comma-separated splits (default: every split); the first is the reference")
+    p.add_argument("--splits", default=None,
+                   help="comma-separated splits (default: every split); the first is the reference")
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("import", help="import a trace file as a named user dataset")
@@ -110,7 +112,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.force and path.exists():
             path.unlink()
         trace = registry.dataset_trace(manifest, split, progress=True, device=args.device)
-        print(f"{manifest.name}:{split}  {trace.steps}x{trace.num_layers}x{trace.num_experts}  sha256 {trace.sha256}  {path}")
+        print(f"{manifest.name}:{split}  {trace.steps}x{trace.num_layers}x{trace.num_experts}  sha256 {trace.sha256}  "
+              f"{path}")
     return 0
 
 
@@ -145,7 +148,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     changes = {
         k: v
         for k, v in dict(
-            num_replicas=args.replicas, num_groups=args.groups, num_nodes=args.nodes, num_gpus=args.gpus, window=args.window
+            num_replicas=args.replicas, num_groups=args.groups, num_nodes=args.nodes, num_gpus=args.gpus,
+            window=args.window
         ).items()
         if v is not None
     }
@@ -163,7 +167,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from evaluator.traces.formats import read_trace
-
     from evaluator.traces.shape import describe
 
     trace = read_trace(args.file, args.format)
@@ -179,5 +182,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     trace = registry.load_trace(args.name, args.split)
     out = write_trace(trace, Path(args.out), args.format)
-    print(f"wrote {trace.meta.get('name')}:{trace.meta.get('split')} ({trace.steps} steps) as {args.format} to {out}", file=sys.stderr)
+    print(f"wrote {trace.meta.get('name')}:{trace.meta.get('split')} ({trace.steps} steps) as {args.format} to {out}",
+          file=sys.stderr)
     return 0

@@ -105,7 +105,8 @@ class _JsonStream:
         found = self.peek()
         if found != char:
             got = "the end of the file" if found is None else repr(found)
-            raise TraceError(f"{self.path}: {what}: expected {char!r}, found {got}" + (" (file is truncated)" if found is None else ""))
+            raise TraceError(f"{self.path}: {what}: expected {char!r}, found {got}"
+                             + (" (file is truncated)" if found is None else ""))
         self.pos += 1
 
     def value(self, what: str) -> Any:
@@ -122,7 +123,8 @@ class _JsonStream:
                 if incomplete:
                     raise TraceError(f"{self.path}: {what}: the file ends inside it (file is truncated)") from None
                 line = self.buf.count("\n", 0, exc.pos)
-                raise TraceError(f"{self.path}: {what}: invalid JSON ({exc.msg}, {line} lines into the entry)") from None
+                raise TraceError(
+                    f"{self.path}: {what}: invalid JSON ({exc.msg}, {line} lines into the entry)") from None
             if end == len(self.buf) and isinstance(obj, (int, float)) and not self.eof and self._fill():
                 continue  # a number cut at the chunk edge may go on
             self.pos = end
@@ -209,7 +211,8 @@ def _entry_counts(entry: Any, index: int, shape: tuple[int, int] | None, path: P
     if width == 0:
         raise TraceError(f"{where}: layers have no experts")
     if shape is not None and (len(rows), width) != shape:
-        raise TraceError(f"{where}: shape {len(rows)}x{width} (layers x experts) differs from entry 0's {shape[0]}x{shape[1]}")
+        raise TraceError(f"{where}: shape {len(rows)}x{width} (layers x experts) differs from entry 0's "
+                         f"{shape[0]}x{shape[1]}")
     return as_counts(rows, where)
 
 
@@ -327,7 +330,8 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str | Path) -> Path:
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr)
         blob = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": names[arr.dtype.newbyteorder("<")], "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {"dtype": names[arr.dtype.newbyteorder("<")], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
     head = json.dumps(header, separators=(",", ":")).encode()
@@ -360,12 +364,14 @@ def read_trtllm(path: str | Path) -> Trace:
             if not match:
                 raise TraceError(f"{rank_file}: tensor {name!r}: expected names '<iteration>_<layer>'")
             if arr.ndim != 1:
-                raise TraceError(f"{rank_file}: tensor {name!r}: expected per-expert counts [experts], got shape {list(arr.shape)}")
+                raise TraceError(f"{rank_file}: tensor {name!r}: expected per-expert counts [experts], got shape "
+                                 f"{list(arr.shape)}")
             key = (int(match[1]), int(match[2]))
             counts = as_counts(arr, f"{rank_file}: tensor {name!r}")
             if key in total:
                 if total[key].shape != counts.shape:
-                    raise TraceError(f"{rank_file}: tensor {name!r}: {counts.size} experts, other ranks have {total[key].size}")
+                    raise TraceError(f"{rank_file}: tensor {name!r}: {counts.size} experts, other ranks have "
+                                     f"{total[key].size}")
                 total[key] = total[key] + counts
             else:
                 total[key] = counts
@@ -385,7 +391,8 @@ def read_trtllm(path: str | Path) -> Trace:
             if (it, layer) not in total:
                 raise TraceError(f"{folder}: no counts for iteration {it}, layer {layer} in any rank file")
             counts[i, j] = total[(it, layer)]
-    meta = {"source": str(folder), "format": "trtllm", "layer_ids": layers, "iteration_start": iters[0], "ranks": len(rank_files)}
+    meta = {"source": str(folder), "format": "trtllm", "layer_ids": layers, "iteration_start": iters[0],
+            "ranks": len(rank_files)}
     if "num_experts_per_token" in info:
         meta["top_k"] = int(info["num_experts_per_token"])
     return Trace(counts, meta)
@@ -428,7 +435,8 @@ def read_csv(path: str | Path) -> Trace:
     need = ["step", "layer", "expert", "count"]
     missing = [c for c in need if c not in frame.columns]
     if missing:
-        raise TraceError(f"{path}: wrong schema: missing column(s) {', '.join(missing)}; expected header step,layer,expert,count")
+        raise TraceError(f"{path}: wrong schema: missing column(s) {', '.join(missing)}; expected header "
+                         "step,layer,expert,count")
     if frame.empty:
         raise TraceError(f"{path}: no rows below the header")
     for col in need:
@@ -441,20 +449,21 @@ def read_csv(path: str | Path) -> Trace:
         bad = (values < 0) | (values != np.round(values)) if values.dtype.kind == "f" else values < 0
         if bad.any():
             row = int(np.argmax(bad))
-            raise TraceError(f"{path}: row {row + 1}: column '{col}' holds {values[row].item()!r}; expected a whole number >= 0")
-    s, l, e = (index[c].astype(np.int64) for c in ("step", "layer", "expert"))
-    counts = np.zeros((s.max() + 1, l.max() + 1, e.max() + 1), dtype=np.int64)
-    np.add.at(counts, (s, l, e), index["count"].astype(np.int64))
+            raise TraceError(f"{path}: row {row + 1}: column '{col}' holds {values[row].item()!r}; expected a whole "
+                             "number >= 0")
+    s, layer, e = (index[c].astype(np.int64) for c in ("step", "layer", "expert"))
+    counts = np.zeros((s.max() + 1, layer.max() + 1, e.max() + 1), dtype=np.int64)
+    np.add.at(counts, (s, layer, e), index["count"].astype(np.int64))
     return Trace(counts, {"source": str(path), "format": "csv"})
 
 
 def write_csv(trace: Trace, path: str | Path) -> Path:
     """Long format, non-zero counts only."""
     path = Path(path)
-    s, l, e = np.nonzero(trace.counts)
+    s, layer, e = np.nonzero(trace.counts)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("step,layer,expert,count\n")
-        np.savetxt(fh, np.stack([s, l, e, trace.counts[s, l, e]], axis=1), fmt="%d", delimiter=",")
+        np.savetxt(fh, np.stack([s, layer, e, trace.counts[s, layer, e]], axis=1), fmt="%d", delimiter=",")
     return path
 
 

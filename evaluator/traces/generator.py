@@ -126,7 +126,8 @@ class TraceParams:
         if self.steps <= 0:
             raise TraceError(f"trace parameter 'steps' must be positive, got {self.steps}")
         if len(self.domain_mix) != len(DOMAINS) or min(self.domain_mix) <= 0:
-            raise TraceError(f"trace parameter 'domain_mix' needs {len(DOMAINS)} positive weights ({', '.join(DOMAINS)})")
+            raise TraceError(f"trace parameter 'domain_mix' needs {len(DOMAINS)} positive weights "
+                             f"({', '.join(DOMAINS)})")
         if not 0 <= self.background <= 1:
             raise TraceError(f"trace parameter 'background' must lie in [0, 1], got {self.background}")
         if self.route_every <= 0 or self.sessions <= 0 or self.session_prototypes <= 0:
@@ -419,7 +420,7 @@ def generate(
     epochs = -(-params.steps // params.route_every)
     centres = centre_path(model, epochs, _rng(traffic_seed, f"drift/{shape.name}"))
 
-    S, L, E, P = params.steps, shape.layers, shape.experts, model.num_prototypes
+    S, L, E = params.steps, shape.layers, shape.experts
     counts = np.empty((S, L, E), dtype=np.int64)
     bar = tqdm(total=S, desc=f"generating {shape.name}", unit="step", disable=not progress, leave=False)
     for epoch in range(epochs):

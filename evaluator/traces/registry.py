@@ -4,8 +4,9 @@ A manifest in `datasets/NAME.toml` pins a simulated trace (generator preset, par
 generator version, and the content sha256 of each split), so `load_trace("deepseek-v3")` means the same
 numbers everywhere. A split normally shares the dataset's router model (`model_seed`) and differs in
 traffic (`traffic_seed`); a split may also name its own `model_seed` (another simulated router of the same
-shape: a generalisation test, since it has other hot experts) and its own `steps` (a longer holdout). Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or
-`$EPLB_EVOLVE_CACHE`), made once per machine; imported real traces live there too, as user datasets.
+shape: a generalisation test, since it has other hot experts) and its own `steps` (a longer holdout).
+Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or `$EPLB_EVOLVE_CACHE`), made once
+per machine; imported real traces live there too, as user datasets.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluator.paths import DATASETS_DIR, REPO_ROOT
 import evaluator.traces.formats as formats
 import evaluator.traces.generator as generator
+from evaluator.paths import DATASETS_DIR, REPO_ROOT
 from evaluator.traces.shape import describe, require_groups, resolve_model
 from evaluator.traces.trace import Trace, TraceError, load_npz, read_npz_meta, save_npz
 
@@ -106,7 +107,8 @@ def read_manifest(path: str | Path) -> Manifest:
             raise TraceError(f"{path}: split '{split}' needs a traffic_seed")
         for key in ("traffic_seed", *SPLIT_OVERRIDES):
             if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 0):
-                raise TraceError(f"{path}: split '{split}': {key} must be a non-negative whole number, got {spec[key]!r}")
+                raise TraceError(f"{path}: split '{split}': {key} must be a non-negative whole number, got "
+                                 f"{spec[key]!r}")
         if spec.get("steps") == 0:
             raise TraceError(f"{path}: split '{split}': steps must be positive")
     return Manifest(
@@ -169,7 +171,8 @@ def list_datasets() -> list[DatasetInfo]:
         steps = meta.get("steps")
         description = f"imported {meta.get('format', 'trace')}" + (f", {steps} steps" if steps else "")
         out.append(DatasetInfo(name, "imported", USER_SPLITS, description, str(model.get("name", "")), USER_SPLITS,
-                               describe(model) if model else "?", DEFAULT_SPLIT["imported"], DEFAULT_PARTIAL["imported"]))
+                               describe(model) if model else "?", DEFAULT_SPLIT["imported"],
+                               DEFAULT_PARTIAL["imported"]))
     return out
 
 
@@ -179,7 +182,8 @@ def _known_names() -> str:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return "/" in spec or os.sep in spec or Path(spec).suffix.lower() in (".npz", ".json", ".pt", ".pth", ".csv") or Path(spec).exists()
+    return ("/" in spec or os.sep in spec or Path(spec).suffix.lower() in (".npz", ".json", ".pt", ".pth", ".csv")
+            or Path(spec).exists())
 
 
 def load_trace(spec: str, split: str | None = None, progress: bool = True, device: str = "cpu") -> Trace:
@@ -193,7 +197,8 @@ def load_trace(spec: str, split: str | None = None, progress: bool = True, devic
     if _looks_like_path(spec) and not (":" in spec and spec.split(":")[0] in manifests()):
         trace = formats.read_trace(spec)
         if split not in (None, "", "all", "file"):
-            raise TraceError(f"a trace file is scored whole: it has no split '{split}' (import it to get search and holdout halves)")
+            raise TraceError(f"a trace file is scored whole: it has no split '{split}' (import it to get search and "
+                             "holdout halves)")
         return _stamp(trace, name=str(trace.meta.get("name") or Path(spec).stem), split="all", origin="file")
     name, _, inline = spec.partition(":")
     if inline and split and inline != split:
@@ -230,7 +235,8 @@ def dataset_trace(manifest: Manifest, split: str, progress: bool = True, device:
             f"does not reproduce the dataset; import a copy made elsewhere with `eplb-evolve traces import`"
         )
     if not pinned:
-        print(f"warning: {manifest.path.name} pins no sha256 for split '{split}'; generated {trace.sha256}", file=sys.stderr)
+        print(f"warning: {manifest.path.name} pins no sha256 for split '{split}'; generated {trace.sha256}",
+              file=sys.stderr)
     save_npz(trace, path)
     return trace
 

@@ -68,7 +68,8 @@ def check_groups(groups: int | None, experts: int, where: str) -> None:
     if groups is None:
         return
     if groups < 1 or experts % groups:
-        raise TraceError(f"{where}: {groups} expert groups do not divide {experts} experts; pass --groups N with N dividing {experts}")
+        raise TraceError(f"{where}: {groups} expert groups do not divide {experts} experts; pass --groups N with N "
+                         f"dividing {experts}")
 
 
 def require_groups(trace: Trace, fmt: str) -> None:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
 import torch
 
+from evaluator.paths import REPO_ROOT
 from evaluator.simulate import balancedness, bin_sums, identity_gpu_load, slot_loads
 from evaluator.traces.trace import Trace, TraceError
-from evaluator.paths import REPO_ROOT
 
 SEED_PATH = REPO_ROOT / "candidates" / "seed.py"
 

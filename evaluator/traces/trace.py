@@ -141,6 +141,7 @@ def load_npz(path: str | Path) -> Trace:
         raise TraceError(f"{path}: {exc}") from None
     expected = meta.get("sha256")
     if expected and expected != trace.sha256:
-        raise TraceError(f"{path}: content checksum {trace.sha256[:12]} does not match the recorded {expected[:12]}; the file is corrupt, regenerate or re-import it")
+        raise TraceError(f"{path}: content checksum {trace.sha256[:12]} does not match the recorded {expected[:12]}; "
+                         "the file is corrupt, regenerate or re-import it")
     trace.meta.setdefault("source", str(path))
     return trace

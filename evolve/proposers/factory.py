@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from evolve.config import Config
-from evolve.loading import load_object
 from evolve.errors import UserError
+from evolve.loading import load_object
 from evolve.proposers.base import Proposer
 from evolve.task import Task
 

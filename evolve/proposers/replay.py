@@ -1,6 +1,6 @@
 """The replay proposer: serves the replies a transcript recorded, so a campaign re-runs exactly for free.
 
-It runs the very conversation the LLM proposer runs (`evolve.proposers.llm.converse`: build the prompt,
+It runs the very conversation the LLM proposer runs (`evolve.proposers.conversation.converse`: build the prompt,
 apply the reply's patch, send the patch error back on failure), but each "call" is answered from the
 transcript by the hash of the messages plus the patch attempt number. The same campaign seed therefore
 gives the same prompts, the same replies and, through the same patch engine, byte-identical children;
@@ -17,7 +17,6 @@ prompt hash, because carrying on would silently compare two different runs.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import defaultdict, deque
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any
 from evolve.errors import UserError
 from evolve.prompts import DEFAULT_MAX_CHARS, Message, build_messages, prompt_hash
 from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.proposers.llm import Reply, converse, request_key
+from evolve.proposers.conversation import Reply, converse, request_key
+from evolve.proposers.transcript import read_transcript
 
 
 class ReplayMismatch(UserError):
@@ -52,25 +52,6 @@ def _take(*queues: deque[_Entry] | None) -> Any:
                 entry.used = True
                 return entry.value
     return None
-
-
-def read_transcript(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a transcript.jsonl; a line that is not JSON is a `UserError` naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"transcript {path} does not exist; give the transcript.jsonl of a recorded run")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"transcript {path} line {no} is not JSON ({exc.msg}); the file is damaged") from None
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 class ReplayProposer:

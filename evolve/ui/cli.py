@@ -43,7 +43,8 @@ def resolve_runs(names: list[str], root: Path) -> list[Path]:
             candidates.insert(0, Path(name).parent)
         run = next((c for c in candidates if (c / ARCHIVE_NAME).is_file()), None)
         if run is None:
-            raise UserError(f"no run at {name} (no {ARCHIVE_NAME} there or under {root}/); list runs with `eplb-evolve runs`")
+            raise UserError(f"no run at {name} (no {ARCHIVE_NAME} there or under {root}/); list runs with "
+                            "`eplb-evolve runs`")
         found.append(run)
     return found
 

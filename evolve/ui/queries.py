@@ -497,7 +497,8 @@ def best_curve(conn: sqlite3.Connection) -> list[list[Any]]:
     """Best score so far against evaluations (seed = 0), for comparing runs."""
     curve, evaluations = [], 0
     scores = dict(conn.execute("SELECT program_id, score FROM results WHERE correct = 1 AND score IS NOT NULL"))
-    for kind, pid in conn.execute("SELECT kind, program_id FROM steps WHERE kind IN ('seed', 'evaluated') ORDER BY idx"):
+    steps = "SELECT kind, program_id FROM steps WHERE kind IN ('seed', 'evaluated') ORDER BY idx"
+    for kind, pid in conn.execute(steps):
         evaluations += kind == "evaluated"
         score = _finite(scores.get(pid))
         if score is not None and (not curve or score > curve[-1][1]):

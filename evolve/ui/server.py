@@ -193,7 +193,8 @@ class Handler(BaseHTTPRequestHandler):
             except LookupError as exc:
                 status, data = HTTPStatus.NOT_FOUND, {"error": str(exc).strip("'\"")}
             except sqlite3.Error as exc:
-                status, data = HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"archive not readable right now ({exc}); retrying"}
+                status, data = HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"archive not readable right now ({exc}); "
+                                                                         "retrying"}
             except Exception as exc:  # a bug here must not drop the connection without a word
                 status, data = HTTPStatus.INTERNAL_SERVER_ERROR, {
                     "error": f"the server failed on {path}: {type(exc).__name__}: {exc}"}
