@@ -406,40 +406,31 @@ def inherited_docstring(seed: str, best: str) -> bool:
 
 
 def summary_rows(run: RunView, splits: list[SplitResults] = ()) -> list[tuple[str, str]]:  # type: ignore[assignment]
-    stamp = run.meta.get("task_stamp") or {}
-    dataset = stamp.get("dataset") or {}
-    kinds: dict[str, int] = {}
-    for s in run.steps:
-        kinds[s.kind] = kinds.get(s.kind, 0) + 1
-    evaluated = [s for s in run.steps if s.kind == "evaluated"]
-    valid = sum(1 for s in evaluated if run.score(s.program_id) is not None)
-    best, seed = run.score(run.best_id), run.score(run.seed_id)
-    best_record = run.programs.get(run.best_id or "")
-    holdout = [e["detail"] for e in run.events if e["kind"] == "holdout"]
+    """The summary table of the report page: `summary_data`, written for eyes."""
+    d = summary_data(run, splits)
+    dataset, best = d["dataset"], d["best"]
     rows = [
-        ("run", str(run.run_dir)),
-        ("task",
-         f"{run.meta.get('task') or '-'}; scorer {stamp.get('scorer', '-')}; evaluator "
-         f"{stamp.get('evaluator_version', '-')}"),
+        ("run", d["run"]),
+        ("task", f"{d['task'] or '-'}; scorer {d['scorer'] or '-'}; evaluator {d['evaluator_version'] or '-'}"),
         ("dataset", f"{dataset.get('name', '-')} ({dataset.get('split', '-')}), sha256 {dataset.get('sha256', '-')}"),
-        ("steps", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
-        ("evaluations", f"{len(evaluated)} ({valid / max(1, len(evaluated)):.0%} correct)"),
-        ("proposer cost", f"${sum(s.cost for s in run.steps):.2f}, {sum(s.tokens for s in run.steps)} tokens"),
+        ("steps", ", ".join(f"{k} {v}" for k, v in sorted(d["steps"].items())) or "none"),
+        ("evaluations", f"{d['evaluations']} ({d['correct'] / max(1, d['evaluations']):.0%} correct)"),
+        ("proposer cost", f"${d['cost_usd']:.2f}, {d['tokens']} tokens"),
         ("best program",
-         f"{(run.best_id or '-')[:16]} ({best_record.patch_name or 'seed'}, generation {best_record.generation})"
-         if best_record else "-"),
+         f"{(best['program_id'] or '-')[:16]} ({best['patch']}, generation {best['generation']})"
+         if best["patch"] is not None else "-"),
         ("best score",
-         _fmt(best) + (f" (seed {_fmt(seed)}, change {best - seed:+.6g})"
-                       if best is not None and seed is not None else "")),
+         _fmt(best["score"]) + (f" (seed {_fmt(d['seed_score'])}, change {d['change']:+.6g})"
+                                if d["change"] is not None else "")),
     ]
-    if holdout:
-        h = holdout[-1]
+    if d["holdout"]:
+        h = d["holdout"]
         rows.append(("holdout (end of run)",
                      f"{h.get('objective', '')}: best {_fmt(h.get('best'))} vs seed {_fmt(h.get('seed'))}"))
-    for split in splits:
-        b, s_ = (r.score if r is not None and r.correct else None for r in (split.best, split.seed))
+    for label, scores in d["splits"].items():
+        b, s_ = scores["best"], scores["seed"]
         change = f", change {b - s_:+.6g}" if b is not None and s_ is not None else ""
-        rows.append((split.label, f"best {_fmt(b)} vs seed {_fmt(s_)}{change} (scored for this report)"))
+        rows.append((label, f"best {_fmt(b)} vs seed {_fmt(s_)}{change} (scored for this report)"))
     return rows
 
 
