@@ -61,6 +61,12 @@ class Edit:
     blocks: list[str]
 
 
+def _block_edit(code: str, index: int, body: str, operator: str, name: str, description: str, label: str) -> Edit:
+    """An edit that replaces one EVOLVE block's body; the description ends naming the operator."""
+    return Edit(set_body(code, index, body), operator, _slug(name), f"{description} [offline mutator: {operator}]",
+                [label])
+
+
 @dataclass
 class Param:
     """A tunable constant found in a block body."""
@@ -237,13 +243,10 @@ class OfflineMutator:
         index, options = rng.choice(choices)
         impl = rng.choice(options)
         block = blocks[index]
-        return Edit(
-            set_body(code, index, impl.body),
-            "replace",
-            _slug(f"{block.label}_{impl.key}"),
-            f"Replace the {block.label} block (was: {self._current_key(block)}) with '{impl.key}': {impl.summary}. "
-            "[offline mutator: replace]",
-            [block.label],
+        return _block_edit(
+            code, index, impl.body, "replace", f"{block.label}_{impl.key}",
+            f"Replace the {block.label} block (was: {self._current_key(block)}) with '{impl.key}': {impl.summary}.",
+            block.label,
         )
 
     def _op_speedup(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
@@ -263,13 +266,11 @@ class OfflineMutator:
         index, current, options = rng.choice(choices)
         impl = rng.choice(options)
         block = blocks[index]
-        return Edit(
-            set_body(code, index, impl.body),
-            "speedup",
-            _slug(f"faster_{block.label}_{impl.key}"),
+        return _block_edit(
+            code, index, impl.body, "speedup", f"faster_{block.label}_{impl.key}",
             f"Make the {block.label} block faster: '{current.key}' (cost class {current.cost}) becomes '{impl.key}' "
-            f"(cost class {impl.cost}): {impl.summary}. [offline mutator: speedup]",
-            [block.label],
+            f"(cost class {impl.cost}): {impl.summary}.",
+            block.label,
         )
 
     def _op_replace2(self, code: str, blocks: list[EvolveBlock], request: ProposalRequest,
@@ -304,13 +305,10 @@ class OfflineMutator:
             assert m is not None
             lines[param.line] = f"{m.group('name')}{m.group('eq')}{value}{m.group('rest')}"
             bounds = f" (range [{param.lo:g}, {param.hi:g}])" if param.lo is not None and param.hi is not None else ""
-            return Edit(
-                set_body(code, param.block, "\n".join(lines)),
-                "perturb",
-                _slug(f"tune_{param.name}_{value}"),
-                f"Set {param.name} in the {param.label} block from {param.value} to {value}{bounds}. "
-                "[offline mutator: perturb]",
-                [param.label],
+            return _block_edit(
+                code, param.block, "\n".join(lines), "perturb", f"tune_{param.name}_{value}",
+                f"Set {param.name} in the {param.label} block from {param.value} to {value}{bounds}.",
+                param.label,
             )
         return None
 
@@ -336,13 +334,11 @@ class OfflineMutator:
         if not candidates:
             return None
         index, block, source = rng.choice(candidates)
-        return Edit(
-            set_body(code, index, block.body),
-            "crossover",
-            _slug(f"crossover_{block.label}_from_{source[:8]}"),
+        return _block_edit(
+            code, index, block.body, "crossover", f"crossover_{block.label}_from_{source[:8]}",
             f"Take the {block.label} block from program {source[:12]} (an inspiration) and keep the parent's other "
-            "blocks. [offline mutator: crossover]",
-            [block.label],
+            "blocks.",
+            block.label,
         )
 
 
