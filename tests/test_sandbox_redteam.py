@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 import unicodedata
+from pathlib import Path
 
 import pytest
 
+from evaluator.sandbox import bwrap, harness
 from evaluator.task import EplbTask
 from tests.evaluator_helpers import SEED_CODE, small_task
 from tests.test_sandbox_attacks import PRELUDE, assert_innocent_scores, hostile, tags
@@ -215,3 +217,52 @@ def test_memory_outside_the_address_space_cap_is_refused(task: EplbTask) -> None
     found = tags(result)
     assert found["HOOKCHECK"] == "OK" and {found[t] for t in ("MEMFD", "SHM", "SOCKETS")} == {"FAIL"}, result.stdout
     assert_innocent_scores(task)
+
+
+MOUNTS = r'''
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+def _call(fn, *args):
+    if fn(*args) != 0:
+        raise OSError(ctypes.get_errno(), "refused")
+def _write(path):
+    with open(path, "w") as fh:
+        fh.write("raise RuntimeError('planted by an earlier candidate')\n")
+print("TMPSEEN:" + repr(sorted(os.listdir("/tmp"))), flush=True)
+_try("TMPFILE", lambda: _write("/tmp/statistics.py"))
+_try("TMPDIR", lambda: os.mkdir("/tmp/planted"))
+_try("TMPLINK", lambda: os.symlink("/scratch", "/tmp/link"))
+_try("BENEATH", lambda: _write(os.path.join(os.path.dirname(BOUND), "statistics.py")))
+_try("BOUND", lambda: _write(os.path.join(BOUND, "statistics.py")))
+if os.getpid() == 2:  # only inside the sandbox's own PID namespace
+    _try("REMOUNT", lambda: _call(_libc.mount, None, b"/tmp", None, 32 | 4096, None))  # rw again
+    _try("COVER", lambda: _call(_libc.mount, b"tmpfs", b"/tmp", b"tmpfs", 0, b"size=1m"))
+    _try("UNMOUNT", lambda: _call(_libc.umount2, b"/scratch", 2))  # the shared /scratch lies beneath
+    _try("USERNS", lambda: _call(_libc.unshare, 0x10000000 | 0x00020000))  # caps back in a new userns
+'''
+
+
+def test_a_checkout_under_tmp_stays_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With something bound under /tmp (a checkout or venv there), /tmp and the directories bubblewrap made
+    in it for the bind are frozen read-only, mounts cannot undo that, and the host's /tmp stays hidden."""
+    bound = tmp_path / "checkout" / "evaluator-like"
+    bound.mkdir(parents=True)
+    assert str(bound).startswith("/tmp/"), "pytest's temporary directories are expected under /tmp"
+    (tmp_path / "host-secret.txt").write_text("not for the sandbox")
+    original = bwrap.read_only_binds()
+    monkeypatch.setattr(bwrap, "read_only_binds", lambda: (*original, str(bound)))
+    harness.shutdown()  # zygotes are shared: start one that has the extra bind
+    try:
+        task = small_task(tmp_path, timeout_s=4.0)
+        result = task.evaluate(hostile(f"BOUND = {str(bound)!r}\n" + MOUNTS))
+        assert result.correct, result.error
+        found = tags(result)
+        attempts = ("TMPFILE", "TMPDIR", "TMPLINK", "BENEATH", "BOUND", "REMOUNT", "COVER", "UNMOUNT", "USERNS")
+        assert found["HOOKCHECK"] == "OK" and {found[t] for t in attempts} == {"FAIL"}, result.stdout
+        seen = [line for line in result.stdout.splitlines() if line.startswith("TMPSEEN:")]
+        assert seen == [f"TMPSEEN:{[bound.parts[2]]!r}"], result.stdout  # the bind's path, nothing of the host
+        assert "host-secret" not in result.stdout
+        assert_innocent_scores(task)
+    finally:
+        harness.shutdown()
+        assert not (bound / "statistics.py").exists() and not (tmp_path / "statistics.py").exists()
