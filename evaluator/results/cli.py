@@ -30,9 +30,9 @@ from evolve.archive import Archive
 from evolve.errors import UserError
 from evolve.report_cli import ReportExtras
 
-# comparisons and leaderboards are final numbers: a bundled dataset's holdout split (data the search never saw),
-# an imported trace whole (`leaderboard.REPORT_SPLIT`)
-DEFAULT_SPLIT = "holdout for a bundled dataset, all for an imported trace"
+# comparisons and leaderboards are final numbers: a bundled dataset's holdout and holdout-model splits (data the
+# search never saw; another router model), an imported trace whole (`leaderboard.REPORT_SPLITS`)
+DEFAULT_SPLIT = "holdout and holdout-model for a bundled dataset, all for an imported trace"
 RESULTS_DIR = Path("results")
 LEADERBOARD_DIR = RESULTS_DIR / "leaderboard"
 CANDIDATES = Path("candidates")
@@ -113,7 +113,7 @@ def data_sources() -> str:
 
 
 def _task_flags(parser: argparse.ArgumentParser) -> None:
-    """The shared task flags; --dataset and --split take comma-separated lists here, split defaults to holdout."""
+    """The shared task flags; --dataset and --split take comma-separated lists here, split defaults to holdout and holdout-model."""
     add_task_arguments(parser, lists=True, split_default=DEFAULT_SPLIT)
 
 

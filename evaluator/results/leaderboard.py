@@ -98,13 +98,14 @@ def _read(path: Path) -> Program:
         raise UserError(f"{path}: cannot read the program ({exc})") from None
 
 
-# The split a board scores when none is named: final numbers, so a bundled dataset's holdout split (traffic
-# the search never saw); an imported trace whole, as the published evaluators score it.
-REPORT_SPLIT = {"bundled": "holdout", "imported": "all"}
+# The splits a board scores when none is named: final numbers, so a bundled dataset's holdout split (traffic
+# the search never saw) and, where the dataset has it, its holdout-model split (another router model: the
+# generalisation test); an imported trace whole, as the published evaluators score it.
+REPORT_SPLITS = {"bundled": ("holdout", "holdout-model"), "imported": ("all",)}
 
 
 def splits_of(dataset: str, splits: list[str]) -> list[str]:
-    """The splits to score a dataset on (`splits` empty: its default, `REPORT_SPLIT`).
+    """The splits to score a dataset on (`splits` empty: its defaults, `REPORT_SPLITS`, those it has).
 
     A trace file has none of its own, so it is scored once; `NAME:split` names its own."""
     path = Path(dataset)
@@ -114,7 +115,10 @@ def splits_of(dataset: str, splits: list[str]) -> list[str]:
         return splits
     if ":" in dataset or path.suffix:
         return [""]  # the split inside the name, or a trace file scored whole
-    return [REPORT_SPLIT["bundled" if dataset in traces.manifests() else "imported"]]
+    bundled = traces.manifests().get(dataset)
+    if bundled is None:
+        return list(REPORT_SPLITS["imported"])
+    return [s for s in REPORT_SPLITS["bundled"] if s in bundled.splits]
 
 
 def load_dataset(options: EvalOptions) -> Trace:
