@@ -119,8 +119,9 @@ def task_settings(task: EplbTask, preset: str | None = None) -> dict[str, Any]:
         "scorer_formula": get_scorer(o.scorer).formula,
         "timer": "each call's round trip (window in, placement out), on the harness's clock; docs/sandbox.md",
         "locality": (f"unavailable: {task.locality_unavailable}" if task.locality_unavailable else
-                     f"measured on {task.window_tokens.rows.size} routed-token samples in the scored windows "
-                     "(docs/locality.md)"),
+                     f"measured on {task.window_tokens.plan.size} of the {task.window_tokens.sampled} routed-token "
+                     f"samples in the scored windows (at most {o.locality_tokens or 'all'} per window; "
+                     "docs/locality.md)"),
     }
     if preset:
         p = presets.get_preset(preset)

@@ -22,6 +22,7 @@ the minimum. Everything is a few array operations over windows, tokens, layers a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -85,30 +86,50 @@ def node_masks(phy2log: np.ndarray, num_nodes: int, num_experts: int) -> np.ndar
     return masks
 
 
-def _subset_tables(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """touches[m]: a word with bit u-1 set for every nonempty node subset u that meets mask m;
-    by_size[s]: the bits of the subsets of s nodes (s = 0 .. num_nodes)."""
-    subsets = np.arange(1, 1 << num_nodes, dtype=np.uint64)
+@lru_cache(maxsize=None)
+def _cover_tables(num_nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """touches[m]: a word with bit u-1 set for every nonempty node subset u that meets node mask m;
+    by_size[s]: the bits of the subsets of s nodes; smallest[w]: the size of the smallest subset in word w
+    (a lookup table, when words have at most 16 bits, else None)."""
+    width = (1 << num_nodes) - 1  # bits per word: one per nonempty subset
+    dtype = np.uint16 if width <= 16 else np.uint32 if width <= 32 else np.uint64
+    subsets = np.arange(1, width + 1, dtype=np.uint64)
     bits = np.uint64(1) << (subsets - np.uint64(1))
     masks = np.arange(1 << num_nodes, dtype=np.uint64)
     meets = (masks[:, None] & subsets[None, :]) != 0
-    touches = np.bitwise_or.reduce(np.where(meets, bits[None, :], np.uint64(0)), axis=1)
+    touches = np.bitwise_or.reduce(np.where(meets, bits[None, :], np.uint64(0)), axis=1).astype(dtype)
     sizes = np.array([bin(int(u)).count("1") for u in subsets])
     by_size = np.array([np.bitwise_or.reduce(np.where(sizes == s, bits, np.uint64(0))) for s in range(num_nodes + 1)],
-                       dtype=np.uint64)
-    return touches, by_size
+                       dtype=np.uint64).astype(dtype)
+    smallest = None
+    if width <= 16:
+        smallest = _smallest_size(np.arange(1 << width, dtype=dtype), by_size, num_nodes).astype(np.uint8)
+    return touches, by_size, smallest
+
+
+def _smallest_size(covering: np.ndarray, by_size: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Size of the smallest subset set in each word (num_nodes when none is: every expert has a replica
+    somewhere, so all nodes together always cover)."""
+    spanned = np.full(covering.shape, num_nodes, dtype=np.int64)
+    for size in range(num_nodes - 1, 0, -1):  # smallest size wins: overwrite from the largest down
+        spanned[(covering & by_size[size]) != 0] = size
+    return spanned
+
+
+def _smallest(covering: np.ndarray, num_nodes: int) -> np.ndarray:
+    _, by_size, smallest = _cover_tables(num_nodes)
+    if smallest is not None:
+        return smallest[covering].astype(np.int64)
+    return _smallest_size(covering, by_size, num_nodes)
 
 
 def min_nodes_exact(token_masks: np.ndarray, num_nodes: int) -> np.ndarray:
     """Fewest nodes covering every expert, for node masks `[..., K]` (each nonzero): `[...]` int64."""
     if num_nodes > EXACT_MAX_NODES:
         raise ValueError(f"the exact cover handles at most {EXACT_MAX_NODES} nodes, not {num_nodes}")
-    touches, by_size = _subset_tables(num_nodes)
+    touches = _cover_tables(num_nodes)[0]
     covering = np.bitwise_and.reduce(touches[token_masks], axis=-1)  # subsets that meet every expert
-    spanned = np.full(covering.shape, num_nodes, dtype=np.int64)
-    for size in range(num_nodes - 1, 0, -1):  # smallest size wins: overwrite from the largest down
-        spanned[(covering & by_size[size]) != 0] = size
-    return spanned
+    return _smallest(covering, num_nodes)
 
 
 def min_nodes_greedy(token_masks: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -137,27 +158,38 @@ def min_nodes(token_masks: np.ndarray, num_nodes: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WindowTokens:
-    """The sampled tokens that fall in scored windows, and the plan (scored window) index of each."""
+    """The sampled tokens measured in the scored windows, laid out for one gather per evaluation."""
 
-    rows: np.ndarray  # [T] sampled-token indices that fall in some scored window
-    plan: np.ndarray  # [T] the scored window (= plan) index of each
+    plan: np.ndarray  # [T] the scored window (= plan) index of each measured token
+    index: np.ndarray  # [K, T, L] flat position of (plan, layer, expert) in a [W, L, E] array
     num_windows: int
+    sampled: int  # sampled tokens in the scored windows, before the per-window cap
 
     @property
     def empty(self) -> bool:
-        return self.rows.size == 0
+        return self.plan.size == 0
 
 
-def assign_windows(samples: RouteSamples, window: int, first_window: int, num_windows: int,
-                   total_steps: int) -> WindowTokens:
-    """Tokens of scored windows `first_window .. first_window + num_windows - 1` (each `window` steps; the
-    last may be shorter when the trace ends inside it), with the index of the plan scored on each."""
-    start = first_window * window
-    stop = min((first_window + num_windows) * window, total_steps)
-    lo, hi = np.searchsorted(samples.steps, [start, stop], side="left")
-    rows = np.arange(lo, hi, dtype=np.int64)
-    plan = samples.steps[lo:hi] // window - first_window
-    return WindowTokens(rows, plan, num_windows)
+def assign_windows(samples: RouteSamples, window: int, first_window: int, num_windows: int, total_steps: int,
+                   num_experts: int, cap: int = 0) -> WindowTokens:
+    """The tokens of scored windows `first_window .. first_window + num_windows - 1` (each `window` steps;
+    the last may end early with the trace), at most `cap` per window (0: all), evenly spaced over the
+    window's samples, each with the index of the plan scored on its window."""
+    bounds = np.minimum((first_window + np.arange(num_windows + 1)) * window, total_steps)
+    edges = np.searchsorted(samples.steps, bounds, side="left")
+    rows, plan = [], []
+    for i in range(num_windows):
+        lo, count = int(edges[i]), int(edges[i + 1] - edges[i])
+        take = count if not cap or count <= cap else cap
+        rows.append(lo + (np.arange(take) * count) // take if take else np.zeros(0, dtype=np.int64))
+        plan.append(np.full(take, i, dtype=np.int64))
+    rows_all, plan_all = np.concatenate(rows), np.concatenate(plan)
+    routes = samples.routes[rows_all]  # [T, L, K]
+    num_layers = routes.shape[1]
+    base = (plan_all[:, None] * num_layers + np.arange(num_layers)[None, :]) * num_experts  # [T, L]
+    index = base[None] + np.moveaxis(routes, -1, 0)  # [K, T, L]: each k a contiguous block
+    return WindowTokens(plan_all, np.ascontiguousarray(index, dtype=np.intp), num_windows,
+                        int(edges[-1] - edges[0]))
 
 
 @dataclass
@@ -171,20 +203,20 @@ class Locality:
     num_nodes: int
 
 
-def measure(plans: np.ndarray, samples: RouteSamples, tokens: WindowTokens, num_nodes: int,
-            num_experts: int) -> Locality:
-    """Nodes spanned by each scored window's sampled tokens under that window's plan `plans [W, L, R]`."""
+def measure(plans: np.ndarray, tokens: WindowTokens, num_nodes: int, num_experts: int) -> Locality:
+    """Nodes spanned by each scored window's measured tokens under that window's plan `plans [W, L, R]`."""
     masks = node_masks(plans, num_nodes, num_experts)  # [W, L, E]
-    routes = samples.routes[tokens.rows]  # [T, L, K]
-    layers = np.arange(routes.shape[1])[None, :, None]
-    token_masks = masks[tokens.plan[:, None, None], layers, routes]  # [T, L, K]
-    spanned = min_nodes(token_masks, num_nodes)  # [T, L]
+    if num_nodes <= EXACT_MAX_NODES:
+        words = _cover_tables(num_nodes)[0][masks]  # [W, L, E]: the node subsets that reach each expert
+        covering = np.bitwise_and.reduce(np.take(words, tokens.index), axis=0)  # [T, L]
+        spanned = _smallest(covering, num_nodes)
+    else:
+        spanned = min_nodes_greedy(np.moveaxis(np.take(masks, tokens.index), 0, -1), num_nodes)
     w = tokens.num_windows
-    num_layers = routes.shape[1]
     count = np.bincount(tokens.plan, minlength=w)
     return Locality(
         tokens=count,
-        token_layers=count * num_layers,
+        token_layers=count * spanned.shape[1],
         spanned=np.bincount(tokens.plan, weights=spanned.sum(-1), minlength=w),
         multi=np.bincount(tokens.plan, weights=(spanned > 1).sum(-1), minlength=w),
         num_nodes=num_nodes,

@@ -83,6 +83,9 @@ class EvalOptions:
         "effective TFLOP/s of the expert GEMMs, to turn routed tokens into seconds"))
     migration_interval_steps: int = field(default=0, metadata=meta(
         "steps a plan is kept, its transfer spread over them; 0: every scored window is a rebalance"))
+    locality_tokens: int = field(default=256, metadata=meta(
+        "route-sampled tokens measured per scored window for cross_node, evenly spaced over the window's samples "
+        "(docs/locality.md); 0: all", min=0))
     first_stage_windows: int = field(default=3, metadata=meta(
         "windows the evaluation cascade's cheap first stage scores (campaign.cascade; docs/search.md)", min=1))
     speed_memo: bool = field(default=True, metadata=meta(
@@ -188,7 +191,8 @@ class EplbTask(TaskBase):
         if self.route_samples is None:
             return
         self.window_tokens = assign_windows(self.route_samples, self.options.window, first_window,
-                                            self.score_windows.size(0), self.trace.steps)
+                                            self.score_windows.size(0), self.trace.steps, self.trace.num_experts,
+                                            self.options.locality_tokens)
         if self.window_tokens.empty:
             self.locality_unavailable = (f"none of the trace's {self.route_samples.steps.size} routed-token samples "
                                          "falls in a scored window")
@@ -360,8 +364,7 @@ class EplbTask(TaskBase):
         metrics.update(migration_metrics(moves))
         locality = None
         if self.window_tokens is not None and not self.window_tokens.empty:
-            locality = measure(plans, self.route_samples, self.window_tokens, self.options.num_nodes,
-                               self.trace.num_experts)
+            locality = measure(plans, self.window_tokens, self.options.num_nodes, self.trace.num_experts)
             metrics.update(locality_metrics(locality))
         self._remember_speed(program_text, metrics)
         scores = score_all(metrics)

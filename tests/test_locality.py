@@ -124,15 +124,16 @@ def test_tokens_are_measured_against_the_plan_of_their_window() -> None:
     # two windows of 10 steps; the plan of window 0 keeps experts 1-3 on node 0, that of window 1 moves 1 to node 1
     plans = np.array([[PLAN], [[0, 4, 2, 3, 0, 1, 5, 6]]])  # [W, L=1, R]
     samples = RouteSamples(routes=np.array([[[1, 2]], [[1, 2]], [[1, 2]]]), steps=np.array([3, 12, 15]))
-    both = assign_windows(samples, window=10, first_window=0, num_windows=2, total_steps=20)
-    assert both.rows.tolist() == [0, 1, 2] and both.plan.tolist() == [0, 1, 1]
-    loc = measure(plans, samples, both, num_nodes=2, num_experts=7)
+    both = assign_windows(samples, window=10, first_window=0, num_windows=2, total_steps=20, num_experts=7)
+    assert both.plan.tolist() == [0, 1, 1] and both.sampled == 3
+    loc = measure(plans, both, num_nodes=2, num_experts=7)
     assert loc.tokens.tolist() == [1, 2] and loc.spanned.tolist() == [1, 4]
     metrics = locality_metrics(loc)
     assert metrics["cross_node"] == pytest.approx(5 / 3) and metrics["cross_node_share"] == pytest.approx(2 / 3)
     # predictive: scored windows start at window 1, and the token of window 0 is not scored
-    later = assign_windows(samples, window=10, first_window=1, num_windows=1, total_steps=20)
-    assert later.rows.tolist() == [1, 2] and later.plan.tolist() == [0, 0]
+    later = assign_windows(samples, window=10, first_window=1, num_windows=1, total_steps=20, num_experts=7)
+    assert later.plan.tolist() == [0, 0] and later.sampled == 2
+    assert measure(plans[1:], later, num_nodes=2, num_experts=7).spanned.tolist() == [4]
 
 
 # A balancer that reads which window it is planning from the load: the quiet window 0 gets a layout with
@@ -245,3 +246,13 @@ def test_fewer_nodes_rank_higher() -> None:
     scattered = Result(correct=True, metrics={"cross_node": 1.9, "cross_node_share": 0.9})
     assert cross.value(local) > cross.value(scattered) and share.value(local) > share.value(scattered)
     assert "cross_node" in task.prompt_metrics()
+
+
+def test_a_window_with_many_samples_is_measured_on_evenly_spaced_ones() -> None:
+    routes = np.arange(12, dtype=np.int64).reshape(12, 1, 1)  # token s picks expert s: its index shows its row
+    samples = RouteSamples(routes=routes, steps=np.array([0] * 10 + [10, 11]))
+    tokens = assign_windows(samples, window=10, first_window=0, num_windows=2, total_steps=20, num_experts=12, cap=4)
+    assert tokens.plan.tolist() == [0, 0, 0, 0, 1, 1] and tokens.sampled == 12
+    assert tokens.index[0, :, 0].tolist() == [0, 2, 5, 7, 12 + 10, 12 + 11]
+    every = assign_windows(samples, window=10, first_window=0, num_windows=2, total_steps=20, num_experts=12)
+    assert every.plan.size == 12
