@@ -16,8 +16,15 @@ import torch
 
 from evaluator import EVALUATOR_VERSION, traces
 from evaluator.contract import validate_placements
-from evaluator.locality import (UNAVAILABLE_NO_ROUTES, assign_windows, locality_metrics, locality_per_window, measure,
-                                pooled, route_samples)
+from evaluator.locality import (
+    UNAVAILABLE_NO_ROUTES,
+    assign_windows,
+    locality_metrics,
+    locality_per_window,
+    measure,
+    pooled,
+    route_samples,
+)
 from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
 from evaluator.paths import REPO_ROOT
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun

@@ -256,3 +256,30 @@ def test_a_window_with_many_samples_is_measured_on_evenly_spaced_ones() -> None:
     assert tokens.index[0, :, 0].tolist() == [0, 2, 5, 7, 12 + 10, 12 + 11]
     every = assign_windows(samples, window=10, first_window=0, num_windows=2, total_steps=20, num_experts=12)
     assert every.plan.size == 12
+
+
+def test_a_campaign_asking_for_cross_node_without_routes_stops_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save_npz(skewed_trace(), tmp_path / "t.npz")
+    sets = [f"task.options.{key}={value}" for key, value in SMALL.items()]
+    args = ["run", "--dataset", str(path), "--max-evaluations", "2", "--out", str(tmp_path / "run"),
+            "--set", 'campaign.objectives=["balance-speed", "cross_node"]']
+    for item in sets:
+        args += ["--set", item]
+    assert cli_main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'cross_node' is unavailable" in err and "no routed-token samples" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_table_and_settings_show_the_measured_locality() -> None:
+    from evaluator.evaluate_cli import format_table, result_json, task_settings
+
+    task = window_aware_task("in-sample")
+    result = task.evaluate(WINDOW_AWARE)
+    settings = task_settings(task)
+    assert settings["locality"].startswith("measured on 6 of the 6 routed-token samples")
+    line = next(row for row in format_table("w", result, settings).splitlines() if row.startswith("locality"))
+    assert "cross_node 1.667 nodes per token and layer" in line and "66.7% span more than one node" in line
+    data = json.loads(json.dumps(result_json(result, settings)))
+    assert data["metrics"]["cross_node"] == pytest.approx(10 / 6)
