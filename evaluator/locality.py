@@ -36,7 +36,8 @@ UNAVAILABLE_NO_ROUTES = ("the trace carries no routed-token samples (imported tr
 
 @dataclass(frozen=True)
 class RouteSamples:
-    """Checked route samples of a trace: `routes [S, L, K]` expert ids, `steps [S]` non-decreasing."""
+    """Checked route samples of a trace: `routes [S, L, K]` expert ids (any integer type), `steps [S]`
+    non-decreasing int64."""
 
     routes: np.ndarray
     steps: np.ndarray
@@ -68,7 +69,7 @@ def route_samples(trace: Any) -> RouteSamples | None:
     if steps.size and (steps.min() < 0 or steps.max() >= trace.steps or np.any(np.diff(steps) < 0)):
         raise UserError(f"{name}: route_steps must be non-decreasing steps in [0, {trace.steps}); "
                         "re-generate the trace")
-    return RouteSamples(routes.astype(np.int64), steps.astype(np.int64))
+    return RouteSamples(routes, steps.astype(np.int64))  # routes as given (int16): only measured rows are widened
 
 
 def node_masks(phy2log: np.ndarray, num_nodes: int, num_experts: int) -> np.ndarray:
@@ -184,7 +185,7 @@ def assign_windows(samples: RouteSamples, window: int, first_window: int, num_wi
         rows.append(lo + (np.arange(take) * count) // take if take else np.zeros(0, dtype=np.int64))
         plan.append(np.full(take, i, dtype=np.int64))
     rows_all, plan_all = np.concatenate(rows), np.concatenate(plan)
-    routes = samples.routes[rows_all]  # [T, L, K]
+    routes = samples.routes[rows_all].astype(np.int64)  # [T, L, K]
     num_layers = routes.shape[1]
     base = (plan_all[:, None] * num_layers + np.arange(num_layers)[None, :]) * num_experts  # [T, L]
     index = base[None] + np.moveaxis(routes, -1, 0)  # [K, T, L]: each k a contiguous block
