@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator import presets
+from evaluator.locality import UNAVAILABLE_NO_ROUTES
 from evaluator.scoring import SCORERS, get_scorer
 from evaluator.task import PROTOCOLS, EplbTask, EvalOptions
 from evaluator.traces.shape import describe
@@ -117,6 +118,10 @@ def task_settings(task: EplbTask, preset: str | None = None) -> dict[str, Any]:
         "scorer": o.scorer,
         "scorer_formula": get_scorer(o.scorer).formula,
         "timer": "each call's round trip (window in, placement out), on the harness's clock; docs/sandbox.md",
+        "locality": (f"unavailable: {task.locality_unavailable}" if task.locality_unavailable else
+                     f"measured on {task.window_tokens.plan.size} of the {task.window_tokens.sampled} routed-token "
+                     f"samples in the scored windows (at most {o.locality_tokens or 'all'} per window; "
+                     "docs/locality.md)"),
     }
     if preset:
         p = presets.get_preset(preset)
@@ -189,6 +194,16 @@ def result_json(result: Result, settings: dict[str, Any] | None = None) -> dict[
     }
 
 
+def locality_row(metrics: dict[str, Any], settings: dict[str, Any] | None) -> tuple[str, str]:
+    """The table's locality line: the best-case nodes per token and layer, or why there is none."""
+    if "cross_node" not in metrics:
+        reason = str((settings or {}).get("locality", "")).removeprefix("unavailable: ") or UNAVAILABLE_NO_ROUTES
+        return "locality", f"unavailable for this trace: {reason}"
+    return "locality", (f"cross_node {metrics['cross_node']:.3f} nodes per token and layer at best "
+                        f"({metrics['cross_node_share']:.1%} span more than one node; "
+                        f"{int(metrics['cross_node_tokens'])} sampled tokens)")
+
+
 def format_table(program: str, result: Result, settings: dict[str, Any] | None = None) -> str:
     d = result.dataset
     lines = [
@@ -211,6 +226,7 @@ def format_table(program: str, result: Result, settings: dict[str, Any] | None =
                       f"busiest GPU {m['migration_time_s'] * 1e3:.0f} ms"),
         ("with transfers", f"balancedness_gpu {m['balancedness_gpu_effective']:.4f}, speed-up "
                            f"{m['effective_speedup']:.3f}x ({m['migration_overhead']:.1%} of MoE time)"),
+        locality_row(m, settings),
         ("runtime per call", f"{m['runtime_median_s'] * 1e3:.2f} ms median "
                              f"(p10 {m['runtime_p10_s'] * 1e3:.2f}, p90 {m['runtime_p90_s'] * 1e3:.2f})"),
     ]

@@ -16,6 +16,15 @@ import torch
 
 from evaluator import EVALUATOR_VERSION, traces
 from evaluator.contract import validate_placements
+from evaluator.locality import (
+    UNAVAILABLE_NO_ROUTES,
+    assign_windows,
+    locality_metrics,
+    locality_per_window,
+    measure,
+    pooled,
+    route_samples,
+)
 from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
 from evaluator.paths import REPO_ROOT
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
@@ -81,6 +90,9 @@ class EvalOptions:
         "effective TFLOP/s of the expert GEMMs, to turn routed tokens into seconds"))
     migration_interval_steps: int = field(default=0, metadata=meta(
         "steps a plan is kept, its transfer spread over them; 0: every scored window is a rebalance"))
+    locality_tokens: int = field(default=256, metadata=meta(
+        "route-sampled tokens measured per scored window for cross_node, evenly spaced over the window's samples "
+        "(docs/locality.md); 0: all", min=0))
     first_stage_windows: int = field(default=3, metadata=meta(
         "windows the evaluation cascade's cheap first stage scores (campaign.cascade; docs/search.md)", min=1))
     speed_memo: bool = field(default=True, metadata=meta(
@@ -163,6 +175,7 @@ class EplbTask(TaskBase):
         self.plan_windows = [w.numpy().astype(np.int64) for w in (windows[:-1] if predictive else windows)]
         self.score_windows = windows[1:] if predictive else windows
         self.num_groups = int(self.model["num_groups"])
+        self._init_locality(1 if predictive else 0)
         reference_path = REPO_ROOT / self.options.reference
         self.sandbox = Sandbox(
             SandboxLimits(
@@ -176,6 +189,22 @@ class EplbTask(TaskBase):
             device=self.options.device,
             isolate=not self.options.unsafe_no_isolation,
         )
+
+    def _init_locality(self, first_window: int) -> None:
+        """The sampled tokens of each scored window (evaluator.locality), or why locality cannot be measured."""
+        self.route_samples = route_samples(self.trace)  # checked: a malformed array is one clear error
+        self.window_tokens = None
+        self.locality_unavailable = UNAVAILABLE_NO_ROUTES
+        if self.route_samples is None:
+            return
+        self.window_tokens = assign_windows(self.route_samples, self.options.window, first_window,
+                                            self.score_windows.size(0), self.trace.steps, self.trace.num_experts,
+                                            self.options.locality_tokens)
+        if self.window_tokens.empty:
+            self.locality_unavailable = (f"none of the trace's {self.route_samples.steps.size} routed-token samples "
+                                         "falls in a scored window")
+        else:
+            self.locality_unavailable = ""
 
     def seed_program(self) -> str:
         """The bundled seed balancer (the working directory's copy first, as for any relative path)."""
@@ -204,6 +233,9 @@ class EplbTask(TaskBase):
         metrics = {k: v for k, v in result.metrics.items() if k not in ("speedup_vs_reference", "speed_octaves")}
         for key in ("balancedness_gpu", "balancedness_expert", "balancedness_node"):
             metrics[key] = float(np.mean([w[key] for w in head]))
+        for key in ("cross_node", "cross_node_share", "cross_node_tokens"):
+            metrics.pop(key, None)
+        metrics.update(pooled(head))
         runtimes = [w["runtime_s"] for w in head]
         metrics.update(runtime_mean_s=float(np.mean(runtimes)), runtime_median_s=float(np.median(runtimes)),
                        windows=float(len(head)))
@@ -211,8 +243,9 @@ class EplbTask(TaskBase):
 
     def prompt_metrics(self) -> list[str]:
         """What a model should see of a program (evolve.task.DescribedTask): no harness internals."""
-        return ["balancedness_gpu", "balancedness_gpu_worst", "balancedness_expert", "balancedness_node",
+        keys = ["balancedness_gpu", "balancedness_gpu_worst", "balancedness_expert", "balancedness_node",
                 "runtime_median_s", "speedup_vs_reference", "speed_octaves", "reference_runtime_median_s"]
+        return keys + ([] if self.locality_unavailable else ["cross_node"])
 
     def mutation_catalogue(self) -> dict[str, list]:
         """Alternative implementations of the seed's EVOLVE blocks, for the offline mutator."""
@@ -261,7 +294,18 @@ class EplbTask(TaskBase):
             Objective("effective_speedup", maximise=True),
             Objective("migration_bytes_per_rebalance", maximise=False),
             Objective("migration_slots_per_rebalance", maximise=False),
+            # nodes a sampled token's experts span at best (evaluator.locality): fewer is better
+            Objective("cross_node", maximise=False, unavailable=self._locality_problem("cross_node")),
+            Objective("cross_node_share", maximise=False, unavailable=self._locality_problem("cross_node_share")),
         ]
+
+    def _locality_problem(self, key: str) -> str:
+        """Why a locality objective cannot be used on this task's trace, with the way out; "" when it can."""
+        if not self.locality_unavailable:
+            return ""
+        name = self.trace.meta.get("name", self.options.dataset)
+        return (f"{name}: {self.locality_unavailable}; use a generated dataset that samples routes, or remove "
+                f"{key} from campaign.objectives")
 
     def problem_statement(self) -> str:
         o = self.options
@@ -305,6 +349,7 @@ class EplbTask(TaskBase):
             return Result.failure(
                 f"the worker answered {len(run.placements)} of {len(self.plan_windows)} windows", **stamp, **streams
             )
+        plans = np.stack([p[0] for p in run.placements])
         problem = validate_placements(
             run.placements, self.trace.num_layers, self.trace.num_experts, self.options.num_replicas,
             self.score_windows.numpy(),
@@ -314,21 +359,27 @@ class EplbTask(TaskBase):
         device = torch.device(self.options.device)
         sim = simulate(
             self.score_windows.to(device),
-            torch.from_numpy(np.stack([p[0] for p in run.placements])).to(device),
+            torch.from_numpy(plans).to(device),
             torch.from_numpy(np.stack([p[2] for p in run.placements])).to(device),
             self.options.num_gpus,
             self.options.num_nodes,
         )
         metrics = self._metrics(sim, run)
-        moves = migration_cost(np.stack([p[0] for p in run.placements]), sim, self.options.num_gpus,
+        moves = migration_cost(plans, sim, self.options.num_gpus,
                                self.options.window,
                                self.options.migration_model(str((self.trace.meta.get("model") or {}).get("name", ""))))
         metrics.update(migration_metrics(moves))
+        locality = None
+        if self.window_tokens is not None and not self.window_tokens.empty:
+            locality = measure(plans, self.window_tokens, self.options.num_nodes, self.trace.num_experts)
+            metrics.update(locality_metrics(locality))
         self._remember_speed(program_text, metrics)
         scores = score_all(metrics)
         per_window = self._per_window(sim, run)
         for i, entry in enumerate(per_window):
             entry.update(migration_per_window(moves, i))
+            if locality is not None:
+                entry.update(locality_per_window(locality, i))
         feedback = self._feedback(metrics, per_window, sim)
         balancer_s = (sum(run.call_ns) + run.warmup_ns + run.reference_cost_ns) / 1e9
         metrics["harness_overhead_s"] = max(0.0, time.perf_counter() - started - balancer_s)

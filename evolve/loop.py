@@ -55,7 +55,11 @@ def resolve_objectives(keys: list[str], offered: list[Objective]) -> list[Object
     if missing:
         raise UserError(f"campaign.objectives: '{missing[0]}' is not an objective of the task; it offers "
                         f"{', '.join(by_key)}")
-    return [by_key[k] for k in keys]
+    chosen = [by_key[k] for k in keys]
+    for objective in chosen:
+        if objective.unavailable:
+            raise UserError(f"campaign.objectives: '{objective.key}' is unavailable: {objective.unavailable}")
+    return chosen
 
 
 @dataclass

@@ -66,6 +66,8 @@ class Objective:
     key: str
     maximise: bool = True
     deterministic: bool = True  # False for wall-clock numbers, which differ from run to run
+    # why this task cannot measure it (its data lacks what the number needs), with the way out; "" when it can
+    unavailable: str = ""
 
     def value(self, result: Result) -> float | None:
         if not result.correct:

@@ -39,3 +39,37 @@ def wrap_seed(twist: str) -> str:
         + body
         + "\n    return p, l, c\n"
     )
+
+
+def sample_routes(popularity: np.ndarray, num_tokens: int, num_groups: int, top_groups: int, top_k: int,
+                  rng: np.random.Generator, chunk: int = 256) -> np.ndarray:
+    """Group-limited top-k routing of `num_tokens` tokens: `[S, L, K]` expert ids, distinct per layer.
+
+    Each token perturbs log-popularity with Gumbel noise (so picks follow popularity, without repeats),
+    keeps the `top_groups` groups whose best expert scores highest, then its `top_k` best experts in them."""
+    layers, experts = popularity.shape
+    out = np.empty((num_tokens, layers, top_k), dtype=np.int16)
+    for start in range(0, num_tokens, chunk):
+        n = min(chunk, num_tokens - start)
+        logits = np.log(popularity)[None] + rng.gumbel(size=(n, layers, experts))
+        grouped = logits.reshape(n, layers, num_groups, experts // num_groups)
+        best_groups = np.argsort(-grouped.max(-1), axis=-1)[..., :top_groups]
+        allowed = np.zeros(grouped.shape[:-1], dtype=bool)
+        np.put_along_axis(allowed, best_groups, True, axis=-1)
+        logits = np.where(np.repeat(allowed, experts // num_groups, axis=-1), logits, -np.inf)
+        out[start:start + n] = np.argsort(-logits, axis=-1)[..., :top_k]
+    return out
+
+
+def routed_trace(steps: int = 300, layers: int = 4, experts: int = 64, num_groups: int = 8, top_groups: int = 4,
+                 top_k: int = 8, tokens_per_step: int = 16, seed: int = 0) -> Trace:
+    """A trace whose every token is a route sample: counts are the routes' per-step expert tallies."""
+    rng = np.random.default_rng(seed)
+    popularity = rng.gamma(0.6, 1.0, size=(layers, experts)) + 0.01
+    routes = sample_routes(popularity, steps * tokens_per_step, num_groups, top_groups, top_k, rng)
+    route_steps = np.repeat(np.arange(steps, dtype=np.int64), tokens_per_step)
+    flat = (route_steps[:, None, None] * layers + np.arange(layers)[None, :, None]) * experts + routes
+    counts = np.bincount(flat.ravel(), minlength=steps * layers * experts).reshape(steps, layers, experts)
+    trace = Trace(counts, {"name": f"routed-{seed}", "num_groups": num_groups})
+    trace.routes, trace.route_steps = routes, route_steps
+    return trace
