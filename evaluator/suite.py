@@ -174,8 +174,16 @@ class SuiteTask(TaskBase):
     def stamp(self) -> dict[str, Any]:
         """The suite's own stamp and every member's: a change to any member's data or options is a change."""
         keys = self.members[0].stamp()["options"]  # the options that alter scores, as the suite was given them
-        return {**self._result_stamp(), "options": {k: getattr(self.options, k) for k in keys},
-                "members": [m.stamp() for m in self.members]}
+        options = {k: getattr(self.options, k) for k in keys}
+        options["suite"] = [m.spec for m in parse_suite(self.options.suite)]  # a string or a list: one value
+        return {**self._result_stamp(), "options": options,
+                "members": {label: self._member_stamp(m) for label, m in zip(self.labels, self.members)}}
+
+    @staticmethod
+    def _member_stamp(member: Any) -> str:
+        """What a member adds to the suite's options: its data (checksum) and its placement."""
+        r, groups, nodes, gpus = member.args
+        return f"sha256 {member.stamp()['dataset']['sha256']}, R={r} groups={groups} nodes={nodes} gpus={gpus}"
 
     def _result_stamp(self) -> dict[str, Any]:
         stamps = [m.stamp() for m in self.members]

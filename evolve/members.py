@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from evolve.archive import Archive
 from evolve.task import Result
 
 PREFIX = "suite/"
@@ -66,3 +67,15 @@ def member_lines(rows: list[dict[str, Any]], scorer: str, aggregate: tuple[Any, 
         change = best - seed if isinstance(seed, (int, float)) and isinstance(best, (int, float)) else None
         lines.append(f"  {'aggregate'.ljust(width)} {num(seed)} {num(best)} {num(change, '+')}")
     return lines
+
+
+def archive_lines(archive: Archive) -> list[str]:
+    """`show`'s per-member table of the run's seed and best program; empty for a run without members."""
+    seed_id = next((s.program_id for s in archive.steps() if s.kind == "seed"), None)
+    versions = archive.versions()
+    best_id = versions[-1]["program_id"] if versions else seed_id
+    seed = archive.result(seed_id) if seed_id else None
+    best = archive.result(best_id) if best_id else None
+    scorer = next((r.scorer for r in (best, seed) if r is not None and r.scorer), "")
+    rows = member_rows(seed, best, scorer)
+    return member_lines(rows, scorer, (seed.score if seed else None, best.score if best else None))
