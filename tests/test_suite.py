@@ -193,6 +193,22 @@ def test_a_tiny_suite_campaign_keeps_every_member_in_the_archive(tmp_path: Path,
     assert cli_main(["show", str(tmp_path / "run")]) == 0
     shown = capsys.readouterr().out
     assert "per member (native):" in shown and "wide:all" in shown and "aggregate" in shown
+    assert cli_main(["report", str(tmp_path / "run"), "--no-evaluate"]) == 0
+    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert [row["member"] for row in summary["members"]] == ["skewed-0:all", "wide:all"]
+    seed_row = summary["members"][1]
+    assert seed_row["seed"] == pytest.approx(seed_result_member(tmp_path / "run", "wide:all"))
+    assert "Per suite member: seed and best" in (tmp_path / "run" / "report" / "report.html").read_text()
+
+
+def seed_result_member(run: Path, label: str) -> float:
+    """The seed's archived native score on one member."""
+    archive = Archive(run / "archive.sqlite")
+    try:
+        seed = next(s.program_id for s in archive.steps() if s.kind == "seed")
+        return members_of(archive.result(seed).metrics)[label][SCORE_KEY + "native"]
+    finally:
+        archive.close()
 
 
 def test_evaluate_prints_each_member_and_the_aggregate(tmp_path: Path, monkeypatch, capsys) -> None:
