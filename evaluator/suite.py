@@ -153,11 +153,12 @@ class SuiteTask(TaskBase):
         return self.members[0].objectives()
 
     def prompt_metrics(self) -> list[str]:
-        """The members' mean metrics, then each member's balance and score (where a program is weak)."""
-        keys = list(self.members[0].prompt_metrics())
+        """Each member's score and balance first (where a program is weak), then the members' mean metrics
+        (a prompt shows the first 16)."""
+        keys = []
         for label in self.labels:
-            keys += [f"{PREFIX}{label}/balancedness_gpu", f"{PREFIX}{label}/{SCORE_KEY}{self.options.scorer}"]
-        return keys
+            keys += [f"{PREFIX}{label}/{SCORE_KEY}{self.options.scorer}", f"{PREFIX}{label}/balancedness_gpu"]
+        return keys + list(self.members[0].prompt_metrics())
 
     def problem_statement(self) -> str:
         lines = [self.members[0].problem_statement(), "",
