@@ -10,7 +10,8 @@ from typing import Any
 from evaluator import presets
 from evaluator.locality import UNAVAILABLE_NO_ROUTES
 from evaluator.scoring import SCORERS, get_scorer
-from evaluator.task import PROTOCOLS, EplbTask, EvalOptions
+from evaluator.suite import AGGREGATES, SuiteTask
+from evaluator.task import PROTOCOLS, EplbTask, EvalOptions, build_suite
 from evaluator.traces.shape import describe
 from evolve.errors import UserError
 from evolve.loading import read_text_file
@@ -37,6 +38,8 @@ OPTION_FLAGS = {
     "migration_bandwidth": "migration_bandwidth_gbs",
     "gpu_tflops": "migration_gpu_tflops",
     "rebalance_interval": "migration_interval_steps",
+    "suite": "suite",
+    "suite_aggregate": "suite_aggregate",
 }
 
 
@@ -68,6 +71,12 @@ def add_task_arguments(parser: argparse.ArgumentParser, lists: bool = False, spl
     parser.add_argument("--unsafe-no-isolation", action="store_const", const=True,
                         help="run candidate programs without OS isolation (no bubblewrap, no namespaces): only for "
                              "trusted programs on machines without user namespaces; results are stamped unisolated")
+    if not lists:  # commands taking lists compare datasets side by side instead
+        parser.add_argument("--suite", metavar="NAME:SPLIT,...",
+                            help="score on several datasets at once (replaces --dataset/--split), e.g. "
+                                 "deepseek-v3:search,qwen3-30b-a3b:search")
+        parser.add_argument("--suite-aggregate", choices=AGGREGATES,
+                            help=f"a suite's score: the mean or worst of its members' (default {d.suite_aggregate})")
     cost = parser.add_argument_group("migration cost (reported beside balancedness; see docs/benchmark-realism.md)")
     cost.add_argument("--expert-params", type=float, metavar="N",
                       help="parameters per routed expert per layer (default: from the model shape; DeepSeek-V3 3 x "
@@ -245,6 +254,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     path = program_path(args.program)
     code = read_program(str(path))
     options = EvalOptions.from_dict(task_options(args))
+    if options.suite:
+        return evaluate_suite(args, path, code, build_suite(options))
     task = EplbTask(options)  # loads (or generates, with a progress bar) the trace; a bad option fails here
     data = task.stamp()["dataset"]
     print(f"evaluate: {path.resolve()} on {data['name']} ({data['split']} split, {len(task.plan_windows)} windows "
@@ -257,6 +268,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_table(args.program, result, settings))
     return 0 if result.correct else 1
+
+
+def evaluate_suite(args: argparse.Namespace, path: Path, code: str, suite: SuiteTask) -> int:
+    """Each member's table (or JSON), then the aggregate over the members."""
+    print(f"evaluate: {path.resolve()} on a suite of {len(suite.members)} ({', '.join(suite.labels)}); starting one "
+          "sandbox per member and timing the reference takes a few seconds each", file=sys.stderr, flush=True)
+    settings = [task_settings(m, args.preset) for m in suite.members]
+    results = suite.evaluate_members(code)
+    total = suite.combine(results)
+    if args.json:
+        members = [{"member": label, **result_json(r, s)} for label, r, s in zip(suite.labels, results, settings)]
+        print(json.dumps({**result_json(total), "suite": {"aggregate": suite.how, "members": members}}, indent=2))
+    else:
+        for label, r, s in zip(suite.labels, results, settings):
+            print(f"== suite member {label}\n{format_table(args.program, r, s)}\n")
+        print(format_suite(suite, results, total))
+    return 0 if total.correct else 1
+
+
+def format_suite(suite: SuiteTask, results: list[Result], total: Result) -> str:
+    """One line per member and the aggregate, under the chosen scorer."""
+    scorer = suite.options.scorer
+    width = max(len(label) for label in suite.labels)
+    lines = [f"suite ({suite.how} of {len(results)} members, scorer {scorer})"]
+    for label, r in zip(suite.labels, results):
+        value = f"{r.scores[scorer]:.4f}  balancedness_gpu {r.metrics['balancedness_gpu']:.4f}" if r.correct else (
+            f"INCORRECT {r.error}")
+        lines.append(f"  {label.ljust(width)}  {value}")
+    lines.append(f"  {'aggregate'.ljust(width)}  " + (f"{total.scores[scorer]:.4f} ({suite.how})" if total.correct
+                                                     else f"INCORRECT {total.error}"))
+    return "\n".join(lines)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -15,5 +15,8 @@ PLUGIN = Plugin(
     task_flags=(
         TaskFlag("--dataset", "dataset", "task option: dataset name or trace file (default: the task's)", "NAME"),
         TaskFlag("--scorer", "scorer", "task option: scorer (default: the task's)", "NAME"),
+        TaskFlag("--suite", "suite", "task option: score on several datasets, NAME:SPLIT,... (docs/campaigns.md)",
+                 "LIST"),
+        TaskFlag("--suite-aggregate", "suite_aggregate", "task option: a suite's score, mean or worst", "HOW"),
     ),
 )

@@ -31,6 +31,7 @@ from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all, speed_octaves
 from evaluator.simulate import Simulation, simulate
 from evaluator.speed_memo import remembered, timing_key
+from evaluator.suite import AGGREGATES, Member, SuiteTask, build_members, check_suite, member_placement
 from evolve.errors import UserError
 from evolve.options import describe, meta, validate
 from evolve.scrub import scrub_result
@@ -97,6 +98,11 @@ class EvalOptions:
         "windows the evaluation cascade's cheap first stage scores (campaign.cascade; docs/search.md)", min=1))
     speed_memo: bool = field(default=True, metadata=meta(
         "reuse this machine's first measured speed octave of a program, so seeded runs repeat (docs/search.md)"))
+    # a suite replaces dataset/split: every child is scored on each member (evaluator.suite, docs/campaigns.md)
+    suite: str | list[str] = field(default="", metadata=meta(
+        "score on several datasets at once: 'NAME:SPLIT, NAME:SPLIT' or a list; empty: dataset and split alone"))
+    suite_aggregate: str = field(default="mean", metadata=meta(
+        "a suite's score: the mean or the worst (minimum) of its members' scores", choices=AGGREGATES))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalOptions":
@@ -124,6 +130,8 @@ class EvalOptions:
                 f"and num_gpus by num_nodes ({self.num_nodes})"
             )
         self.migration_model()  # checks its values
+        if self.suite:
+            check_suite(self)
 
     def migration_model(self, model_name: str = "") -> MigrationModel:
         """The migration cost model these options describe, for a trace of model shape `model_name`."""
@@ -146,6 +154,9 @@ class EplbTask(TaskBase):
     def __init__(self, options: EvalOptions | None = None, trace: traces.Trace | None = None) -> None:
         self.options = options or EvalOptions()
         self.options.check()
+        if self.options.suite:  # the suite task holds one EplbTask per member (build_task)
+            raise UserError("task option 'suite' scores several datasets: this command scores one at a time; "
+                            "name them with --dataset A,B where it takes a list, or use `evaluate`/`run`")
         self._first_stage: EplbTask | None = None
         # The harness's tensors are small: extra intra-op threads only add synchronisation (on a 2-core
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
@@ -463,9 +474,20 @@ class EplbTask(TaskBase):
         return "\n".join(lines)
 
 
-def build_task(options: dict[str, Any] | None = None) -> EplbTask:
-    """Validate option names and values, then build the task."""
-    return EplbTask(EvalOptions.from_dict(options or {}))
+def build_task(options: dict[str, Any] | None = None) -> EplbTask | SuiteTask:
+    """Validate option names and values, then build the task (a suite of tasks when `suite` is set)."""
+    checked = EvalOptions.from_dict(options or {})
+    return build_suite(checked) if checked.suite else EplbTask(checked)
+
+
+def build_suite(options: EvalOptions) -> SuiteTask:
+    """One EplbTask per suite member, on the member's trace with a placement that suits its shape."""
+    def member(base: EvalOptions, m: Member) -> EplbTask:
+        own = dataclasses.replace(base, suite="", dataset=m.dataset, split=m.split)
+        trace = load_task_trace(own)
+        return EplbTask(dataclasses.replace(own, **member_placement(trace, own)), trace=trace)
+
+    return SuiteTask(options, build_members(options, member))
 
 
 # The factory campaign configs name (`task.factory`, the EPLB plugin's default): it declares its options,

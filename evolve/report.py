@@ -28,6 +28,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
+from evolve.members import member_rows  # noqa: E402
 from evolve.scrub import scrub, scrub_data  # noqa: E402
 from evolve.task import Result  # noqa: E402
 
@@ -279,7 +280,7 @@ def per_window_figure(run: RunView, path: Path, key: str) -> Path | None:
     for pid, label, color in ((run.seed_id, "seed", "tab:red"), (run.best_id, "best", "tab:green")):
         r = run.results.get(pid or "")
         if r is not None and r.correct and r.per_window and key in r.per_window[0]:
-            xs = [w.get("window", i) for i, w in enumerate(r.per_window)]
+            xs = [i if "member" in w else w.get("window", i) for i, w in enumerate(r.per_window)]  # a suite: in a row
             series.append((label, color, xs, [w[key] for w in r.per_window]))
     if not series:
         return None
@@ -464,7 +465,18 @@ def summary_data(run: RunView, splits: list[SplitResults] = ()) -> dict[str, Any
         "holdout": holdout[-1] if holdout else None,
         "splits": {s.label: {"best": s.best.score if s.best is not None and s.best.correct else None,
                              "seed": s.seed.score if s.seed is not None and s.seed.correct else None} for s in splits},
+        "members": member_rows(run.results.get(run.seed_id or ""), run.results.get(run.best_id or ""),
+                               stamp.get("scorer") or ""),
     }
+
+
+def members_html(rows: list[dict[str, Any]]) -> list[str]:
+    """A suite run's per-member table (seed and best on each member, from the archive); nothing otherwise."""
+    if not rows:
+        return []
+    return ["<h2>Per suite member: seed and best</h2>",
+            '<p class="note">each member scored during the campaign; the run\'s score aggregates these</p>',
+            table_html(pd.DataFrame(rows))]
 
 
 def _fmt(value: Any) -> str:
@@ -490,8 +502,9 @@ def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFram
         "<h2>Summary</h2><table>",
         *(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(run, splits)),
         "</table>",
-        "<h2>Figures</h2>",
     ]
+    parts += members_html(summary_data(run, splits)["members"])
+    parts += ["<h2>Figures</h2>"]
     for name, path in figures.items():
         parts.append(f"<h3>{html.escape(name)}</h3>{image_tag(path, name)}")
     has_table = leaderboard is not None and not leaderboard.empty

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evolve import resume
+from evolve import members, resume
 from evolve.archive import Archive
 from evolve.campaign_cli import ARCHIVE, RESULTS
 from evolve.errors import UserError
@@ -142,6 +142,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         for v in versions:
             print(f"  v{v['version']:03d} {v['program_id'][:12]} score {v['score']:.6g} step {v['idx']:>5}  "
                   f"{v['path']}")
+        for line in members.archive_lines(archive):  # a suite: seed and best on each member
+            print(line)
         if versions:
             print(f"lineage of the best: eplb-evolve show {run_dir} --best; a step's diff: --step N")
         return 0

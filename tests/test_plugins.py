@@ -41,7 +41,7 @@ def test_a_plugins_flags_set_its_task_options(monkeypatch):
 def test_the_eplb_evaluator_is_the_installed_plugin():
     eplb = [p for p in plugins.installed() if p.name == "eplb"]
     assert eplb and eplb[0].task_factory == "evaluator.task:make_task"
-    assert [f.flag for f in eplb[0].task_flags] == ["--dataset", "--scorer"]
+    assert [f.flag for f in eplb[0].task_flags] == ["--dataset", "--scorer", "--suite", "--suite-aggregate"]
     assert "evaluator.results.cli" in plugins.command_modules()
     assert eplb[0].report_extension == "evaluator.results.cli:REPORT"
 

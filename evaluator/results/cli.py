@@ -25,7 +25,8 @@ import pandas as pd
 from evaluator.evaluate_cli import add_task_arguments, task_options
 from evaluator.results import compare as cmp
 from evaluator.results import leaderboard as lb
-from evaluator.task import EplbTask, EvalOptions
+from evaluator.suite import SuiteTask
+from evaluator.task import EplbTask, EvalOptions, build_task
 from evolve.archive import Archive
 from evolve.errors import UserError
 from evolve.report_cli import ReportExtras
@@ -202,6 +203,9 @@ def _report_rows(run: Any, args: argparse.Namespace) -> tuple[pd.DataFrame | Non
     task = run_task(run.meta)
     if task is None:
         return None, [], "the run's task is not the EPLB task; no leaderboard rows", None, [], ""
+    if isinstance(task, SuiteTask):  # the per-member table (from the archive) stands in for the board
+        raise UserError(f"a suite run ({', '.join(task.labels)}): leaderboard rows score one dataset at a time; see "
+                        "the per-member table, or run `eplb-evolve leaderboard --dataset A,B`")
     names = args.references
     folder, where = candidates_dir(args)
     programs = [p for p in lb.discover(names or (), folder) if names or p.name != "seed"]
@@ -283,12 +287,12 @@ def other_splits(task: EplbTask, run: Any) -> list[Any]:
     return found
 
 
-def run_task(meta: dict[str, Any]) -> EplbTask | None:
+def run_task(meta: dict[str, Any]) -> EplbTask | SuiteTask | None:
     """The EPLB task a run was scored with, rebuilt from its stored config (None for another task)."""
     task_config = (meta.get("config") or {}).get("task") or {}
     if task_config.get("factory", "evaluator.task:make_task") != "evaluator.task:make_task":
         return None
-    return EplbTask(EvalOptions.from_dict(dict(task_config.get("options") or {})))
+    return build_task(dict(task_config.get("options") or {}))
 
 
 def report_board(task: EplbTask, run: Any, programs: list[lb.Program]) -> tuple[pd.DataFrame, list[Any]]:
