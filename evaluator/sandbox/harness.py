@@ -93,6 +93,7 @@ class _Zygote:
         self.ready = False
         self.gone = False
         self.handed: dict[int, tuple[int, int, int]] = {}  # job -> (pid, worker socket fd, pidfd)
+        self.prefetched: list[int] = []  # jobs asked for ahead of need, taken by the next `fork`
         self.exits: dict[int, int] = {}
         self.jobs = itertools.count()
         threading.Thread(target=self._listen, daemon=True, name="sandbox-listener").start()
@@ -136,16 +137,42 @@ class _Zygote:
             except OSError as exc:
                 raise _MachineryFailure(f"the sandbox's zygote is gone ({exc})") from None
 
-    def fork(self) -> tuple[int, int, int]:
-        """A freshly forked worker: its pid, the harness's end of its socket, and a pidfd."""
-        job = next(self.jobs)
-        self._send({"job": job})
+    def fork(self) -> tuple[tuple[int, int, int], int]:
+        """A freshly forked worker that has never been given a job (its pid, the harness's end of its
+        socket, and a pidfd), and the request for the next one.
+
+        A worker asked for by an earlier call is taken when it has arrived; otherwise one is asked for and
+        waited on. Either way the next one is asked for at once, without waiting, so the zygote forks it
+        while this evaluation runs; `replenished` tells whether it came."""
+        worker = None
         with self.changed:
-            self.changed.wait_for(lambda: job in self.handed or self.gone, ANSWER_TIMEOUT_S)
-            if job in self.handed:
-                return self.handed.pop(job)
-        raise _MachineryFailure("the sandbox's zygote " + ("exited" if self.gone else f"did not answer within "
-                                                                                      f"{ANSWER_TIMEOUT_S:g} s"))
+            job = next((j for j in self.prefetched if j in self.handed), None)
+            if job is not None:
+                self.prefetched.remove(job)
+                worker = self.handed.pop(job)
+        if worker is None:
+            job = next(self.jobs)
+            self._send({"job": job})
+            with self.changed:
+                self.changed.wait_for(lambda: job in self.handed or self.gone, ANSWER_TIMEOUT_S)
+                worker = self.handed.pop(job, None)
+            if worker is None:
+                raise _MachineryFailure("the sandbox's zygote " + (
+                    "exited" if self.gone else f"did not answer within {ANSWER_TIMEOUT_S:g} s"))
+        upcoming = next(self.jobs)
+        with self.changed:
+            self.prefetched.append(upcoming)
+        try:
+            self._send({"job": upcoming})
+        except _MachineryFailure:
+            pass  # `replenished` reports it
+        return worker, upcoming
+
+    def replenished(self, job: int, timeout: float) -> bool:
+        """Whether the worker asked for as `job` has come (or was already taken by another evaluation)."""
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: job in self.handed or job not in self.prefetched or self.gone, timeout) and not self.gone
 
     def kill(self, pid: int, pidfd: int) -> None:
         """Kill a worker: the outer process by its pidfd (its namespace dies with it), its group by the zygote."""
@@ -233,6 +260,7 @@ class SandboxRun:
     warmup_ns: int = 0  # the untimed first call (balancer time, but not part of the runtime figures)
     reference_cost_ns: int = 0  # balancer time spent here measuring the reference (0 once it is cached)
     isolated: bool = True
+    stages_ns: dict[str, int] = field(default_factory=dict)  # the harness's own time by stage (bench_sandbox)
     stdout: str = ""
     stderr: str = ""
 
@@ -390,8 +418,10 @@ class Sandbox:
 
     def _run_once(self, zygote: _Zygote, code: str, windows: list[np.ndarray], args: tuple[int, ...]) -> SandboxRun:
         result = SandboxRun(isolated=self.isolate)
+        started = time.perf_counter_ns()
         with tempfile.TemporaryFile(prefix="eplb-out-") as out, tempfile.TemporaryFile(prefix="eplb-err-") as err:
-            pid, fd, pidfd = zygote.fork()
+            (pid, fd, pidfd), upcoming = zygote.fork()
+            result.stages_ns["worker"] = time.perf_counter_ns() - started
             sock = socket.socket(fileno=fd)
             try:
                 socket.send_fds(sock, [b"S"], [out.fileno(), err.fileno()])
@@ -403,10 +433,20 @@ class Sandbox:
             try:
                 self._serve(conn, zygote, pid, code, windows, args, result)
             finally:
+                finishing = time.perf_counter_ns()
                 conn.close()
                 zygote.kill(pid, pidfd)
             result.stdout = _read_capped(out, self.limits.keep_output_chars)
             result.stderr = _read_capped(err, self.limits.keep_output_chars)
+        if not zygote.replenished(upcoming, ANSWER_TIMEOUT_S):
+            # this evaluation's worker was sound (its result stands), but the zygote no longer forks:
+            # replace it now, so the next evaluation finds a fresh one
+            _discard(zygote)
+            try:
+                _zygote(self.isolate, self.device)
+            except _MachineryFailure:
+                pass  # the next evaluation tries again, and retries as usual
+        result.stages_ns["finish"] = time.perf_counter_ns() - finishing
         return result
 
     def _serve(
@@ -427,6 +467,7 @@ class Sandbox:
             "output_bytes": limits.output_bytes,
         }
         layout = wire.Layout(layers, experts, int(args[0]))
+        handing = time.perf_counter_ns()
         try:
             os.set_blocking(conn.fileno(), False)  # every read and write has a deadline
             answer_by = time.monotonic() + ANSWER_TIMEOUT_S
@@ -438,9 +479,10 @@ class Sandbox:
                 raise wire.WireError("no acceptance")
         except (EOFError, OSError, TimeoutError, wire.WireError):  # no candidate code has run yet
             raise _MachineryFailure("the standby worker was dead or stopped before it took its job") from None
+        result.stages_ns["job"] = time.perf_counter_ns() - handing
         deadline = time.monotonic() + limits.timeout_s
         try:
-            for index, placement, wall in self._replies(conn, windows, layout, deadline):
+            for index, placement, wall in self._replies(conn, windows, layout, deadline, result.stages_ns):
                 if index < 0:
                     result.warmup_ns = wall
                 else:
@@ -471,14 +513,17 @@ class Sandbox:
         return wire.decode(transport.receive(conn.fileno(), layout.max_bytes, deadline), layout)
 
     def _replies(
-        self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float
+        self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float,
+        stages_ns: dict[str, int],
     ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
         """Yield (window index, placement, round-trip time); a window is sent only after the last was answered.
 
         First comes an untimed warm-up call (index -1): a fresh process pays page faults until malloc has
         grown its heap, and the reference's figure excludes the same warm-up. Its input is unrelated to
         every window (see `_warm_up_window`), so the work of this untimed call cannot answer a timed one."""
+        loading = time.perf_counter_ns()
         header, _ = self._receive(conn, layout, deadline)
+        stages_ns["load"] = time.perf_counter_ns() - loading
         self._expect(header, "ready")
         warm_up = _warm_up_window(windows[0])
         for index, window in [(-1, warm_up), *enumerate(windows)]:
