@@ -55,9 +55,9 @@ def test_each_candidate_gets_a_fresh_worker_and_a_used_one_is_killed(
     def recording(self):  # type: ignore[no-untyped-def]
         with self.changed:
             waiting = {self.handed[j][0] for j in self.prefetched if j in self.handed}
-        (pid, fd, pidfd), upcoming = original(self)
+        pid, fd, pidfd = original(self)
         handed.append((_host_pid(pid), pid in waiting))
-        return (pid, fd, pidfd), upcoming
+        return pid, fd, pidfd
 
     monkeypatch.setattr(harness._Zygote, "fork", recording)
     # A program that marks its interpreter: a reused process would show the mark to the next candidate.

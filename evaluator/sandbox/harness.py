@@ -27,7 +27,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import numpy as np
 
@@ -137,36 +137,36 @@ class _Zygote:
             except OSError as exc:
                 raise _MachineryFailure(f"the sandbox's zygote is gone ({exc})") from None
 
-    def fork(self) -> tuple[tuple[int, int, int], int]:
-        """A freshly forked worker that has never been given a job (its pid, the harness's end of its
-        socket, and a pidfd), and the request for the next one.
-
-        A worker asked for by an earlier call is taken when it has arrived; otherwise one is asked for and
-        waited on. Either way the next one is asked for at once, without waiting, so the zygote forks it
-        while this evaluation runs; `replenished` tells whether it came."""
-        worker = None
+    def fork(self) -> tuple[int, int, int]:
+        """A freshly forked worker that has never been given a job: its pid, the harness's end of its
+        socket, and a pidfd. One asked for ahead (`ask_ahead`) is taken when it has arrived; otherwise
+        one is asked for and waited on."""
         with self.changed:
             job = next((j for j in self.prefetched if j in self.handed), None)
             if job is not None:
                 self.prefetched.remove(job)
-                worker = self.handed.pop(job)
-        if worker is None:
-            job = next(self.jobs)
-            self._send({"job": job})
-            with self.changed:
-                self.changed.wait_for(lambda: job in self.handed or self.gone, ANSWER_TIMEOUT_S)
-                worker = self.handed.pop(job, None)
-            if worker is None:
-                raise _MachineryFailure("the sandbox's zygote " + (
-                    "exited" if self.gone else f"did not answer within {ANSWER_TIMEOUT_S:g} s"))
-        upcoming = next(self.jobs)
+                return self.handed.pop(job)
+        job = next(self.jobs)
+        self._send({"job": job})
         with self.changed:
-            self.prefetched.append(upcoming)
+            self.changed.wait_for(lambda: job in self.handed or self.gone, ANSWER_TIMEOUT_S)
+            worker = self.handed.pop(job, None)
+        if worker is None:
+            raise _MachineryFailure("the sandbox's zygote " + (
+                "exited" if self.gone else f"did not answer within {ANSWER_TIMEOUT_S:g} s"))
+        return worker
+
+    def ask_ahead(self) -> int:
+        """Ask for the worker the next evaluation will take, without waiting: the zygote forks it while
+        this evaluation runs. `replenished` tells whether it came."""
+        job = next(self.jobs)
+        with self.changed:
+            self.prefetched.append(job)
         try:
-            self._send({"job": upcoming})
+            self._send({"job": job})
         except _MachineryFailure:
             pass  # `replenished` reports it
-        return worker, upcoming
+        return job
 
     def replenished(self, job: int, timeout: float) -> bool:
         """Whether the worker asked for as `job` has come (or was already taken by another evaluation)."""
@@ -420,7 +420,7 @@ class Sandbox:
         result = SandboxRun(isolated=self.isolate)
         started = time.perf_counter_ns()
         with tempfile.TemporaryFile(prefix="eplb-out-") as out, tempfile.TemporaryFile(prefix="eplb-err-") as err:
-            (pid, fd, pidfd), upcoming = zygote.fork()
+            pid, fd, pidfd = zygote.fork()
             result.stages_ns["worker"] = time.perf_counter_ns() - started
             sock = socket.socket(fileno=fd)
             try:
@@ -430,14 +430,18 @@ class Sandbox:
                 zygote.kill(pid, pidfd)
                 raise _MachineryFailure("the standby worker was gone before it got its job") from None
             conn = Connection(sock.detach())
+            # the next worker is asked for once this one has loaded its program (see `_replies`): its fork
+            # then overlaps the untimed warm-up call, not the loading nor the handing over
+            ahead: list[int] = []
             try:
-                self._serve(conn, zygote, pid, code, windows, args, result)
+                self._serve(conn, zygote, pid, code, windows, args, result, lambda: ahead.append(zygote.ask_ahead()))
             finally:
                 finishing = time.perf_counter_ns()
                 conn.close()
                 zygote.kill(pid, pidfd)
             result.stdout = _read_capped(out, self.limits.keep_output_chars)
             result.stderr = _read_capped(err, self.limits.keep_output_chars)
+        upcoming = ahead[0] if ahead else zygote.ask_ahead()  # a program that failed before it was ready
         if not zygote.replenished(upcoming, ANSWER_TIMEOUT_S):
             # this evaluation's worker was sound (its result stands), but the zygote no longer forks:
             # replace it now, so the next evaluation finds a fresh one
@@ -458,6 +462,7 @@ class Sandbox:
         windows: list[np.ndarray],
         args: tuple[int, ...],
         result: SandboxRun,
+        on_ready: Callable[[], None],
     ) -> None:
         limits = self.limits
         layers, experts = windows[0].shape
@@ -482,7 +487,8 @@ class Sandbox:
         result.stages_ns["job"] = time.perf_counter_ns() - handing
         deadline = time.monotonic() + limits.timeout_s
         try:
-            for index, placement, wall in self._replies(conn, windows, layout, deadline, result.stages_ns):
+            for index, placement, wall in self._replies(conn, windows, layout, deadline, result.stages_ns,
+                                                            on_ready):
                 if index < 0:
                     result.warmup_ns = wall
                 else:
@@ -514,7 +520,7 @@ class Sandbox:
 
     def _replies(
         self, conn: Connection, windows: list[np.ndarray], layout: wire.Layout, deadline: float,
-        stages_ns: dict[str, int],
+        stages_ns: dict[str, int], on_ready: Callable[[], None],
     ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
         """Yield (window index, placement, round-trip time); a window is sent only after the last was answered.
 
@@ -525,6 +531,7 @@ class Sandbox:
         header, _ = self._receive(conn, layout, deadline)
         stages_ns["load"] = time.perf_counter_ns() - loading
         self._expect(header, "ready")
+        on_ready()
         warm_up = _warm_up_window(windows[0])
         for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
