@@ -2,8 +2,9 @@
 
 Started once per harness as `python -m evaluator.sandbox.zygote` (inside bubblewrap, see `bwrap`; torch
 imported once, here), it waits on a control socket (a SOCK_SEQPACKET pair, so every message arrives
-whole) for a request, hands over the socket and a pidfd of a worker it forked in advance, forks the next
-one, and reports each exit status. Unlike multiprocessing's forkserver it never re-imports the harness's
+whole) for a request, forks a fresh worker and hands over its socket and a pidfd, and reports each exit
+status. The harness asks for a worker ahead of need (while the previous candidate runs), so a worker is
+usually waiting when an evaluation starts. Unlike multiprocessing's forkserver it never re-imports the harness's
 `__main__`, so any script may evaluate candidates.
 
 A worker is three processes. The outer one enters new namespaces (see `confine`) and forks the init
