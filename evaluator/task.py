@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from evaluator import EVALUATOR_VERSION, traces
-from evaluator.allocator import keep_medium_arrays_on_the_heap
 from evaluator.contract import validate_placements
 from evaluator.migration import MigrationModel, build_model, migration_cost, migration_metrics, migration_per_window
 from evaluator.paths import REPO_ROOT
@@ -139,7 +138,6 @@ class EplbTask(TaskBase):
         # The harness's tensors are small: extra intra-op threads only add synchronisation (on a 2-core
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
         torch.set_num_threads(1)
-        keep_medium_arrays_on_the_heap()  # scoring's arrays without page faults (evaluator.allocator)
         self.trace = trace if trace is not None else load_task_trace(self.options)
         self.model = traces.resolve_model(self.trace, self.options.num_groups or None)
         self.partial_window = self.options.partial_window or traces.DEFAULT_PARTIAL[traces.trace_origin(self.trace)]
