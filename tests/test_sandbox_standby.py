@@ -3,6 +3,7 @@ of any program, asked for ahead of need; a used worker is gone before the next c
 timer still covers each call's round trip; and the faster scoring code agrees with plain definitions."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -83,8 +84,10 @@ def test_the_worker_waiting_for_the_next_candidate_has_run_no_program(task: Eplb
     zygote = harness._ZYGOTES[(True, "cpu")]
     assert zygote.replenished(zygote.prefetched[-1], 10.0)
     with zygote.changed:
-        waiting = [zygote.handed[j][0] for j in zygote.prefetched if j in zygote.handed]
-    assert waiting, "no worker is waiting for the next candidate"
+        held = [zygote.handed[j] for j in zygote.prefetched if j in zygote.handed]
+    assert held, "no worker is waiting for the next candidate"
+    for _pid, sock_fd, pidfd in held:  # nothing the harness starts inherits a waiting worker
+        assert not os.get_inheritable(sock_fd) and not os.get_inheritable(pidfd)
     probe = SEED_CODE + "\nimport sys\nprint('SEEN' if hasattr(sys, '_eplb_mark') else 'FRESH', flush=True)\n"
     result = task.evaluate(probe)
     assert result.correct and result.stdout.strip() == "FRESH", result.stdout

@@ -123,6 +123,8 @@ class _Zygote:
                 if message.get("ready"):
                     self.ready = True
                 elif "job" in message and len(fds) == 2:
+                    for fd in fds:  # received descriptors are inheritable; a worker held ahead of need must
+                        os.set_inheritable(fd, False)  # not leak into a process this harness starts
                     self.handed[int(message["job"])] = (int(message["pid"]), fds[0], fds[1])
                 elif "exit" in message:
                     self.exits[int(message["exit"])] = int(message["code"])
