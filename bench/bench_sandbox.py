@@ -1,66 +1,189 @@
-"""Harness overhead per candidate: the OS-isolated sandbox against the unisolated one, in the same run.
+"""Harness overhead per candidate, before and after, in the same run, with where the time goes.
 
-Overhead is everything an evaluation costs except the balancer's own calls: handing the worker its job,
-loading the program, moving windows and placements, decoding, checking, simulating and scoring. Both
-sandboxes evaluate the seed on the standard configuration (58 layers x 256 experts, R=288, 8 groups,
-4 nodes, 32 GPUs, the default dataset, 12 windows), interleaved so that machine load hits both alike.
-Targets: isolated at most 1.2x the unisolated overhead, and at most 50 ms.
+Overhead is everything an evaluation costs except the balancer's own calls (the timed calls and the
+untimed warm-up call): getting a worker, handing it the job, loading the program, decoding, checking
+the contract, simulating, the migration model, scoring and the speed memo. Every contestant evaluates
+the seed on the standard configuration (deepseek-v3 search split, predictive, 58 layers x 256 experts,
+R=288, 8 groups, 4 nodes, 32 GPUs: 11 planned windows), each in a process of its own, in turns, so
+machine load hits them alike:
 
-Run: `.venv/bin/python bench/bench_sandbox.py [--evaluations 15]`
+- `after`: this checkout, isolated (the default path);
+- `before`: the evaluator at `--before` (default: where this branch left main), extracted with
+  `git archive` into a temporary directory and run with the same virtual environment, isolated;
+- `opt-out`: this checkout with `--unsafe-no-isolation` (no bubblewrap, no namespaces).
+
+Beside the wall-clock overhead it prints the CPU time the evaluating thread itself used per candidate
+(`harness CPU`), which moves less with the machine's load (the worker's and zygote's CPU are not in it).
+
+Target: at most 15 ms per candidate isolated. The machine this runs on may be shared: the ratio
+measured in the same run is the figure to trust, the absolute milliseconds move with the load.
+
+Run: `.venv/bin/python bench/bench_sandbox.py [--evaluations 15] [--before REV|none]`
 """
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import os
 import statistics
+import subprocess
 import sys
-import time
+import tarfile
+import tempfile
 from pathlib import Path
 
-import torch
-
-torch.set_num_threads(1)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluator.task import EplbTask, EvalOptions  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
+TARGET_S = 0.015
+
+# Runs inside each contestant's process, with that contestant's checkout first on sys.path. It only uses
+# what every version of the evaluator has (EplbTask, EvalOptions, evaluate, harness_overhead_s), and
+# wraps the parent-side stages by name where they exist.
+DRIVER = r'''
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from evaluator.task import EplbTask, EvalOptions
+import evaluator.task as T
+
+options, seed_path = json.loads(sys.argv[1]), sys.argv[2]
+task = EplbTask(EvalOptions(**options))
+seed = open(seed_path).read()
+stages = {}
+
+def timed(owner, name, label):
+    inner = getattr(owner, name, None)
+    if inner is None:
+        return
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter_ns()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            stages[label] = stages.get(label, 0) + time.perf_counter_ns() - started
+    setattr(owner, name, wrapper)
+
+for name, label in (("validate_placements", "contract check"), ("simulate", "simulation"),
+                    ("migration_cost", "migration model"), ("remembered", "speed memo")):
+    timed(T, name, label)
+run = task.sandbox.run
+
+def sandbox_run(*args, **kwargs):
+    started = time.perf_counter_ns()
+    out = run(*args, **kwargs)
+    total = time.perf_counter_ns() - started
+    balancer = sum(out.call_ns) + out.warmup_ns + out.reference_cost_ns
+    stages["sandbox (all but the calls)"] = total - balancer
+    for key, value in getattr(out, "stages_ns", {}).items():
+        stages["  sandbox: " + key] = value
+    return out
+
+task.sandbox.run = sandbox_run
+assert task.evaluate(seed).correct  # starts the zygote and times the reference
+print(json.dumps({"windows": len(task.plan_windows)}), flush=True)
+for line in sys.stdin:
+    rows = []
+    for _ in range(int(line)):
+        stages.clear()
+        cpu = time.thread_time()
+        result = task.evaluate(seed)
+        cpu = time.thread_time() - cpu
+        assert result.correct, result.error
+        rows.append({"overhead": result.metrics["harness_overhead_s"], "call": result.metrics["runtime_median_s"],
+                     "cpu": cpu, "stages": dict(stages)})
+    print(json.dumps(rows), flush=True)
+'''
+
+
+class Contestant:
+    """One evaluator in a process of its own, evaluating the seed on request."""
+
+    def __init__(self, name: str, checkout: Path, options: dict) -> None:
+        self.name = name
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, json.dumps(options), str(REPO / "candidates" / "seed.py")],
+            cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.windows = json.loads(self._line())["windows"]
+        self.rows: list[dict] = []
+
+    def _line(self) -> str:
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise SystemExit(f"{self.name}: the evaluator process ended (see its error above)")
+        return line
+
+    def evaluate(self, count: int) -> None:
+        self.process.stdin.write(f"{count}\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        self.rows.extend(json.loads(self._line()))
+
+    def close(self) -> None:
+        self.process.stdin.close()  # type: ignore[union-attr]
+        self.process.wait(timeout=60)
+
+    def median(self, key: str) -> float:
+        return statistics.median(row[key] for row in self.rows)
+
+    def stage_medians(self) -> dict[str, float]:
+        names = dict.fromkeys(name for row in self.rows for name in row["stages"])
+        return {name: statistics.median(row["stages"].get(name, 0) for row in self.rows) / 1e6 for name in names}
+
+
+def extract(revision: str, into: Path) -> Path:
+    """The checkout at `revision`, as files (no git worktree: nothing else of the repository changes)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--evaluations", type=int, default=15, help="evaluations per sandbox")
-    parser.add_argument("--windows", type=int, default=12)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluations", type=int, default=15, help="evaluations per contestant")
+    parser.add_argument("--before", default="", help="git revision of the old evaluator (default: the merge-base "
+                        "with main); 'none' to compare with the opt-out only")
     args = parser.parse_args()
-    seed = (REPO / "candidates" / "seed.py").read_text()
-    tasks = {
-        "isolated": EplbTask(EvalOptions(max_windows=args.windows)),
-        "unisolated": EplbTask(EvalOptions(max_windows=args.windows, unsafe_no_isolation=True)),
-    }
-    for name, task in tasks.items():  # start each zygote and time the reference once
-        started = time.perf_counter()
-        assert task.evaluate(seed).correct
-        print(f"{name}: warm-up {time.perf_counter() - started:.1f} s ({len(task.plan_windows)} calls per evaluation)")
-    overhead: dict[str, list[float]] = {name: [] for name in tasks}
-    calls: dict[str, list[float]] = {name: [] for name in tasks}
-    for i in range(args.evaluations):
-        order = list(tasks.items())
-        for name, task in order if i % 2 else order[::-1]:  # alternate who goes first
-            result = task.evaluate(seed)
-            assert result.correct, result.error
-            overhead[name].append(result.metrics["harness_overhead_s"])
-            calls[name].append(result.metrics["runtime_median_s"])
-        print(f"\r{i + 1}/{args.evaluations} evaluations per sandbox", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    median = {name: statistics.median(values) for name, values in overhead.items()}
-    for name in tasks:
-        print(f"{name:>10}: harness overhead {median[name] * 1e3:6.1f} ms per candidate "
-              f"(p10 {sorted(overhead[name])[len(overhead[name]) // 10] * 1e3:.1f}, max "
-              f"{max(overhead[name]) * 1e3:.1f}); "
-              f"seed {statistics.median(calls[name]) * 1e3:.2f} ms per call")
-    ratio = median["isolated"] / max(median["unisolated"], 1e-9)
-    ok = ratio <= 1.2 and median["isolated"] <= 0.050
-    print(f"isolated / unisolated overhead: {ratio:.2f}x (target <= 1.2x); isolated {median['isolated'] * 1e3:.1f} ms "
-          f"(target <= 50 ms): {'met' if ok else 'NOT met'}")
+    before = args.before or subprocess.run(["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
+                                           capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="eplb-bench-before-") as tmp:
+        contestants = [Contestant("after", REPO, {})]
+        if before and before != "none":
+            old = extract(before, Path(tmp))
+            contestants.append(Contestant(f"before ({before[:10]})", old, {}))
+        contestants.append(Contestant("opt-out", REPO, {"unsafe_no_isolation": True}))
+        print(f"standard configuration, {contestants[0].windows} planned windows per candidate; "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+        try:
+            for i in range(args.evaluations):
+                for contestant in contestants if i % 2 else contestants[::-1]:  # alternate who goes first
+                    contestant.evaluate(1)
+                print(f"\r{i + 1}/{args.evaluations} evaluations per contestant", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+        finally:
+            for contestant in contestants:
+                contestant.close()
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (the figures move with it)\n")
+    print("where the time goes, median ms per candidate:")
+    table = {c.name: c.stage_medians() for c in contestants}
+    names = list(dict.fromkeys(name for stages in table.values() for name in stages))
+    print(f"{'':34}" + "".join(f"{c.name:>24}" for c in contestants))
+    for name in names:
+        print(f"{name:34}" + "".join(
+            f"{table[c.name][name]:>24.2f}" if name in table[c.name] else f"{'-':>24}" for c in contestants))
+    print()
+    for c in contestants:
+        overheads = sorted(row["overhead"] for row in c.rows)
+        print(f"{c.name:>22}: harness overhead {c.median('overhead') * 1e3:6.1f} ms per candidate "
+              f"(p10 {overheads[len(overheads) // 10] * 1e3:.1f}, max {overheads[-1] * 1e3:.1f}); "
+              f"harness CPU {c.median('cpu') * 1e3:.1f} ms; seed {c.median('call') * 1e3:.2f} ms per call")
+    after = contestants[0].median("overhead")
+    if len(contestants) == 3:
+        print(f"before / after: {contestants[1].median('overhead') / max(after, 1e-9):.2f}x less overhead per "
+              "candidate, measured in this run")
+    print(f"after / opt-out: {after / max(contestants[-1].median('overhead'), 1e-9):.2f}x")
+    print(f"target: at most {TARGET_S * 1e3:.0f} ms per candidate isolated; after: {after * 1e3:.1f} ms: "
+          f"{'met' if after <= TARGET_S else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ and the first offending (layer, expert) or (layer, slot).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -67,12 +70,14 @@ def validate_placement(
     if problem:
         return problem
 
-    bad = (phy2log < 0) | (phy2log >= num_experts)
-    if bad.any():
-        layer, slot = _first(bad)
+    # Each check first asks one cheap question of the whole array (a min, a max, an equality) and builds
+    # the mask that names the first offender only when the answer is wrong: a correct placement, the
+    # common case, costs a few passes over its arrays.
+    if phy2log.size and (phy2log.min() < 0 or phy2log.max() >= num_experts):
+        layer, slot = _first((phy2log < 0) | (phy2log >= num_experts))
         return f"id range: phy2log[{layer}, {slot}] = {phy2log[layer, slot]} is not an expert id in [0, {num_experts})"
 
-    if (logcnt < 1).any():
+    if logcnt.size and logcnt.min() < 1:
         layer, expert = _first(logcnt < 1)
         carried = ""
         if load is not None and load[layer, expert] > 0:
@@ -84,10 +89,10 @@ def validate_placement(
         layer = _first(sums != num_replicas)[0]
         return f"replica count: logcnt row of layer {layer} sums to {sums[layer]}, not {num_replicas}"
 
-    rows = np.arange(num_layers)[:, None]
-    actual = np.bincount((rows * num_experts + phy2log).ravel(), minlength=num_layers * num_experts)
+    index = _indices(num_layers, num_experts, num_replicas)
+    actual = np.bincount((index.layer_base_e + phy2log).ravel(), minlength=num_layers * num_experts)
     actual = actual.reshape(num_layers, num_experts)
-    if (actual != logcnt).any():
+    if not np.array_equal(actual, logcnt):
         layer, expert = _first(actual != logcnt)
         return (
             f"inconsistent maps: logcnt[{layer}, {expert}] = {logcnt[layer, expert]} but phy2log "
@@ -98,37 +103,63 @@ def validate_placement(
     if width < logcnt.max():
         return f"shape: log2phy has room for {width} replicas but some expert has {logcnt.max()}"
     # Where each expert's listed slots sit in log2phy.ravel(): (layer, expert, j) for j < logcnt, in order.
-    # Index arithmetic over the L*R listed entries keeps the work off the padded [L, E, X] array.
+    # Index arithmetic over the L*R listed entries keeps the work off the padded [L, E, X] array. The
+    # rows of logcnt sum to R, so there are exactly L*R listed entries, the k-th of them at
+    # k + (its expert's start in log2phy.ravel()) - (its expert's first k).
     counts = logcnt.ravel()
-    starts = np.repeat(np.arange(counts.size) * width, counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    positions = starts + offsets
+    firsts = np.cumsum(counts) - counts
+    positions = index.listed + np.repeat(index.expert_row * width - firsts, counts)
     listed = log2phy.ravel()[positions]
     if np.count_nonzero(log2phy != -1) != np.count_nonzero(listed != -1):  # something set past logcnt
         used = np.arange(width)[None, None, :] < logcnt[:, :, None]
         layer, expert, j = _first(~used & (log2phy != -1))
         return (f"inconsistent maps: log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]} past logcnt "
                 "must be -1")
-    # exactly R listed entries per layer, since each row of logcnt sums to R
-    layer_of = np.repeat(np.arange(num_layers), num_replicas)
-    expert_of = np.repeat(np.tile(np.arange(num_experts), num_layers), counts)
 
     def where(k: int) -> str:
         layer, expert, j = np.unravel_index(positions[k], log2phy.shape)
         return f"log2phy[{layer}, {expert}, {j}] = {log2phy[layer, expert, j]}"
 
-    out_of_range = (listed < 0) | (listed >= num_replicas)
-    if out_of_range.any():
+    if listed.size and (listed.min() < 0 or listed.max() >= num_replicas):
+        out_of_range = (listed < 0) | (listed >= num_replicas)
         return f"id range: {where(int(np.argmax(out_of_range)))} is not a slot in [0, {num_replicas})"
-    flat = layer_of * num_replicas + listed  # index into phy2log.ravel()
-    wrong_owner = phy2log.ravel()[flat] != expert_of
-    if wrong_owner.any():
-        k = int(np.argmax(wrong_owner))
-        return f"inconsistent maps: {where(k)}, but phy2log puts expert {phy2log.ravel()[flat[k]]} there"
+    flat = index.layer_base_r + listed  # index into phy2log.ravel()
+    owners = phy2log.ravel()[flat]
+    expert_of = positions // width - index.layer_base_listed  # (layer * E + expert) - layer * E
+    if not np.array_equal(owners, expert_of):
+        k = int(np.argmax(owners != expert_of))
+        return f"inconsistent maps: {where(k)}, but phy2log puts expert {owners[k]} there"
     # every listed slot belongs to its expert and each expert lists logcnt slots, so a repeat would
     # leave some slot unlisted: count how often each slot is listed
-    times = np.bincount(flat, minlength=num_layers * num_replicas).reshape(num_layers, num_replicas)
-    if (times != 1).any():
+    times = np.bincount(flat, minlength=num_layers * num_replicas)
+    if times.size and (times.min() != 1 or times.max() != 1):
+        times = times.reshape(num_layers, num_replicas)
         layer, slot = _first(times != 1)
         return f"inconsistent maps: slot {slot} of layer {layer} is listed {times[layer, slot]} times in log2phy"
     return ""
+
+
+@dataclass(frozen=True)
+class _Indices:
+    """Index arrays that depend only on the shape, shared by every window of that shape (read-only)."""
+
+    layer_base_e: np.ndarray  # [L, 1]: layer * E
+    layer_base_r: np.ndarray  # [L * R]: layer * R of the k-th listed entry
+    layer_base_listed: np.ndarray  # [L * R]: layer * E of the k-th listed entry
+    listed: np.ndarray  # [L * R]: k
+    expert_row: np.ndarray  # [L * E]: layer * E + expert
+
+
+@lru_cache(maxsize=16)
+def _indices(num_layers: int, num_experts: int, num_replicas: int) -> _Indices:
+    layer_of = np.repeat(np.arange(num_layers, dtype=np.int64), num_replicas)
+    arrays = _Indices(
+        layer_base_e=np.arange(num_layers, dtype=np.int64)[:, None] * num_experts,
+        layer_base_r=layer_of * num_replicas,
+        layer_base_listed=layer_of * num_experts,
+        listed=np.arange(num_layers * num_replicas, dtype=np.int64),
+        expert_row=np.arange(num_layers * num_experts, dtype=np.int64),
+    )
+    for array in vars(arrays).values():
+        array.flags.writeable = False
+    return arrays

@@ -2,8 +2,9 @@
 
 Started once per harness as `python -m evaluator.sandbox.zygote` (inside bubblewrap, see `bwrap`; torch
 imported once, here), it waits on a control socket (a SOCK_SEQPACKET pair, so every message arrives
-whole) for a request, hands over the socket and a pidfd of a worker it forked in advance, forks the next
-one, and reports each exit status. Unlike multiprocessing's forkserver it never re-imports the harness's
+whole) for a request, forks a fresh worker and hands over its socket and a pidfd, and reports each exit
+status. The harness asks for a worker ahead of need (while the previous candidate runs), so a worker is
+usually waiting when an evaluation starts. Unlike multiprocessing's forkserver it never re-imports the harness's
 `__main__`, so any script may evaluate candidates.
 
 A worker is three processes. The outer one enters new namespaces (see `confine`) and forks the init
@@ -14,6 +15,7 @@ dumpable, so no process of the same user can ptrace it or read its memory.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -221,14 +223,20 @@ def _kill(pid: int) -> None:
 
 
 def serve(ctrl: socket.socket, isolate: bool) -> None:
-    """Keep one forked worker on standby, so a request is answered without waiting for a fork."""
+    """Fork one fresh worker per request and hand it over at once.
+
+    The harness asks for the next worker as soon as it takes one (see `harness._Zygote.fork`), so the
+    fork happens while an evaluation runs and a request is answered from a worker already waiting."""
     import evaluator.sandbox.worker  # noqa: F401 - the warm part: torch and numpy load here, once
 
     confine.undumpable()
     _warm_up()
+    # Everything alive now moves to the collector's permanent generation: a worker's collections never
+    # walk (and so never write to, copying page after page of) the objects it shares with the zygote.
+    gc.collect()
+    gc.freeze()
     lock = threading.Lock()
     threading.Thread(target=_reap, args=(ctrl, lock), daemon=True).start()
-    standby = _fork_standby(ctrl, isolate)
     _send(ctrl, lock, {"ready": True})
     while True:
         try:
@@ -241,11 +249,10 @@ def serve(ctrl: socket.socket, isolate: bool) -> None:
         if "kill" in request:
             _kill(int(request["kill"]))
             continue
-        pid, harness_end, pidfd = standby
+        pid, harness_end, pidfd = _fork_standby(ctrl, isolate)
         _send(ctrl, lock, {"job": request["job"], "pid": pid}, (harness_end.fileno(), pidfd))
         harness_end.close()
         os.close(pidfd)
-        standby = _fork_standby(ctrl, isolate)
 
 
 def main() -> None:
