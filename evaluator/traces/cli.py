@@ -93,7 +93,8 @@ def print_split_notes() -> None:
     """What each bundled split is: its router model, traffic and length (which splits test generalisation)."""
     print("\nsplits of the bundled datasets (search: tune on it; holdout: same router model, new traffic; "
           "holdout-model: another router model of the same shape, other hot experts; holdout-long: same model, "
-          "new traffic, twice as long):")
+          "new traffic, twice as long; serving: same model, serving-shaped batches: prefill chunks between "
+          "decode steps, runs of steps dominated by one long request):")
     for m in registry.manifests().values():
         for split in m.splits:
             print(f"  {m.name + ':' + split:<34} {m.split_summary(split)}")
@@ -141,7 +142,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from evaluator.traces.stats import StatsConfig, compute_stats, format_stats
+    from evaluator.traces.stats import StatsConfig, compute_stats, format_serving, format_stats, serving_stats
 
     trace = registry.load_trace(args.name, args.split)
     config = StatsConfig.for_trace(trace)
@@ -155,13 +156,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
     }
     config = replace(config, **changes)
     stats = compute_stats(trace, config)
+    serving = serving_stats(trace)
     label = f"{trace.meta.get('name')}:{trace.meta.get('split')}  sha256 {trace.sha256[:16]}  {trace.steps} steps"
     if args.json:
-        print(json.dumps({"dataset": label, "config": config.__dict__, "stats": stats.as_dict()}, indent=2))
+        print(json.dumps({"dataset": label, "config": config.__dict__, "stats": stats.as_dict(),
+                          "serving": serving.as_dict()}, indent=2))
     else:
         print(label)
         standard = trace.num_experts == 256 and config == StatsConfig(num_groups=config.num_groups)
         print(format_stats(stats, config, published=standard))
+        print()
+        print(format_serving(serving))
     return 0
 
 
