@@ -75,11 +75,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no datasets (no manifests in datasets/ and nothing imported)")
         return 0
-    print(f"{'name':<20} {'kind':<9} {'model':<17} {'shape':<13} {'splits (default first, cached*)':<32} "
+    print(f"{'name':<20} {'kind':<9} {'model':<17} {'shape':<13} {'splits (default first, cached*)':<52} "
           f"{'partial window':<15} description")
     for d in rows:
         splits = ",".join(s + ("*" if s in d.cached and d.kind == "bundled" else "") for s in d.splits)
-        print(f"{d.name:<20} {d.kind:<9} {d.model or '-':<17} {d.shape or '?':<13} {splits:<32} "
+        print(f"{d.name:<20} {d.kind:<9} {d.model or '-':<17} {d.shape or '?':<13} {splits:<52} "
               f"{d.partial_window:<15} {d.description}")
     print("shape: layers x experts, g = expert groups, k = experts per token ('?' = not recorded); "
           "partial window: whether a trailing window shorter than the window size is scored by default")
