@@ -297,7 +297,8 @@ def test_npz_export_keeps_route_samples_and_other_formats_drop_them(routed_trace
     assert routed_trace.routes is not None
     back = tf.read_trace(tf.write_trace(routed_trace, tmp_path / "t.npz", "npz"))
     assert back.sha256 == routed_trace.sha256 and back.routes_sha256 == routed_trace.routes_sha256
-    assert np.array_equal(back.routes, routed_trace.routes) and np.array_equal(back.route_steps, routed_trace.route_steps)
+    assert np.array_equal(back.routes, routed_trace.routes)
+    assert np.array_equal(back.route_steps, routed_trace.route_steps)
     for fmt, name in (("csv", "t.csv"), ("adrs-json", "t.json")):
         other = tf.read_trace(tf.write_trace(routed_trace, tmp_path / name, fmt))
         assert other.sha256 == routed_trace.sha256

@@ -149,7 +149,8 @@ class TraceParams:
         if self.route_every <= 0 or self.sessions <= 0 or self.session_prototypes <= 0:
             raise TraceError("trace parameters 'route_every', 'sessions' and 'session_prototypes' must be positive")
         if self.route_samples_per_step < 0:
-            raise TraceError(f"trace parameter 'route_samples_per_step' must be >= 0, got {self.route_samples_per_step}")
+            raise TraceError("trace parameter 'route_samples_per_step' must be >= 0, got "
+                             f"{self.route_samples_per_step}")
         for name in ("prefill_share", "burst_prob"):
             value = getattr(self, name)
             if not 0 <= value < 1:
@@ -159,8 +160,8 @@ class TraceParams:
         if self.prefill_chunk <= 0 or self.prefill_requests < 1 or self.burst_steps < 1:
             raise TraceError("trace parameters need prefill_chunk > 0, prefill_requests >= 1 and burst_steps >= 1")
         if self.prefill_share * self.prefill_chunk >= 1:
-            raise TraceError(f"prefill_share x prefill_chunk must stay below 1 (prefill takes that share of the tokens, "
-                             f"decode the rest), got {self.prefill_share * self.prefill_chunk:.3g}")
+            raise TraceError("prefill_share x prefill_chunk must stay below 1 (prefill takes that share of the "
+                             f"tokens, decode the rest), got {self.prefill_share * self.prefill_chunk:.3g}")
 
     @property
     def serving(self) -> bool:

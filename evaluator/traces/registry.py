@@ -77,7 +77,8 @@ class Manifest:
         model = f"other router (model_seed {self.split_model_seed(split)})" if own else f"model_seed {self.model_seed}"
         steps = self.split_params(split).get("steps", "default")
         own_params = self.splits[split].get("params") or {}
-        changed = f"; serving batches ({', '.join(f'{k} {v}' for k, v in sorted(own_params.items()))})" if own_params else ""
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(own_params.items()))
+        changed = f"; serving batches ({listed})" if own_params else ""
         return f"{model}, traffic_seed {self.splits[split]['traffic_seed']}, {steps} steps{changed}"
 
     def cache_path(self, split: str) -> Path:

@@ -12,6 +12,11 @@ the figures published for real traces (sources in datasets/CALIBRATION.md), meas
   of each window's routed load an expert keeps into the next (sum of minima over sum);
 - the seed's predictive balancedness (plan on window i, score on window i+1), GPU and slot;
 - the Gini coefficient of expert load within a layer and window.
+
+`serving_stats` adds what serving traffic looks like beyond imbalance: two batch sizes (prefill and decode
+steps) and the prefill share of tokens, read from the counts; steps dominated by one request, from the
+generator's record; and how much a token's expert in one layer predicts the next, from route samples.
+Each is None ("unavailable") where the trace cannot support it.
 """
 from __future__ import annotations
 

@@ -132,8 +132,9 @@ def check_routes(routes: Any, steps: Any, shape: tuple[int, ...]) -> tuple[np.nd
         dup = np.argwhere(ordered[..., 1:] == ordered[..., :-1])
         if dup.size:
             i, layer, _ = (int(x) for x in dup[0])
-            raise TraceError(f"routes: sampled token {i}, layer {layer} names expert {int(ordered[i, layer, dup[0][2]])} "
-                             "twice; a token's experts in a layer are distinct")
+            expert = int(ordered[i, layer, dup[0][2]])
+            raise TraceError(f"routes: sampled token {i}, layer {layer} names expert {expert} twice; a token's "
+                             "experts in a layer are distinct")
     if s.size:
         if s.min() < 0 or s.max() >= n_steps:
             i = int(np.argmax((s < 0) | (s >= n_steps)))
