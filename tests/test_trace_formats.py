@@ -281,3 +281,25 @@ def test_load_trace_reads_any_format_by_path(small_trace: Trace, tmp_path: Path)
     assert trace.sha256 == small_trace.sha256
     assert trace.meta["name"] == "expert-load" and trace.meta["split"] == "all"
     assert trace.meta["model"]["layers"] == 4 and trace.meta["model"]["experts"] == 16
+
+
+# ----------------------------------------------------------------------------------------------------
+# Route samples: kept by npz, absent from formats that cannot carry them
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def routed_trace(tiny_shape, small_params) -> Trace:
+    from evaluator.traces import generator
+
+    return generator.generate(tiny_shape, small_params, model_seed=1, traffic_seed=2, progress=False)
+
+
+def test_npz_export_keeps_route_samples_and_other_formats_drop_them(routed_trace: Trace, tmp_path: Path) -> None:
+    assert routed_trace.routes is not None
+    back = tf.read_trace(tf.write_trace(routed_trace, tmp_path / "t.npz", "npz"))
+    assert back.sha256 == routed_trace.sha256 and back.routes_sha256 == routed_trace.routes_sha256
+    assert np.array_equal(back.routes, routed_trace.routes)
+    assert np.array_equal(back.route_steps, routed_trace.route_steps)
+    for fmt, name in (("csv", "t.csv"), ("adrs-json", "t.json")):
+        other = tf.read_trace(tf.write_trace(routed_trace, tmp_path / name, fmt))
+        assert other.sha256 == routed_trace.sha256
+        assert other.routes is None and other.route_steps is None and other.routes_sha256 is None

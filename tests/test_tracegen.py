@@ -138,3 +138,113 @@ def test_parameters_from_a_manifest_table() -> None:
         generator.TraceParams(domain_mix=(1.0, 2.0))
     with pytest.raises(TraceError, match="unknown model preset 'gpt-moe'"):
         generator.generate("gpt-moe", progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Route samples and serving realism
+# ----------------------------------------------------------------------------------------------------
+def test_route_samples_are_real_tokens_of_their_step_and_deterministic(tiny_shape, small_params) -> None:
+    a = generator.generate(tiny_shape, small_params, model_seed=1, traffic_seed=2, progress=False)
+    b = generator.generate(tiny_shape, small_params, model_seed=1, traffic_seed=2, progress=False)
+    per_step = small_params.route_samples_per_step
+    assert a.routes is not None and a.route_steps is not None
+    assert a.routes.shape == (small_params.steps * per_step, tiny_shape.layers, tiny_shape.top_k)
+    assert a.routes.dtype == np.int16 and a.route_steps.dtype == np.int64
+    assert np.array_equal(np.bincount(a.route_steps, minlength=a.steps), np.full(a.steps, per_step))
+    assert (a.sha256, a.routes_sha256) == (b.sha256, b.routes_sha256)
+    assert np.array_equal(a.routes, b.routes)
+    other = generator.generate(tiny_shape, small_params, model_seed=1, traffic_seed=3, progress=False)
+    assert other.routes_sha256 != a.routes_sha256
+    # every sampled token's expert in every layer received load in that step
+    steps = np.broadcast_to(a.route_steps[:, None, None], a.routes.shape)
+    layers = np.broadcast_to(np.arange(tiny_shape.layers)[None, :, None], a.routes.shape)
+    assert (a.counts[steps, layers, a.routes] > 0).all()
+    assert (np.sort(a.routes, axis=-1)[..., 1:] != np.sort(a.routes, axis=-1)[..., :-1]).all()
+
+
+def test_route_samples_leave_the_counts_alone(tiny_shape, small_params) -> None:
+    with_routes = generator.generate(tiny_shape, small_params, model_seed=1, traffic_seed=2, progress=False)
+    none = generator.generate(tiny_shape, generator.with_overrides(small_params, route_samples_per_step=0),
+                              model_seed=1, traffic_seed=2, progress=False)
+    more = generator.generate(tiny_shape, generator.with_overrides(small_params, route_samples_per_step=32),
+                              model_seed=1, traffic_seed=2, progress=False)
+    assert none.routes is None and none.route_steps is None and none.routes_sha256 is None
+    assert with_routes.sha256 == none.sha256 == more.sha256 == FIXTURE_SHA
+    assert more.routes.shape[0] == 32 * small_params.steps
+
+
+def test_route_samples_follow_the_steps_prototype_counts() -> None:
+    counts = np.zeros((3, 5), dtype=np.int64)
+    counts[0, 2] = 10  # step 0: every token is prototype 2
+    counts[1, [0, 4]] = [1, 1]  # step 1: two tokens, fewer than asked for
+    counts[2, [1, 3]] = [1000, 1]
+    ids, steps = generator.sample_tokens(counts, 4, generator._rng(0, "t"))
+    assert steps.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert ids[:4].tolist() == [2, 2, 2, 2] and sorted(ids[4:6].tolist()) == [0, 4]
+    assert set(ids[6:].tolist()) <= {1, 3}
+
+
+SERVING_SHAPE = generator.ModelShape("serving-tiny", layers=4, experts=16, top_k=2, num_groups=4, topk_groups=2,
+                                     tokens_per_step=512)
+SERVING_BASE = generator.TraceParams(steps=400, prototypes_per_domain=16, hidden_dim=16, sessions=8,
+                                     session_prototypes=4, route_every=100)
+
+
+def _serving(**knobs) -> Trace:
+    return generator.generate(SERVING_SHAPE, generator.with_overrides(SERVING_BASE, **knobs), model_seed=1,
+                              traffic_seed=2, progress=False)
+
+
+def test_phases_make_the_batch_size_bimodal_and_keep_the_mean() -> None:
+    from evaluator.traces.stats import BIMODAL_THRESHOLD, serving_stats, tokens_per_step
+
+    plain, phased = _serving(), _serving(prefill_share=0.4, prefill_chunk=2.0, prefill_requests=1.0)
+    before, after = serving_stats(plain), serving_stats(phased)
+    assert before.batch_bimodality < BIMODAL_THRESHOLD < after.batch_bimodality
+    assert before.prefill_token_share == 0.0 and before.prefill_step_share is None
+    assert after.prefill_token_share == pytest.approx(0.8, abs=0.08)  # prefill_share x prefill_chunk
+    assert after.prefill_step_share == pytest.approx(0.4, abs=0.07)
+    tokens = tokens_per_step(phased)
+    prefill = np.asarray(phased.meta["step_prefill"], dtype=bool)
+    assert tokens[prefill].min() > tokens[~prefill].max()  # chunks: many tokens; decode: few
+    assert np.median(tokens[prefill]) > 5 * np.median(tokens[~prefill])
+    assert tokens.mean() == pytest.approx(tokens_per_step(plain).mean(), rel=0.1)
+    # decode steps are many one-token requests; here a chunk is one prompt: 2 / 2.2 of its step
+    share = np.asarray(phased.meta["step_top_request_share"])
+    assert share[~prefill].max() < 0.05 and np.median(share[prefill]) == pytest.approx(2 / 2.2, abs=0.03)
+
+
+def test_bursts_raise_the_largest_request_share() -> None:
+    from evaluator.traces.stats import serving_stats
+
+    calm = _serving(prefill_share=0.1, prefill_chunk=1.0)
+    bursty = _serving(prefill_share=0.1, prefill_chunk=1.0, burst_prob=0.1, burst_steps=4, burst_share=0.9)
+    calm_s, bursty_s = serving_stats(calm), serving_stats(bursty)
+    assert bursty_s.dominated_step_share > calm_s.dominated_step_share + 0.05
+    share = np.asarray(bursty.meta["step_top_request_share"])
+    dominated = share > 0.85
+    assert dominated.sum() >= 10
+    # a burst is a run: a dominated step is usually followed by another one
+    assert (dominated[:-1] & dominated[1:]).sum() > dominated.sum() / 3
+
+
+def test_serving_knobs_are_deterministic_and_off_by_default(small_params) -> None:
+    knobs = dict(prefill_share=0.3, burst_prob=0.05)
+    a, b = _serving(**knobs), _serving(**knobs)
+    assert (a.sha256, a.routes_sha256, a.meta["step_top_request_share"]) == (
+        b.sha256, b.routes_sha256, b.meta["step_top_request_share"])
+    assert a.sha256 != _serving().sha256
+    assert not small_params.serving and "step_prefill" not in _serving().meta
+
+
+@pytest.mark.parametrize("knobs, message", [
+    (dict(prefill_share=1.2), "'prefill_share' must lie in"),
+    (dict(burst_share=1.0), "'burst_share' must lie in"),
+    (dict(prefill_share=0.6, prefill_chunk=2.0), "prefill_share x prefill_chunk must stay below 1"),
+    (dict(prefill_requests=0.5), "prefill_requests >= 1"),
+    (dict(route_samples_per_step=-1), "'route_samples_per_step' must be >= 0"),
+])
+def test_bad_serving_knobs_are_one_line_errors(knobs: dict, message: str) -> None:
+    with pytest.raises(TraceError, match=message) as exc:
+        generator.TraceParams(**knobs)
+    assert "\n" not in str(exc.value)

@@ -117,7 +117,7 @@ def test_bundled_datasets_are_listed_with_every_split() -> None:
     for name in BUNDLED:
         assert listed[name].kind == "bundled"
         assert ({"search", "holdout", "holdout-model"} <= set(listed[name].splits)
-                <= {"search", "holdout", *GENERALISATION_SPLITS})
+                <= {"search", "holdout", *GENERALISATION_SPLITS, "serving"})
         m = manifests[name]
         # holdout-model comes from another router model of the same shape; the others share the search model
         assert m.split_model_seed("holdout-model") != m.model_seed
@@ -140,7 +140,7 @@ ALL_SPLITS = [
     pytest.param(name, split,
                  marks=[pytest.mark.slow]
                  if (name, split) in {("deepseek-v3-shift", "holdout"), ("qwen3-30b-a3b", "holdout")}
-                 or split in GENERALISATION_SPLITS else [])
+                 or split in GENERALISATION_SPLITS or split == "serving" else [])
     for name in BUNDLED
     for split in traces.manifests()[name].splits
 ]
@@ -465,3 +465,209 @@ def test_cli_is_registered() -> None:
     from evolve import plugins
 
     assert "evaluator.traces.cli" in plugins.command_modules()  # through the EPLB plugin (evaluator/plugin.py)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Route samples: validation, storage, slicing, the cache, and the statistics built on them
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def routed() -> Trace:
+    from evaluator.traces import generator
+
+    shape = generator.ModelShape("routed-tiny", layers=4, experts=16, top_k=2, num_groups=4, topk_groups=2,
+                                 tokens_per_step=256)
+    params = generator.TraceParams(steps=120, prototypes_per_domain=16, hidden_dim=16, sessions=8,
+                                   session_prototypes=4, route_every=40)
+    return generator.generate(shape, params, model_seed=1, traffic_seed=2, progress=False)
+
+
+def test_routes_round_trip_through_npz(routed: Trace, tmp_path: Path) -> None:
+    path = traces.save_npz(routed, tmp_path / "r.npz")
+    back = traces.load_npz(path)
+    assert back.sha256 == routed.sha256 and back.routes_sha256 == routed.routes_sha256
+    assert back.routes.dtype == np.int16 and np.array_equal(back.routes, routed.routes)
+    assert np.array_equal(back.route_steps, routed.route_steps)
+    assert back.meta["routes_sha256"] == routed.routes_sha256
+    assert routed.routes_sha256 != routed.sha256  # the counts' checksum stays the counts' alone
+
+
+def test_slicing_keeps_the_routes_of_the_kept_steps(routed: Trace, tmp_path: Path) -> None:
+    part = routed.slice_steps(30, 70)
+    keep = (routed.route_steps >= 30) & (routed.route_steps < 70)
+    assert np.array_equal(part.routes, routed.routes[keep])
+    assert np.array_equal(part.route_steps, routed.route_steps[keep] - 30)
+    assert part.route_steps.min() == 0 and part.route_steps.max() == 39
+    tail = routed.slice_steps(100)
+    assert tail.steps == 20 and tail.route_steps.max() == 19
+    assert tail.routes.shape[0] == int((routed.route_steps >= 100).sum())
+    again = traces.load_npz(traces.save_npz(part, tmp_path / "part.npz"))  # a slice saves and loads as itself
+    assert again.routes_sha256 == part.routes_sha256 != routed.routes_sha256
+
+
+def _malformed(routed: Trace, case: str) -> dict[str, np.ndarray]:
+    routes, steps = routed.routes.copy(), routed.route_steps.copy()
+    if case == "id out of range":
+        routes[5, 1, 0] = 16
+    elif case == "negative id":
+        routes[5, 1, 0] = -1
+    elif case == "repeated expert":
+        routes[7, 2, 1] = routes[7, 2, 0]
+    elif case == "steps decrease":
+        steps[10], steps[11] = steps[11] + 1, steps[10]
+    elif case == "step out of range":
+        steps[-1] = routed.steps
+    elif case == "wrong layers":
+        routes = routes[:, :3]
+    elif case == "fractional ids":
+        routes = routes.astype(np.float64) + 0.5
+    elif case == "steps missing":
+        return {"counts": routed.counts, "routes": routes}
+    elif case == "steps length":
+        steps = steps[:-1]
+    return {"counts": routed.counts, "routes": routes, "route_steps": steps}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("id out of range", "expert id 16 of sampled token 5, layer 1 is outside [0, 16)"),
+    ("negative id", "expert id -1 of sampled token 5, layer 1"),
+    ("repeated expert", "sampled token 7, layer 2 names expert"),
+    ("steps decrease", "route_steps must not decrease"),
+    ("step out of range", "outside [0, 120)"),
+    ("wrong layers", "routes must be [samples, 4 layers, k experts]"),
+    ("fractional ids", "routes must be whole numbers"),
+    ("steps missing", "need both 'routes' and 'route_steps'"),
+    ("steps length", "one step per sampled token"),
+])
+def test_malformed_routes_in_a_file_are_one_line(routed: Trace, tmp_path: Path, case: str, message: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez_compressed(path, **_malformed(routed, case))
+    with pytest.raises(TraceError) as exc:
+        trace_formats.read_trace(path)
+    text = str(exc.value)
+    assert "\n" not in text and text.startswith(str(path)) and message in text
+
+
+def test_routes_that_do_not_match_their_checksum_are_refused(routed: Trace, tmp_path: Path) -> None:
+    path = traces.save_npz(routed, tmp_path / "r.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["routes"] = arrays["routes"][:, :, ::-1].copy()  # still valid routes, but not the recorded ones
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(TraceError, match="route samples do not match their recorded checksum"):
+        traces.load_npz(path)
+
+
+def test_a_cache_entry_without_routes_is_regenerated(private_datasets: Path) -> None:
+    manifest = pinned_manifest(private_datasets)
+    path = manifest.cache_path("search")
+    assert registry.CACHE_FORMAT in path.name
+    fresh = traces.generate_split(manifest, "search", progress=False)
+    traces.save_npz(Trace(fresh.counts, dict(fresh.meta)), path)  # as an older checkout cached it: counts only
+    assert traces.load_npz(path).routes is None
+    trace = load_trace("tiny-mixtral", progress=False)
+    assert trace.routes is not None and trace.routes_sha256 == fresh.routes_sha256
+    assert traces.load_npz(path).routes_sha256 == fresh.routes_sha256  # the upgraded file replaced it
+
+
+def test_cross_layer_affinity_on_a_hand_made_route_array() -> None:
+    from evaluator.traces.stats import cross_layer_top1
+
+    top1 = np.array([[0, 2, 5], [0, 2, 6], [1, 3, 5], [1, 2, 7]])  # [tokens, layers]
+    routes = np.stack([top1, 15 - top1], axis=-1)  # the second expert never matters
+    # layers 0->1: expert 0 -> {2, 2} (2 of 2), expert 1 -> {3, 2} (1 of 2): 3/4
+    # layers 1->2: expert 2 -> {5, 6, 7} (1 of 3), expert 3 -> {5} (1 of 1): 2/4
+    assert cross_layer_top1(routes) == pytest.approx((0.75 + 0.5) / 2)
+    same = np.stack([np.tile(np.arange(4)[:, None], (1, 3)), np.full((4, 3), 9)], axis=-1)
+    assert cross_layer_top1(same) == 1.0
+    rng = np.random.default_rng(0)
+    independent = rng.integers(0, 16, size=(20000, 3, 1))
+    measured, chance = cross_layer_top1(independent), cross_layer_top1(independent, shuffle_seed=0)
+    assert measured == pytest.approx(chance, abs=0.01) and measured < 0.1
+    assert math.isnan(cross_layer_top1(np.zeros((0, 3, 2), dtype=np.int16)))
+
+
+def test_bimodality_and_prefill_share_from_batch_sizes() -> None:
+    from evaluator.traces.stats import BIMODAL_THRESHOLD, bimodality_coefficient, prefill_token_share
+
+    rng = np.random.default_rng(1)
+    assert bimodality_coefficient(rng.uniform(size=20000)) == pytest.approx(5 / 9, abs=0.01)
+    assert bimodality_coefficient(rng.normal(size=20000)) == pytest.approx(1 / 3, abs=0.01)
+    decode = rng.normal(1000, 50, size=600)
+    steps = np.concatenate([decode, decode[:400] + 9000])  # 400 steps also carry a 9,000-token chunk
+    assert bimodality_coefficient(steps) > BIMODAL_THRESHOLD
+    assert prefill_token_share(steps) == pytest.approx(400 * 9000 / steps.sum(), rel=0.02)
+    assert prefill_token_share(decode) == 0.0
+
+
+def test_stats_say_unavailable_without_route_samples(small_trace: Trace, user_cache: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from evaluator.traces.stats import format_serving, serving_stats
+
+    stripped = Trace(small_trace.counts, {"top_k": 2})
+    text = format_serving(serving_stats(stripped))
+    for label in ("cross-layer top-1 affinity", "steps where one request has > half", "largest request's share"):
+        line = next(row for row in text.splitlines() if row.startswith(label))
+        assert "unavailable" in line
+    assert "no route samples in this trace" in text
+    traces.save_user_dataset(stripped, "plain", groups=4)
+    assert run_cli("traces", "stats", "plain", "--replicas", "24", "--groups", "4", "--nodes", "2", "--gpus", "4") == 0
+    out = capsys.readouterr().out
+    assert "serving realism" in out and "unavailable" in out
+    assert run_cli("traces", "stats", "plain", "--json", "--replicas", "24", "--groups", "4", "--nodes", "2",
+                   "--gpus", "4") == 0
+    serving = json.loads(capsys.readouterr().out)["serving"]
+    assert serving["cross_layer_top1"] is None and serving["route_samples"] == 0
+    assert serving["batch_bimodality"] < 5 / 9
+
+
+def test_bundled_serving_split_is_listed_and_shaped_like_serving(capsys: pytest.CaptureFixture) -> None:
+    manifest = traces.manifests()["deepseek-v3"]
+    params = manifest.split_params("serving")
+    assert params["prefill_share"] > 0 and params["burst_prob"] > 0 and params["steps"] == 1200
+    assert manifest.split_model_seed("serving") == manifest.model_seed
+    assert manifest.splits["serving"]["sha256"]
+    assert run_cli("traces", "list") == 0
+    listing = capsys.readouterr().out
+    assert "deepseek-v3:serving" in listing and "prefill_share 0.45" in listing
+
+
+def test_default_dataset_carries_route_samples_with_cross_layer_affinity(bundled: dict[str, Trace]) -> None:
+    from evaluator.traces.stats import BIMODAL_THRESHOLD, SERVING_FIGURES, serving_stats
+
+    trace = bundled["deepseek-v3"]
+    assert trace.routes.shape == (1200 * 8, 58, 8) and trace.route_steps[-1] == 1199
+    stats = serving_stats(trace)
+    assert stats.batch_bimodality < BIMODAL_THRESHOLD and stats.prefill_token_share == 0.0
+    assert stats.cross_layer_top1 > stats.cross_layer_top1_chance + 0.2
+    assert 1 / 1.25 <= stats.cross_layer_lift / SERVING_FIGURES["cross_layer_lift"] <= 1.25
+    assert stats.dominated_step_share is None  # the calibrated traffic records no requests
+
+
+@pytest.mark.slow
+def test_serving_split_is_measured_as_serving() -> None:
+    from evaluator.traces.stats import BIMODAL_THRESHOLD, SERVING_FIGURES, serving_stats
+
+    trace = load_trace("deepseek-v3:serving", progress=False)
+    stats = serving_stats(trace)
+    assert stats.batch_bimodality > BIMODAL_THRESHOLD
+    assert 1 / 1.25 <= stats.prefill_token_share / SERVING_FIGURES["prefill_token_share"] <= 1.25
+    assert 1 / 1.25 <= stats.cross_layer_lift / SERVING_FIGURES["cross_layer_lift"] <= 1.25
+    # stated 0.15; the flat split of a chunk among prompts gives about twice that (datasets/CALIBRATION.md)
+    stated = SERVING_FIGURES["dominated_step_share"]
+    assert stated < stats.dominated_step_share < 3 * stated
+    assert stats.as_dict() == pytest.approx(PINNED_SERVING, rel=1e-4)
+    search = compute_stats(load_trace("deepseek-v3", progress=False))
+    assert compute_stats(trace).balancedness_gpu_predictive < search.balancedness_gpu_predictive - 0.1
+
+
+PINNED_SERVING = {
+    "batch_bimodality": 0.696566,
+    "prefill_token_share": 0.910527,
+    "prefill_step_share": 0.505,
+    "top_request_share_median": 0.2365,
+    "dominated_step_share": 0.3075,
+    "route_samples": 9600,
+    "cross_layer_top1": 0.4942,
+    "cross_layer_top1_chance": 0.24443,
+    "cross_layer_lift": 0.330571,
+}

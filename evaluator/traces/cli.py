@@ -75,11 +75,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no datasets (no manifests in datasets/ and nothing imported)")
         return 0
-    print(f"{'name':<20} {'kind':<9} {'model':<17} {'shape':<13} {'splits (default first, cached*)':<32} "
+    print(f"{'name':<20} {'kind':<9} {'model':<17} {'shape':<13} {'splits (default first, cached*)':<52} "
           f"{'partial window':<15} description")
     for d in rows:
         splits = ",".join(s + ("*" if s in d.cached and d.kind == "bundled" else "") for s in d.splits)
-        print(f"{d.name:<20} {d.kind:<9} {d.model or '-':<17} {d.shape or '?':<13} {splits:<32} "
+        print(f"{d.name:<20} {d.kind:<9} {d.model or '-':<17} {d.shape or '?':<13} {splits:<52} "
               f"{d.partial_window:<15} {d.description}")
     print("shape: layers x experts, g = expert groups, k = experts per token ('?' = not recorded); "
           "partial window: whether a trailing window shorter than the window size is scored by default")
@@ -93,7 +93,8 @@ def print_split_notes() -> None:
     """What each bundled split is: its router model, traffic and length (which splits test generalisation)."""
     print("\nsplits of the bundled datasets (search: tune on it; holdout: same router model, new traffic; "
           "holdout-model: another router model of the same shape, other hot experts; holdout-long: same model, "
-          "new traffic, twice as long):")
+          "new traffic, twice as long; serving: same model, serving-shaped batches: prefill chunks between "
+          "decode steps, runs of steps dominated by one long request):")
     for m in registry.manifests().values():
         for split in m.splits:
             print(f"  {m.name + ':' + split:<34} {m.split_summary(split)}")
@@ -141,7 +142,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from evaluator.traces.stats import StatsConfig, compute_stats, format_stats
+    from evaluator.traces.stats import StatsConfig, compute_stats, format_serving, format_stats, serving_stats
 
     trace = registry.load_trace(args.name, args.split)
     config = StatsConfig.for_trace(trace)
@@ -155,13 +156,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
     }
     config = replace(config, **changes)
     stats = compute_stats(trace, config)
+    serving = serving_stats(trace)
     label = f"{trace.meta.get('name')}:{trace.meta.get('split')}  sha256 {trace.sha256[:16]}  {trace.steps} steps"
     if args.json:
-        print(json.dumps({"dataset": label, "config": config.__dict__, "stats": stats.as_dict()}, indent=2))
+        print(json.dumps({"dataset": label, "config": config.__dict__, "stats": stats.as_dict(),
+                          "serving": serving.as_dict()}, indent=2))
     else:
         print(label)
         standard = trace.num_experts == 256 and config == StatsConfig(num_groups=config.num_groups)
         print(format_stats(stats, config, published=standard))
+        print()
+        print(format_serving(serving))
     return 0
 
 

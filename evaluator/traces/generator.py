@@ -21,6 +21,13 @@ generator routes a finite pool of token *prototypes* and draws each step's token
 
   counts[step, l, :] = multinomial(tokens_t, mix_t over prototypes) @ routing one-hots of layer l
 
+Route samples: a few of each step's actual tokens (drawn from its prototype counts with a random stream
+of their own, so the counts never change) keep their experts in every layer, for locality and
+cross-layer statistics. Serving realism, off by default so the calibrated datasets keep their numbers:
+prefill chunks (many tokens from few requests) between decode steps (many requests, one token each),
+and runs of steps dominated by one long request. Routing is correlated across layers by construction: a
+token keeps its hidden vector through every layer, so its experts in one layer predict the next.
+
 Calibration against published serving statistics: datasets/CALIBRATION.md.
 
 Determinism: all randomness comes from numpy generators seeded per purpose; router scores are exact
@@ -121,6 +128,15 @@ class TraceParams:
     drift_sigma: float = 0.18  # per-epoch drift of the domain centres, relative to domain_strength
     drift_corr: float = 0.9  # epoch-to-epoch correlation of centre drift
     route_every: int = 50  # steps between re-routing the drifting prototypes
+    # route samples (never change the counts)
+    route_samples_per_step: int = 8  # tokens per step whose experts in every layer are recorded (0: none)
+    # serving realism (0: off; the calibrated datasets leave them off)
+    prefill_share: float = 0.0  # probability that a step carries a prefill chunk
+    prefill_chunk: float = 2.0  # a chunk's tokens, as a multiple of the step's batch size
+    prefill_requests: float = 4.0  # mean number of requests (prompts) a chunk comes from (at least 1)
+    burst_prob: float = 0.0  # probability per step that one long request starts a run of steps
+    burst_steps: float = 4.0  # mean length of that run in steps
+    burst_share: float = 0.9  # the long request's share of each step of its run
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -132,6 +148,25 @@ class TraceParams:
             raise TraceError(f"trace parameter 'background' must lie in [0, 1], got {self.background}")
         if self.route_every <= 0 or self.sessions <= 0 or self.session_prototypes <= 0:
             raise TraceError("trace parameters 'route_every', 'sessions' and 'session_prototypes' must be positive")
+        if self.route_samples_per_step < 0:
+            raise TraceError("trace parameter 'route_samples_per_step' must be >= 0, got "
+                             f"{self.route_samples_per_step}")
+        for name in ("prefill_share", "burst_prob"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise TraceError(f"trace parameter '{name}' must lie in [0, 1), got {value}")
+        if not 0 < self.burst_share < 1:
+            raise TraceError(f"trace parameter 'burst_share' must lie in (0, 1), got {self.burst_share}")
+        if self.prefill_chunk <= 0 or self.prefill_requests < 1 or self.burst_steps < 1:
+            raise TraceError("trace parameters need prefill_chunk > 0, prefill_requests >= 1 and burst_steps >= 1")
+        if self.prefill_share * self.prefill_chunk >= 1:
+            raise TraceError("prefill_share x prefill_chunk must stay below 1 (prefill takes that share of the "
+                             f"tokens, decode the rest), got {self.prefill_share * self.prefill_chunk:.3g}")
+
+    @property
+    def serving(self) -> bool:
+        """Whether prefill chunks or long-request bursts shape the batches (else: the calibrated traffic)."""
+        return self.prefill_share > 0 or self.burst_prob > 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TraceParams":
@@ -387,6 +422,72 @@ def centre_path(model: RouterModel, epochs: int, rng: np.random.Generator) -> np
     return model.centre[None] + drift
 
 
+def _request_topic(model: RouterModel, mix_t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """[P] token distribution of one request: a few prototypes of one domain drawn from the step's mix."""
+    p, per = model.params, model.params.prototypes_per_domain
+    m = min(p.session_prototypes, per)
+    d = int(rng.choice(len(mix_t), p=mix_t))
+    topic = np.zeros(model.num_prototypes)
+    topic[d * per + rng.choice(per, size=m, replace=False)] = rng.dirichlet(np.ones(m))
+    return topic
+
+
+def serving_counts(
+    params: TraceParams, model: RouterModel, mix: np.ndarray, q: np.ndarray, batch: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prototype counts of serving batches: `(counts [S, P], prefill [S] bool, top request share [S])`.
+
+    Every step decodes one token for each of many requests (`batch * (1 - prefill_share * prefill_chunk)`
+    tokens drawn from the traffic mix, so the mean batch stays the calibrated one). A prefill step adds a
+    chunk of `prefill_chunk * batch` tokens from a few requests, each a handful of one domain's
+    prototypes. A burst is one long request prefilled over a run of steps: in each it takes
+    `burst_share` of the step, with the same prompt (topic) throughout, and no other chunk runs then.
+    """
+    S, P = params.steps, model.num_prototypes
+    counts = np.zeros((S, P), dtype=np.int64)
+    prefill = np.zeros(S, dtype=bool)
+    top_share = np.zeros(S)
+    decode = np.maximum(1, np.rint(batch * (1 - params.prefill_share * params.prefill_chunk))).astype(np.int64)
+    burst_left, burst_topic = 0, np.zeros(P)
+    for t in range(S):
+        counts[t] = rng.multinomial(decode[t], q[t])
+        largest = 1
+        if burst_left == 0 and params.burst_prob > 0 and rng.random() < params.burst_prob:
+            burst_left, burst_topic = int(rng.geometric(1 / params.burst_steps)), _request_topic(model, mix[t], rng)
+        if burst_left > 0:
+            burst_left -= 1
+            size = int(round(decode[t] * params.burst_share / (1 - params.burst_share)))
+            counts[t] += rng.multinomial(size, burst_topic)
+            prefill[t], largest = True, max(1, size)
+        elif params.prefill_share > 0 and rng.random() < params.prefill_share:
+            chunk = max(1, int(round(batch[t] * params.prefill_chunk)))
+            n_req = 1 + int(rng.poisson(params.prefill_requests - 1))
+            sizes = rng.multinomial(chunk, rng.dirichlet(np.ones(n_req)))
+            for size in sizes:
+                counts[t] += rng.multinomial(int(size), _request_topic(model, mix[t], rng))
+            prefill[t], largest = True, max(1, int(sizes.max()))
+        top_share[t] = largest / counts[t].sum()
+    return counts, prefill, top_share
+
+
+def sample_tokens(proto_counts: np.ndarray, per_step: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`(prototype ids, steps)` of up to `per_step` distinct tokens of every step, drawn from its actual tokens."""
+    ids: list[np.ndarray] = []
+    steps: list[np.ndarray] = []
+    for t, row in enumerate(proto_counts):
+        total = int(row.sum())
+        n = min(per_step, total)
+        if n == 0:
+            continue
+        picks = np.sort(rng.choice(total, size=n, replace=False))  # token positions within the step
+        ids.append(np.searchsorted(np.cumsum(row), picks, side="right"))
+        steps.append(np.full(n, t, dtype=np.int64))
+    if not ids:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(ids), np.concatenate(steps)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Putting it together
 # ----------------------------------------------------------------------------------------------------
@@ -416,16 +517,30 @@ def generate(
     mix = domain_mixture(params, rng)
     batch = batch_sizes(params, tokens, rng)
     q = prototype_mix(params, model, mix, rng)
-    proto_counts = rng.multinomial(batch, q)  # [S, P] int64
+    serving_meta: dict[str, Any] = {}
+    if params.serving:  # a stream of its own: the calibrated traffic above is drawn exactly as before
+        proto_counts, prefill, top_share = serving_counts(params, model, mix, q, batch,
+                                                          _rng(traffic_seed, f"serving/{shape.name}"))
+        serving_meta = {"step_prefill": prefill.astype(int).tolist(),
+                        "step_top_request_share": np.round(top_share, 4).tolist()}
+    else:
+        proto_counts = rng.multinomial(batch, q)  # [S, P] int64
     epochs = -(-params.steps // params.route_every)
     centres = centre_path(model, epochs, _rng(traffic_seed, f"drift/{shape.name}"))
+    sample_ids, route_steps = sample_tokens(proto_counts, params.route_samples_per_step,
+                                            _rng(traffic_seed, f"routes/{shape.name}"))
 
     S, L, E = params.steps, shape.layers, shape.experts
     counts = np.empty((S, L, E), dtype=np.int64)
+    routes = np.empty((sample_ids.size, L, shape.top_k), dtype=np.int16)
     bar = tqdm(total=S, desc=f"generating {shape.name}", unit="step", disable=not progress, leave=False)
     for epoch in range(epochs):
         lo, hi = epoch * params.route_every, min(S, (epoch + 1) * params.route_every)
-        experts = route(model, centres[epoch], dev)  # [L, P, k]
+        experts = route(model, centres[epoch], dev)  # [L, P, k], best first
+        here = (route_steps >= lo) & (route_steps < hi)
+        if here.any():
+            picked = torch.from_numpy(sample_ids[here]).to(dev)
+            routes[here] = experts[:, picked, :].permute(1, 0, 2).cpu().numpy()
         c = torch.from_numpy(proto_counts[lo:hi]).to(dev)  # [T, P]
         src = c.repeat_interleave(shape.top_k, dim=1)  # [T, P*k]: each prototype's tokens, once per expert
         out = torch.zeros(hi - lo, L, E, dtype=torch.int64, device=dev)
@@ -445,8 +560,11 @@ def generate(
         "traffic_seed": int(traffic_seed),
         "params": params.as_meta(),
         "tokens_per_step": int(tokens),
+        **serving_meta,
     }
-    return Trace(counts, meta)
+    if sample_ids.size == 0:
+        return Trace(counts, meta)
+    return Trace(counts, meta, routes, route_steps)
 
 
 def with_overrides(params: TraceParams, **changes: Any) -> TraceParams:

@@ -4,7 +4,9 @@ A manifest in `datasets/NAME.toml` pins a simulated trace (generator preset, par
 generator version, and the content sha256 of each split), so `load_trace("deepseek-v3")` means the same
 numbers everywhere. A split normally shares the dataset's router model (`model_seed`) and differs in
 traffic (`traffic_seed`); a split may also name its own `model_seed` (another simulated router of the same
-shape: a generalisation test, since it has other hot experts) and its own `steps` (a longer holdout).
+shape: a generalisation test, since it has other hot experts), its own `steps` (a longer holdout) and a
+`params` table of generator parameters that replace the dataset's (the `serving` split: the same router
+model under serving-shaped batches).
 Generated data lives in a git-ignored cache (`<repo>/.cache/traces`, or `$EPLB_EVOLVE_CACHE`), made once
 per machine; imported real traces live there too, as user datasets.
 """
@@ -25,6 +27,9 @@ from evaluator.traces.trace import Trace, TraceError, load_npz, read_npz_meta, s
 DEFAULT_DATASET = "deepseek-v3"
 SPLITS = ("search", "holdout")  # every bundled dataset has these two; more are optional
 SPLIT_OVERRIDES = ("model_seed", "steps")  # per-split keys that replace the dataset's own values
+# Version of what a cache file holds, part of its name: a file written before route samples existed is
+# never read as if it had them; it is regenerated under the new name (the old file is left alone).
+CACHE_FORMAT = "r1"
 USER_SPLITS = ("all", "search", "holdout")  # imported traces: whole, first half, second half
 # What a dataset is scored on when no split is named: a bundled dataset's search split (its holdout is kept
 # for final reports); an imported trace or a trace file whole, as the published evaluators read it.
@@ -59,8 +64,9 @@ class Manifest:
         return int(self.splits[split].get("model_seed", self.model_seed))
 
     def split_params(self, split: str) -> dict[str, Any]:
-        """Generator parameters of a split: the dataset's, with the split's `steps` if it names one."""
+        """Generator parameters of a split: the dataset's, then the split's `params` table and `steps`."""
         params = dict(self.params)
+        params.update(self.splits[split].get("params", {}))
         if "steps" in self.splits[split]:
             params["steps"] = int(self.splits[split]["steps"])
         return params
@@ -70,11 +76,14 @@ class Manifest:
         own = self.split_model_seed(split) != self.model_seed
         model = f"other router (model_seed {self.split_model_seed(split)})" if own else f"model_seed {self.model_seed}"
         steps = self.split_params(split).get("steps", "default")
-        return f"{model}, traffic_seed {self.splits[split]['traffic_seed']}, {steps} steps"
+        own_params = self.splits[split].get("params") or {}
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(own_params.items()))
+        changed = f"; serving batches ({listed})" if own_params else ""
+        return f"{model}, traffic_seed {self.splits[split]['traffic_seed']}, {steps} steps{changed}"
 
     def cache_path(self, split: str) -> Path:
         pinned = self.splits[split].get("sha256") or "unpinned"
-        return cache_dir() / f"{self.name}-{split}-{pinned[:16]}.npz"
+        return cache_dir() / f"{self.name}-{split}-{pinned[:16]}.{CACHE_FORMAT}.npz"
 
 
 def _toml_load(path: Path) -> dict[str, Any]:
@@ -111,6 +120,8 @@ def read_manifest(path: str | Path) -> Manifest:
                                  f"{spec[key]!r}")
         if spec.get("steps") == 0:
             raise TraceError(f"{path}: split '{split}': steps must be positive")
+        if "params" in spec and not isinstance(spec["params"], dict):
+            raise TraceError(f"{path}: split '{split}': params must be a table of generator parameters")
     return Manifest(
         name=str(data["name"]),
         description=str(data.get("description", "")),
@@ -226,7 +237,9 @@ def dataset_trace(manifest: Manifest, split: str, progress: bool = True, device:
                 f"{path}: checksum mismatch: content sha256 {trace.sha256[:16]} but dataset "
                 f"'{manifest.name}:{split}' pins {pinned[:16]}; delete the file to regenerate it"
             )
-        return trace
+        if trace.routes is not None or not _wants_routes(manifest, split):
+            return trace
+        # a file that should carry route samples but does not (written by hand or an older checkout): redo it
     trace = generate_split(manifest, split, progress, device)
     if pinned and trace.sha256 != pinned:
         raise TraceError(
@@ -239,6 +252,14 @@ def dataset_trace(manifest: Manifest, split: str, progress: bool = True, device:
               file=sys.stderr)
     save_npz(trace, path)
     return trace
+
+
+def _wants_routes(manifest: Manifest, split: str) -> bool:
+    """Whether this code's generator records route samples for the split."""
+    try:
+        return generator.TraceParams.from_dict(manifest.split_params(split)).route_samples_per_step > 0
+    except TraceError:
+        return False
 
 
 def generate_split(manifest: Manifest, split: str, progress: bool = True, device: str = "cpu") -> Trace:

@@ -2,6 +2,12 @@
 
 A trace is integer token counts `[steps, layers, experts]` plus metadata. Its content checksum covers
 the counts and the shape, so a dataset name can promise the same numbers on every machine.
+
+A trace may also carry route samples: the experts of a few real tokens per step in every layer
+(`routes [S, L, K]`, the step of each in `route_steps [S]`). Counts say how much load each expert gets;
+only routes say which experts the same token visits, which is what cross-node traffic and cross-layer
+correlation depend on. Their own checksum (`routes_sha256`) is kept apart from the counts' one, so
+adding route samples to a generator never changes a pinned dataset checksum.
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ class Trace:
 
     counts: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    routes: np.ndarray | None = None  # [S, L, K] int16 expert ids of S sampled tokens (best first when known)
+    route_steps: np.ndarray | None = None  # [S] int64 step of each sampled token, non-decreasing
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts)
@@ -41,6 +49,7 @@ class Trace:
             bad = np.argwhere(counts < 0)[0]
             raise TraceError(f"trace counts must be non-negative: step {bad[0]}, layer {bad[1]}, expert {bad[2]}")
         self.counts = counts.astype(np.int64, copy=False)
+        self.routes, self.route_steps = check_routes(self.routes, self.route_steps, self.counts.shape)
 
     @property
     def steps(self) -> int:
@@ -62,12 +71,89 @@ class Trace:
             cached = self.__dict__["_sha256"] = content_sha256(self.counts)
         return cached
 
+    @property
+    def routes_sha256(self) -> str | None:
+        """Checksum of the route samples (None without them); separate from `sha256`, which covers counts."""
+        if self.routes is None or self.route_steps is None:
+            return None
+        return routes_sha256(self.routes, self.route_steps)
+
     def windows(self, steps: int = 100, partial: bool = False) -> torch.Tensor:
         return windows(self, steps, partial)
 
     def slice_steps(self, start: int, stop: int | None = None) -> "Trace":
+        """Steps [start, stop) as a new trace; route samples of those steps come along, their steps re-based."""
+        lo, hi, _ = slice(start, stop).indices(self.steps)
+        hi = max(hi, lo)
         meta = dict(self.meta, parent_sha256=self.sha256, step_range=[start, stop if stop is not None else self.steps])
-        return Trace(self.counts[start:stop].copy(), meta)
+        for key in PER_STEP_META:  # per-step lists in the metadata follow the steps
+            if isinstance(meta.get(key), list):
+                meta[key] = meta[key][lo:hi]
+        meta.pop("routes_sha256", None)
+        routes = route_steps = None
+        if self.routes is not None and self.route_steps is not None:
+            keep = (self.route_steps >= lo) & (self.route_steps < hi)
+            routes, route_steps = self.routes[keep].copy(), self.route_steps[keep] - lo
+        return Trace(self.counts[start:stop].copy(), meta, routes, route_steps)
+
+
+# Metadata entries that hold one value per step (the generator's record of its serving traffic).
+PER_STEP_META = ("step_prefill", "step_top_request_share")
+
+
+def check_routes(routes: Any, steps: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validated `(routes int16 [S, L, K], route_steps int64 [S])`, or TraceError in one line.
+
+    Both or neither: one without the other is an error. Ids lie in [0, experts) and are distinct within a
+    token's layer row; steps lie in [0, steps) and never decrease.
+    """
+    if routes is None and steps is None:
+        return None, None
+    if routes is None or steps is None:
+        raise TraceError("route samples need both 'routes' and 'route_steps' (got only one)")
+    n_steps, layers, experts = shape
+    r, s = np.asarray(routes), np.asarray(steps)
+    if r.ndim != 3 or r.shape[1] != layers or r.shape[2] < 1:
+        raise TraceError(f"routes must be [samples, {layers} layers, k experts], got shape {r.shape}")
+    if s.shape != (r.shape[0],):
+        raise TraceError(f"route_steps must have one step per sampled token ({r.shape[0]}), got shape {s.shape}")
+    for name, arr in (("routes", r), ("route_steps", s)):
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TraceError(f"{name} must be whole numbers, found {arr.dtype.name} values")
+    if r.shape[2] > experts:
+        raise TraceError(f"routes name {r.shape[2]} experts per token but the trace has only {experts} experts")
+    if r.size:
+        bad = np.argwhere((r < 0) | (r >= experts))
+        if bad.size:
+            i, layer, j = (int(x) for x in bad[0])
+            raise TraceError(f"routes: expert id {int(r[i, layer, j])} of sampled token {i}, layer {layer} is outside "
+                             f"[0, {experts})")
+        ordered = np.sort(r, axis=-1)
+        dup = np.argwhere(ordered[..., 1:] == ordered[..., :-1])
+        if dup.size:
+            i, layer, _ = (int(x) for x in dup[0])
+            expert = int(ordered[i, layer, dup[0][2]])
+            raise TraceError(f"routes: sampled token {i}, layer {layer} names expert {expert} twice; a token's "
+                             "experts in a layer are distinct")
+    if s.size:
+        if s.min() < 0 or s.max() >= n_steps:
+            i = int(np.argmax((s < 0) | (s >= n_steps)))
+            raise TraceError(f"route_steps: sampled token {i} has step {int(s[i])}, outside [0, {n_steps})")
+        if (np.diff(s) < 0).any():
+            i = int(np.argmax(np.diff(s) < 0)) + 1
+            raise TraceError(f"route_steps must not decrease: sampled token {i} has step {int(s[i])} after "
+                             f"{int(s[i - 1])}")
+    return r.astype(np.int16, copy=False), s.astype(np.int64, copy=False)
+
+
+def routes_sha256(routes: np.ndarray, steps: np.ndarray) -> str:
+    """Checksum of route samples independent of dtype width and memory layout."""
+    h = hashlib.sha256()
+    for arr in (routes, steps):
+        arr = np.ascontiguousarray(arr, dtype="<i8")
+        h.update(json.dumps(list(arr.shape)).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def content_sha256(counts: np.ndarray) -> str:
@@ -99,13 +185,18 @@ def windows(trace: Trace, steps: int = 100, partial: bool = False) -> torch.Tens
 
 
 def save_npz(trace: Trace, path: str | Path) -> Path:
-    """Write a compressed `.npz` holding `counts` and JSON metadata (never pickle)."""
+    """Write a compressed `.npz` holding `counts`, route samples if any, and JSON metadata (never pickle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(trace.meta, sha256=trace.sha256)
+    arrays: dict[str, np.ndarray] = {"counts": trace.counts}
+    meta.pop("routes_sha256", None)
+    if trace.routes is not None and trace.route_steps is not None:
+        arrays.update(routes=trace.routes, route_steps=trace.route_steps)
+        meta["routes_sha256"] = trace.routes_sha256
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, counts=trace.counts, meta=np.array(json.dumps(meta, sort_keys=True)))
+        np.savez_compressed(fh, **arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
     tmp.replace(path)
     return path
 
@@ -121,7 +212,7 @@ def read_npz_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_npz(path: str | Path) -> Trace:
-    """Read a trace written by `save_npz` (or any `.npz` with a `counts` array)."""
+    """Read a trace written by `save_npz` (or any `.npz` with a `counts` array, route samples optional)."""
     path = Path(path)
     if not path.exists():
         raise TraceError(f"{path}: no such trace file; give a dataset name (see `eplb-evolve traces list`) or a path")
@@ -131,17 +222,25 @@ def load_npz(path: str | Path) -> Trace:
                 raise TraceError(f"{path}: .npz has no 'counts' array (has: {', '.join(data.files) or 'nothing'})")
             counts = data["counts"]
             meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+            routes = data["routes"] if "routes" in data.files else None
+            route_steps = data["route_steps"] if "route_steps" in data.files else None
     except TraceError:
         raise
     except Exception as exc:  # zip errors, truncated files, pickled objects
         raise TraceError(f"{path}: not a readable .npz trace ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise TraceError(f"{path}: the trace metadata must be a JSON object, found {type(meta).__name__}")
     try:
-        trace = Trace(counts, meta)
+        trace = Trace(counts, meta, routes, route_steps)
     except TraceError as exc:
         raise TraceError(f"{path}: {exc}") from None
     expected = meta.get("sha256")
     if expected and expected != trace.sha256:
         raise TraceError(f"{path}: content checksum {trace.sha256[:12]} does not match the recorded {expected[:12]}; "
                          "the file is corrupt, regenerate or re-import it")
+    expected_routes = meta.get("routes_sha256")
+    if expected_routes and expected_routes != trace.routes_sha256:
+        raise TraceError(f"{path}: route samples do not match their recorded checksum {str(expected_routes)[:12]}; "
+                         "the file is corrupt, regenerate it")
     trace.meta.setdefault("source", str(path))
     return trace
