@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from evolve import syntax  # noqa: E402
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
 from evolve.scrub import scrub, scrub_data  # noqa: E402
@@ -399,7 +400,7 @@ def diff_html(old: str, new: str, old_name: str = "seed", new_name: str = "best"
 def inherited_docstring(seed: str, best: str) -> bool:
     """True when the best program changed code but kept the seed's module docstring word for word."""
     try:
-        old, new = ast.get_docstring(ast.parse(seed)), ast.get_docstring(ast.parse(best))
+        old, new = ast.get_docstring(syntax.parse(seed)), ast.get_docstring(syntax.parse(best))
     except SyntaxError:
         return False
     return bool(old) and old == new and seed != best

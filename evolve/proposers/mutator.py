@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from evolve import syntax
 from evolve.errors import UserError
 from evolve.patch import EvolveBlock, PatchError, apply_patch, evolve_blocks, make_patch
 from evolve.proposers.base import Proposal, ProposalRequest
@@ -95,7 +96,7 @@ def set_body(code: str, index: int, body: str) -> str:
 def public_functions(body: str) -> set[str] | None:
     """Names of the public top-level functions a block defines; None when the body does not parse."""
     try:
-        tree = ast.parse(body)
+        tree = syntax.parse(body)
     except SyntaxError:
         return None
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
