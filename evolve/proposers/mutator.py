@@ -10,8 +10,15 @@ goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (do
 - `perturb`: nudge one tunable constant (`NAME = number  # range [lo, hi]`) inside a block;
 - `crossover`: take one block from an inspiration, when it defines the same public functions;
 - `speedup`: swap one block for a catalogue implementation of a lower cost class (the catalogue marks
-  each entry: 0 = no Python loop, 1 = a loop over a few rounds or search steps, 2 = a loop over items or
-  slots), preferring the cheapest, so a campaign also moves toward faster programs, not only better ones.
+  each entry: 0 = no Python loop, 1 = a loop over a few rounds or search steps, 2 = a loop over items,
+  slots or many steps, or the work done twice; a block the catalogue does not know counts as 2 when it
+  has a Python loop, else 0), preferring the cheapest, so a campaign also moves toward faster programs.
+
+`max_cost` (default 0) leaves catalogue entries of a higher cost class out of every operator: by default
+the search draws from loop-free implementations only, so whatever it ends on runs a fixed number of
+tensor operations per call. A speed-aware objective measures speed coarsely (and noisily on a busy
+machine), so without the cap a campaign settles on slower entries whose small gain in balance on the
+search data is noise (docs/search.md has the figures). Raise it to search the slower entries too.
 
 Everything random comes from `random.Random` seeded with `request.seed`: the same request gives
 byte-identical patch text.
@@ -48,7 +55,7 @@ class BlockImpl:
     summary: str  # one sentence for patch descriptions and the docs
     body: str  # the block body, ending with a newline
     params: tuple[str, ...] = field(default=())  # names of the tunable constants it defines
-    cost: int = 0  # cost class: 0 no Python loop, 1 a loop over rounds or steps, 2 a loop over items or slots
+    cost: int = 0  # cost class: 0 no Python loop, 1 a loop over a few rounds or steps, 2 over items, slots or more
 
 
 @dataclass
@@ -100,6 +107,20 @@ def public_functions(body: str) -> set[str] | None:
     except SyntaxError:
         return None
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+
+
+LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.comprehension)
+MAX_COST = 2  # the highest cost class
+
+
+def body_cost(body: str) -> int:
+    """Cost class of a block body the catalogue does not know: 0 without a Python loop, else the highest
+    class (an unknown loop may run over items or slots). A body that does not parse counts as the highest."""
+    try:
+        tree = syntax.parse(body)
+    except (SyntaxError, ValueError):
+        return MAX_COST
+    return MAX_COST if any(isinstance(node, LOOPS) for node in ast.walk(tree)) else 0
 
 
 def find_params(blocks: Sequence[EvolveBlock]) -> list[Param]:
@@ -157,7 +178,8 @@ class OfflineMutator:
 
     `weights` sets how often each operator is drawn (missing ones keep their default; 0 disables one);
     `catalogue` maps block labels to implementations; the task supplies it (`Task.mutation_catalogue()`).
-    Without one only `perturb` and `crossover` have anything to do.
+    Without one only `perturb` and `crossover` have anything to do. `max_cost` keeps only the catalogue
+    entries of that cost class or lower (default 0: loop-free ones; `MAX_COST`: all).
     """
 
     name = "mutator"
@@ -166,21 +188,27 @@ class OfflineMutator:
         self,
         weights: Mapping[str, float] | None = None,
         catalogue: Mapping[str, Sequence[BlockImpl]] | None = None,
+        max_cost: int = 0,
     ) -> None:
         unknown = set(weights or {}) - set(OPERATORS)
         if unknown:
             raise UserError(f"unknown mutator operator(s) {sorted(unknown)}; known: {', '.join(OPERATORS)}")
+        if isinstance(max_cost, bool) or not isinstance(max_cost, int) or not 0 <= max_cost <= MAX_COST:
+            raise UserError(f"proposer.options.max_cost must be a whole number from 0 to {MAX_COST}, got "
+                            f"{max_cost!r}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
-        self.catalogue = {k: list(v) for k, v in (catalogue or {}).items()}
+        self.max_cost = max_cost
+        self.catalogue = {k: [impl for impl in v if impl.cost <= max_cost] for k, v in (catalogue or {}).items()}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "OfflineMutator":
-        """From the campaign's free `[proposer.options]` table: `weights = {replace = 4, ...}`."""
+        """From the campaign's free `[proposer.options]` table: `weights = {replace = 4, ...}`, `max_cost = 1`."""
         options = dict(options or {})
         weights = options.pop("weights", None)
+        max_cost = options.pop("max_cost", 0)
         if options:
-            raise UserError(f"unknown mutator option(s) {sorted(options)}; known: weights")
-        return cls(weights=weights)
+            raise UserError(f"unknown mutator option(s) {sorted(options)}; known: weights, max_cost")
+        return cls(weights=weights, max_cost=max_cost)
 
     # ---- the interface -------------------------------------------------------------------------------
     def propose(self, request: ProposalRequest) -> Proposal:
@@ -255,21 +283,20 @@ class OfflineMutator:
         """A block whose implementation is slower than another of the catalogue's, swapped for a cheaper one."""
         choices = []
         for i, block in enumerate(blocks):
-            current = next((impl for impl in self.catalogue.get(block.label, []) if impl.body == block.body), None)
-            if current is None:
-                continue  # a custom body: its cost is unknown
-            cheaper = [impl for impl in self.catalogue[block.label] if impl.cost < current.cost]
+            known = next((impl for impl in self.catalogue.get(block.label, []) if impl.body == block.body), None)
+            key, cost = (known.key, known.cost) if known is not None else ("custom", body_cost(block.body))
+            cheaper = [impl for impl in self.catalogue.get(block.label, []) if impl.cost < cost]
             if cheaper:
                 lowest = min(impl.cost for impl in cheaper)
-                choices.append((i, current, [impl for impl in cheaper if impl.cost == lowest]))
+                choices.append((i, key, cost, [impl for impl in cheaper if impl.cost == lowest]))
         if not choices:
             return None
-        index, current, options = rng.choice(choices)
+        index, key, cost, options = rng.choice(choices)
         impl = rng.choice(options)
         block = blocks[index]
         return _block_edit(
             code, index, impl.body, "speedup", f"faster_{block.label}_{impl.key}",
-            f"Make the {block.label} block faster: '{current.key}' (cost class {current.cost}) becomes '{impl.key}' "
+            f"Make the {block.label} block faster: '{key}' (cost class {cost}) becomes '{impl.key}' "
             f"(cost class {impl.cost}): {impl.summary}.",
             block.label,
         )
