@@ -162,20 +162,39 @@ def test_cost_classes_match_the_code() -> None:
         assert any(impl.cost == 0 for impl in CATALOGUE[label])  # a loop-free choice exists for every block
 
 
-def test_default_mutator_draws_only_loop_free_entries() -> None:
+def test_default_mutator_keeps_every_child_loop_free() -> None:
+    """Operators draw only loop-free entries, and the seed's own loops go in its first child."""
     mutator = OfflineMutator(catalogue=CATALOGUE)
     for label, impls in mutator.catalogue.items():
         assert impls and all(impl.cost == 0 for impl in impls), label
-    code = SEED
-    for seed in range(40):  # whatever it proposes, every block it writes runs without a Python loop
-        proposal = mutator.propose(request(code, seed=seed))
+    code, archive = SEED, [SEED]
+    for seed in range(40):
+        proposal = mutator.propose(request(code, seed=seed, inspirations=archive[-3:]))
         assert proposal.ok, proposal.error
+        if seed == 0:  # the seed's replication and packing loops are swapped in the same edit
+            assert set(proposal.extra["capped"]) | set(proposal.extra["blocks"]) >= {"replication", "packing"}
+            assert "within cost class 0" in proposal.description or not proposal.extra["capped"]
         code = proposal.child_code
-        changed = proposal.extra["blocks"]
+        archive.append(code)
         for block in evolve_blocks(code):
-            if block.label in changed:
-                assert body_cost(block.body) == 0, (proposal.name, block.label)
+            assert body_cost(block.body) == 0 and mutator.cost(block) == 0, (proposal.name, block.label)
     check_balancer(code, FAST)
+
+
+def test_the_cap_swaps_a_slow_block_an_operator_left_alone() -> None:
+    """A parent with a slow packing block (LPT, a loop over items): a child that edits only the policy
+    still comes out with loop-free packing."""
+    parent = _with(_with(SEED, "replication", "greedy-topk"), "packing", "lpt")
+    mutator = OfflineMutator(catalogue=CATALOGUE, weights={"replace": 1, "perturb": 0, "crossover": 0, "replace2": 0,
+                                                          "speedup": 0})
+    for seed in range(12):
+        proposal = mutator.propose(request(parent, seed=seed))
+        assert proposal.ok, proposal.error
+        packing = next(b for b in evolve_blocks(proposal.child_code) if b.label == "packing")
+        assert body_cost(packing.body) == 0
+        if "packing" not in proposal.extra["blocks"]:
+            assert proposal.extra["capped"] == ["packing"] and "'snake'" in proposal.description
+        check_balancer(proposal.child_code, FAST)
 
 
 def test_max_cost_widens_the_catalogue_and_is_checked() -> None:

@@ -14,11 +14,13 @@ goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (do
   slots or many steps, or the work done twice; a block the catalogue does not know counts as 2 when it
   has a Python loop, else 0), preferring the cheapest, so a campaign also moves toward faster programs.
 
-`max_cost` (default 0) leaves catalogue entries of a higher cost class out of every operator: by default
-the search draws from loop-free implementations only, so whatever it ends on runs a fixed number of
-tensor operations per call. A speed-aware objective measures speed coarsely (and noisily on a busy
-machine), so without the cap a campaign settles on slower entries whose small gain in balance on the
-search data is noise (docs/search.md has the figures). Raise it to search the slower entries too.
+`max_cost` (default 0) caps the cost class of every child: operators draw only catalogue entries within
+it, and any other block of the child above it (the seed's own loops, or a block taken from an
+inspiration) is swapped in the same edit for an entry within it. By default, then, every program the
+search evaluates after the seed runs its catalogued blocks without a Python loop. A speed-aware objective
+measures speed coarsely (and noisily on a busy machine), so without the cap a campaign settles on slower
+entries whose small gain in balance on the search data is noise (docs/search.md has the figures). Raise
+it to search the slower entries too.
 
 Everything random comes from `random.Random` seeded with `request.seed`: the same request gives
 byte-identical patch text.
@@ -67,6 +69,7 @@ class Edit:
     name: str
     description: str
     blocks: list[str]
+    capped: list[str] = field(default_factory=list)  # blocks swapped to keep the child within max_cost
 
 
 def _block_edit(code: str, index: int, body: str, operator: str, name: str, description: str, label: str) -> Edit:
@@ -199,6 +202,7 @@ class OfflineMutator:
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.max_cost = max_cost
         self.catalogue = {k: [impl for impl in v if impl.cost <= max_cost] for k, v in (catalogue or {}).items()}
+        self.costs = {(impl.label, impl.body): impl.cost for v in (catalogue or {}).values() for impl in v}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "OfflineMutator":
@@ -222,7 +226,7 @@ class OfflineMutator:
         if edit is None:
             proposal.error = "mutator: no operator applies to this parent (no EVOLVE block it knows or can tune)"
             return proposal
-        proposal.extra.update(operator=edit.operator, blocks=edit.blocks)
+        proposal.extra.update(operator=edit.operator, blocks=edit.blocks, capped=edit.capped)
         try:
             text = make_patch(code, edit.code, name=edit.name, description=edit.description)
             child = apply_patch(request.parent.code, text, entry_function=request.entry_function)
@@ -245,10 +249,38 @@ class OfflineMutator:
         while ops:
             op = rng.choices(ops, weights=[self.weights[o] for o in ops], k=1)[0]
             edit = getattr(self, f"_op_{op}")(code, blocks, request, rng)
-            if edit is not None and edit.code != code:
-                return edit
+            if edit is not None:
+                edit = self._within_cap(edit, rng)
+                if edit.code != code:
+                    return edit
             ops.remove(op)
         return None
+
+    def cost(self, block: EvolveBlock) -> int:
+        """The block's cost class: the catalogue's mark for a catalogue entry, else inferred (`body_cost`)."""
+        return self.costs.get((block.label, block.body), body_cost(block.body))
+
+    def _within_cap(self, edit: Edit, rng: random.Random) -> Edit:
+        """`edit` with every block above `max_cost` that the catalogue can replace swapped for an entry within
+        the cap (the cheapest class first), so no child carries a slower block than the cap allows."""
+        blocks = evolve_blocks(edit.code)
+        code, swapped = edit.code, []
+        for index in reversed(range(len(blocks))):  # later blocks first: earlier line numbers stay valid
+            block, options = blocks[index], self.catalogue.get(blocks[index].label, [])
+            if not options or self.cost(block) <= self.max_cost:
+                continue
+            lowest = min(impl.cost for impl in options)
+            impl = rng.choice([impl for impl in options if impl.cost == lowest])
+            code = set_body(code, index, impl.body)
+            swapped.insert(0, f"{block.label} -> '{impl.key}'")
+            edit.capped.insert(0, block.label)
+        if not swapped:
+            return edit
+        edit.code = code
+        edit.description = edit.description.replace(
+            " [offline mutator:", f" Also, to keep every block within cost class {self.max_cost}: {'; '.join(swapped)}."
+            " [offline mutator:", 1)
+        return edit
 
     def _current_key(self, block: EvolveBlock) -> str:
         for impl in self.catalogue.get(block.label, []):
@@ -284,7 +316,7 @@ class OfflineMutator:
         choices = []
         for i, block in enumerate(blocks):
             known = next((impl for impl in self.catalogue.get(block.label, []) if impl.body == block.body), None)
-            key, cost = (known.key, known.cost) if known is not None else ("custom", body_cost(block.body))
+            key, cost = (known.key, known.cost) if known is not None else ("custom", self.cost(block))
             cheaper = [impl for impl in self.catalogue.get(block.label, []) if impl.cost < cost]
             if cheaper:
                 lowest = min(impl.cost for impl in cheaper)
@@ -353,8 +385,8 @@ class OfflineMutator:
                 if block.label not in own:
                     continue
                 index, mine = own[block.label]
-                if block.body == mine.body:
-                    continue
+                if block.body == mine.body or (self.catalogue.get(block.label) and self.cost(block) > self.max_cost):
+                    continue  # nothing new, or a block the cap would swap out again
                 needed, offered = public_functions(mine.body), public_functions(block.body)
                 if offered is None or (needed is not None and not needed <= offered):
                     continue  # it would leave the frozen code calling a function that no longer exists
