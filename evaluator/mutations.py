@@ -81,7 +81,7 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
 '''
 
 _REP_BLEND = '''
-REP_BLEND = 0.1  # range [0.0, 1.0]
+REP_BLEND = 0.02  # range [0.0, 0.05]
 
 
 def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,7 +98,7 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
 '''
 
 _REP_DIVISOR = '''
-REP_TAIL = {tail}  # range [0.0, 1.0]
+REP_TAIL = {tail}  # range [0.0, 0.25]
 REP_OFFSET = {offset}  # range [0.0, 1.0]
 
 
@@ -122,7 +122,7 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
 '''
 
 _REP_DIVISOR_TOPK = '''
-REP_TAIL = {tail}  # range [0.0, 1.0]
+REP_TAIL = {tail}  # range [0.0, 0.25]
 REP_OFFSET = {offset}  # range [0.0, 1.0]
 
 
@@ -388,7 +388,7 @@ _PACK_DOCS = {
 # --------------------------------------------------------------------------------------------------
 
 _POLICY_SMOOTH = '''
-POLICY_SMOOTH = {smooth}  # range [0.0, 0.5]
+POLICY_SMOOTH = {smooth}  # range [0.0, 0.05]
 
 
 def _planning_load(weight: torch.Tensor) -> torch.Tensor:
@@ -476,13 +476,13 @@ def _replication() -> list[BlockImpl]:
         impl("greedy-topk", "the greedy's counts in one vectorised top-k over w / j, no loop", _REP_TOPK),
         impl("blend", "the greedy's counts in one top-k step, planned on load blended toward the row mean",
              _REP_BLEND, ("REP_BLEND",)),
-        impl("sainte-lague-tail", "greedy head, Sainte-Lague divisor (offset 0.5) for the last 25% of extra slots",
-             divisor(0.25, 0.5), ("REP_TAIL", "REP_OFFSET"), cost=2),
+        impl("sainte-lague-tail", "greedy head, Sainte-Lague divisor (offset 0.5) for the last 10% of extra slots",
+             divisor(0.1, 0.5), ("REP_TAIL", "REP_OFFSET"), cost=2),
         impl("dhondt-tail", "greedy head, D'Hondt divisor (offset 1) for the last 10% of extra slots",
              divisor(0.1, 1.0), ("REP_TAIL", "REP_OFFSET"), cost=2),
         impl("sainte-lague-tail-topk",
-             "the Sainte-Lague tail rule (last 25% of extra slots) in two top-k steps, no loop",
-             divisor(0.25, 0.5, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
+             "the Sainte-Lague tail rule (last 10% of extra slots) in two top-k steps, no loop",
+             divisor(0.1, 0.5, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
         impl("dhondt-tail-topk", "the D'Hondt tail rule (last 10% of extra slots) in two top-k steps, no loop",
              divisor(0.1, 1.0, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
         impl("waterfill", "threshold water-filling by bisection, leftover slots greedily", _REP_WATERFILL,
@@ -526,7 +526,7 @@ def _policy() -> list[BlockImpl]:
         out.append(BlockImpl("policy", key, summaries[key], _join(_POLICY_SMOOTH.format(smooth=0.0), body),
                              ("POLICY_SMOOTH",), cost))
         out.append(BlockImpl("policy", key + "-smooth", summaries[key] + ", planned on load smoothed toward the mean",
-                             _join(_POLICY_SMOOTH.format(smooth=0.1), body), ("POLICY_SMOOTH",), cost))
+                             _join(_POLICY_SMOOTH.format(smooth=0.02), body), ("POLICY_SMOOTH",), cost))
     return out
 
 
