@@ -9,6 +9,7 @@ for the refinement, a lower peak), so the speed costs nothing in balance.
 from __future__ import annotations
 
 import ast
+import re
 
 import pytest
 import torch
@@ -77,7 +78,8 @@ def test_loop_free_divisor_tail_gives_the_loops_counts(key: str) -> None:
 
 
 def test_loop_free_greedy_and_blend_give_the_greedy_loops_counts() -> None:
-    blended = NO_TIES.double() + 0.1 * NO_TIES.double().mean(-1, keepdim=True)  # blend's default REP_BLEND
+    share = float(re.search(r"^REP_BLEND = ([0-9.]+)", _impl("replication", "blend").body, re.M).group(1))
+    blended = NO_TIES.double() + share * NO_TIES.double().mean(-1, keepdim=True)
     for num_phy in (64, 65, 96, 200):
         assert torch.equal(_counts(_impl("replication", "greedy-topk").body, NO_TIES, num_phy),
                            _greedy_loop(NO_TIES.double(), num_phy))
