@@ -28,7 +28,7 @@ from evaluator.task import EplbTask
 from evolve.errors import UserError
 from evolve.task import Result
 
-REPEATS = 3  # interleaved passes: timing on a shared machine moves by several percent between identical runs
+REPEATS = 5  # interleaved passes: timing on a shared machine moves by several percent between identical runs
 RESAMPLES = 5000
 SPLITS_BESIDE = ("holdout", "holdout-model")  # new traffic of the same router model; another router model's
 
