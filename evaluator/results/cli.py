@@ -190,7 +190,7 @@ class EplbReport:
             if task is not None:
                 extras.timing, extras.references = report_timing(task, run, references, programs)
                 found = report_standing(task, run, programs)
-                if found is not None:
+                if found is not None and found.splits:
                     extras.splits = split_results(found)
                     extras.summary_rows, extras.summary_data = found.rows(), found.to_data()
         except UserError as exc:  # the figures still come from the archive

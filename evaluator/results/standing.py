@@ -93,6 +93,8 @@ class Standing:
     def rows(self) -> list[tuple[str, str]]:
         """Summary rows (label, text) for the report page and the printed summary."""
         out: list[tuple[str, str]] = []
+        if not self.splits:  # a trace file, or a dataset without other splits: nothing to stand on
+            return out
         for s in self.splits:
             for e in s.entries:
                 if e.role == "reference":
