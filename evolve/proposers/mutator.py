@@ -31,6 +31,7 @@ import ast
 import math
 import random
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -120,10 +121,15 @@ def body_cost(body: str) -> int:
     """Cost class of a block body the catalogue does not know: 0 without a Python loop, else the highest
     class (an unknown loop may run over items or slots). A body that does not parse counts as the highest."""
     try:
-        tree = syntax.parse(body)
+        tree = syntax.parse(textwrap.dedent(body))  # a block may be an indented fragment
     except (SyntaxError, ValueError):
         return MAX_COST
     return MAX_COST if any(isinstance(node, LOOPS) for node in ast.walk(tree)) else 0
+
+
+def _entry_cost(entry: Any) -> int:
+    """A catalogue entry's cost class: its mark, or for a bare code text (a task may give those) its inferred one."""
+    return entry.cost if isinstance(entry, BlockImpl) else body_cost(str(entry))
 
 
 def find_params(blocks: Sequence[EvolveBlock]) -> list[Param]:
@@ -201,8 +207,9 @@ class OfflineMutator:
                             f"{max_cost!r}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.max_cost = max_cost
-        self.catalogue = {k: [impl for impl in v if impl.cost <= max_cost] for k, v in (catalogue or {}).items()}
-        self.costs = {(impl.label, impl.body): impl.cost for v in (catalogue or {}).values() for impl in v}
+        given = dict(catalogue or {})
+        self.catalogue = {k: [impl for impl in v if _entry_cost(impl) <= max_cost] for k, v in given.items()}
+        self.costs = {(k, getattr(impl, "body", impl)): _entry_cost(impl) for k, v in given.items() for impl in v}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "OfflineMutator":
