@@ -3,8 +3,10 @@
 
 Same as `eplb-evolve run` followed by `eplb-evolve report RUN` (any `run` flag works here too, e.g.
 `--max-minutes 10` or `--proposer llm --model NAME`; the defaults live in `evolve/config.py`). At the end
-it prints where the archive, the best program, its lineage and `report.html` are, and how the best
-compares with the seed on the holdout split.
+it prints where the archive, the best program, its lineage and `report.html` are, and, on each split the
+search never saw, the best against the seed and the shipped candidates: balance, time per call and speed
+against the reference, the paired interval of best minus the most balanced shipped candidate, and a
+verdict line (docs/search.md, "The best against the shipped candidates").
 """
 import sys
 import time

@@ -15,9 +15,10 @@ sys.path.insert(0, str(REPO))
 from evolve import campaign_cli  # noqa: E402
 from evolve.config import Config  # noqa: E402
 
-# What the defaults were before the speed objective, structural novelty and the speedup operator.
-OLD_DEFAULTS: dict[str, Any] = {"task.options.scorer": "native", "campaign.novelty_structural": False,
-                                "proposer.options.weights": {"speedup": 0.0}}
+# What `make run` searched before the mutator's cost cap: the same objective (balance-speed) over the whole
+# catalogue, slow entries included. (The catalogue itself is today's: its loop-free entries got faster
+# since, which flatters these old defaults.)
+OLD_DEFAULTS: dict[str, Any] = {"proposer.options.max_cost": 2}
 
 
 @dataclass
@@ -76,3 +77,10 @@ def read_steps(path: Path) -> list[Step]:
     return [Step(idx, kind, pid, parent, bool(correct), score, json.loads(metrics or "{}"), error or "",
                  (at or first) - first)
             for idx, kind, pid, parent, correct, score, metrics, error, at in rows]
+
+
+def read_program(run: Run, program_id: str | None) -> str:
+    """The code of one archived program of `run`."""
+    with sqlite3.connect(run.run_dir / "archive.sqlite") as conn:
+        row = conn.execute("SELECT code FROM programs WHERE id = ?", (program_id,)).fetchone()
+    return row[0] if row else ""

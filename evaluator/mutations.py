@@ -51,45 +51,54 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
     return phy2log, rank, logcnt
 '''
 
+_DIVISOR_PICKS = '''
+def _divisor_picks(w: torch.Tensor, logcnt: torch.Tensor, picks: int, offset: float) -> torch.Tensor:
+    """`logcnt` plus `picks` replicas, each to the expert with the highest w / (count + offset) at its turn.
+
+    An expert's next priorities w / (c + offset), w / (c + 1 + offset), ... fall, so the turns take the `picks`
+    largest of them. Only the `picks` experts with the highest first priority can take one (any other is
+    beaten by each of them at every turn), so one top-k over picks x picks values replaces the loop.
+    """
+    n, m = w.shape
+    if picks <= 0:
+        return logcnt
+    top = (w / (logcnt + offset)).topk(min(picks, m), dim=-1).indices
+    steps = torch.arange(picks, dtype=torch.float64)
+    priority = w.gather(-1, top)[:, :, None] / (logcnt.gather(-1, top)[:, :, None] + offset + steps)
+    chosen = top.gather(-1, priority.view(n, -1).topk(picks, dim=-1).indices // picks)
+    return logcnt.scatter_add(1, chosen, torch.ones_like(chosen))
+'''
+
 _REP_TOPK = '''
 def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The greedy's counts in one step: its j-th extra replica of expert e is taken at priority w_e / j,
+    """The greedy's counts in one step: its j-th extra replica of expert e is taken at priority w_e / j, and
     each expert's priorities fall with j, so the greedy takes exactly the num_phy - m largest of them.
     """
     n, m = weight.shape
-    extra = num_phy - m
-    logcnt = torch.ones(n, m, dtype=torch.int64)
-    if extra > 0:
-        divisors = torch.arange(1, extra + 1, dtype=torch.float64)
-        priority = (weight.double()[:, :, None] / divisors).view(n, -1)  # [n, m * extra], expert-major
-        chosen = priority.topk(extra, dim=-1).indices // extra
-        logcnt.scatter_add_(1, chosen, torch.ones_like(chosen))
+    logcnt = _divisor_picks(weight.double(), torch.ones(n, m, dtype=torch.int64), num_phy - m, 0.0)
     phy2log, rank = _slots_from_counts(logcnt, num_phy)
     return phy2log, rank, logcnt
 '''
 
 _REP_BLEND = '''
-REP_BLEND = 0.1  # range [0.0, 1.0]
+REP_BLEND = 0.02  # range [0.0, 0.05]
 
 
 def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Greedy on load per replica, planned on the load blended toward the row mean.
+    """The greedy's counts (in one top-k step) planned on the load blended toward the row mean.
 
     The next window's load drifts toward the mean, so a little blending spreads replicas as a hedge.
     """
     n, m = weight.shape
     w = weight.double()
     w = w + REP_BLEND * w.mean(-1, keepdim=True)
-    rows = torch.arange(n)
-    logcnt = torch.ones(n, m, dtype=torch.int64)
-    for _ in range(num_phy - m):
-        logcnt[rows, (w / logcnt).argmax(-1)] += 1
+    logcnt = _divisor_picks(w, torch.ones(n, m, dtype=torch.int64), num_phy - m, 0.0)
     phy2log, rank = _slots_from_counts(logcnt, num_phy)
     return phy2log, rank, logcnt
 '''
 
 _REP_DIVISOR = '''
-REP_TAIL = {tail}  # range [0.0, 1.0]
+REP_TAIL = {tail}  # range [0.0, 0.25]
 REP_OFFSET = {offset}  # range [0.0, 1.0]
 
 
@@ -113,32 +122,20 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
 '''
 
 _REP_DIVISOR_TOPK = '''
-REP_TAIL = {tail}  # range [0.0, 1.0]
+REP_TAIL = {tail}  # range [0.0, 0.25]
 REP_OFFSET = {offset}  # range [0.0, 1.0]
 
 
 def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The divisor-tail rule in two top-k steps instead of a loop over slots.
-
-    Head: the greedy's picks are the largest values of w / j (j = 1, 2, ...). Tail: with the head's counts c,
-    the next replicas of an expert have priorities w / (c + offset), w / (c + 1 + offset), ..., which fall,
-    so the tail's picks are again the largest of them.
+    """The divisor-tail rule in two top-k steps instead of a loop over slots: the head's picks are the
+    largest values of w / (count + 0), the tail's, from the head's counts on, the largest of w / (count + offset).
     """
     n, m = weight.shape
     w = weight.double()
-    logcnt = torch.ones(n, m, dtype=torch.int64)
     extra = num_phy - m
     tail = int(round(REP_TAIL * extra))
-    head = extra - tail
-    if head > 0:
-        divisors = torch.arange(1, head + 1, dtype=torch.float64)
-        chosen = (w[:, :, None] / divisors).view(n, -1).topk(head, dim=-1).indices // head
-        logcnt.scatter_add_(1, chosen, torch.ones_like(chosen))
-    if tail > 0:
-        steps = torch.arange(tail, dtype=torch.float64)
-        priority = (w[:, :, None] / (logcnt[:, :, None].double() + steps + REP_OFFSET)).view(n, -1)
-        chosen = priority.topk(tail, dim=-1).indices // tail
-        logcnt.scatter_add_(1, chosen, torch.ones_like(chosen))
+    logcnt = _divisor_picks(w, torch.ones(n, m, dtype=torch.int64), extra - tail, 0.0)
+    logcnt = _divisor_picks(w, logcnt, tail, REP_OFFSET)
     phy2log, rank = _slots_from_counts(logcnt, num_phy)
     return phy2log, rank, logcnt
 '''
@@ -177,20 +174,12 @@ def replicate_experts(weight: torch.Tensor, num_phy: int) -> tuple[torch.Tensor,
 # packing
 # --------------------------------------------------------------------------------------------------
 
-_PACK_RANKS = '''
-def _pack_ranks(pack_index: torch.Tensor, num_packs: int) -> torch.Tensor:
-    """Rank of each item inside its pack (0..cap-1), in item order; every pack holds exactly cap items."""
-    n, k = pack_index.shape
-    cap = k // num_packs
-    order = (pack_index * k + torch.arange(k, dtype=torch.int64)).argsort(-1)
-    rank = torch.empty_like(pack_index)
-    rank.scatter_(1, order, (torch.arange(k, dtype=torch.int64) % cap).expand(n, k).contiguous())
-    return rank
-'''
-
+# Every base returns (pack_index, rank_in_pack). The round-based ones (snake, LPT by rounds, largest
+# differencing) give each pack exactly one item per round of num_packs sorted items, so an item's rank
+# is its round and no pass over the packs' contents is needed.
 _PACK_BASES = {
     "lpt": '''
-def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
+def _pack_base(w: torch.Tensor, num_packs: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Longest processing time first: each item, heaviest first, onto the lightest pack that has room."""
     n, k = w.shape
     cap = k // num_packs
@@ -200,16 +189,18 @@ def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
     size = torch.zeros(n, num_packs, dtype=torch.int64)
     full = torch.full_like(load, float("inf"))
     pack_index = torch.empty(n, k, dtype=torch.int64)
+    rank_in_pack = torch.empty(n, k, dtype=torch.int64)
     for pos in range(k):
         item = order[:, pos]
         pack = torch.where(size < cap, load, full).argmin(-1)
         pack_index[rows, item] = pack
+        rank_in_pack[rows, item] = size[rows, pack]
         load[rows, pack] += w[rows, item]
         size[rows, pack] += 1
-    return pack_index
+    return pack_index, rank_in_pack
 ''',
     "lpt-rounds": '''
-def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
+def _pack_base(w: torch.Tensor, num_packs: int) -> tuple[torch.Tensor, torch.Tensor]:
     """LPT by rounds: deal the items num_packs at a time, the round's heaviest item to the lightest pack.
 
     Each round gives every pack one item, so the loop runs cap times instead of k times.
@@ -224,24 +215,30 @@ def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
         lightest_first = load.sort(dim=-1, stable=True).indices
         pack_of_pos[:, r] = lightest_first
         load.scatter_add_(1, lightest_first, rounds[:, r])
-    pack_index = torch.empty(n, k, dtype=torch.int64)
-    pack_index.scatter_(1, order, pack_of_pos.view(n, k))
-    return pack_index
+    pack_index = torch.empty_like(order).scatter_(1, order, pack_of_pos.view(n, k))
+    round_of_pos = torch.arange(k, dtype=torch.int64) // num_packs
+    return pack_index, torch.empty_like(order).scatter_(1, order, round_of_pos.expand(n, k))
 ''',
     "snake": '''
-def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
-    """Snake dealing: sorted items go 0..P-1 on even rounds and P-1..0 on odd rounds; no loop at all."""
+import numpy as np
+
+
+def _pack_base(w: torch.Tensor, num_packs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Snake dealing: sorted items go 0..P-1 on even rounds and P-1..0 on odd rounds; no loop at all.
+
+    The sort is numpy's (introsort): on rows of a few hundred values it takes about a third of the time of
+    torch's, and ties may fall in any order, since any order of equal items packs equally well.
+    """
     n, k = w.shape
-    order = w.sort(dim=-1, descending=True, stable=True).indices
+    order = torch.from_numpy(np.argsort(-w.numpy(), axis=-1))
     pos = torch.arange(k, dtype=torch.int64)
-    col = pos % num_packs
-    pack_of_pos = torch.where((pos // num_packs) % 2 == 0, col, num_packs - 1 - col)
-    pack_index = torch.empty(n, k, dtype=torch.int64)
-    pack_index.scatter_(1, order, pack_of_pos.expand(n, k).contiguous())
-    return pack_index
+    rounds, col = pos // num_packs, pos % num_packs
+    pack_of_pos = torch.where(rounds % 2 == 0, col, num_packs - 1 - col)
+    pack_index = torch.empty_like(order).scatter_(1, order, pack_of_pos.expand(n, k))
+    return pack_index, torch.empty_like(order).scatter_(1, order, rounds.expand(n, k))
 ''',
     "ldm": '''
-def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
+def _pack_base(w: torch.Tensor, num_packs: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Balanced largest differencing: rounds of num_packs sorted items start as partial partitions;
     the two partitions with the largest spread merge, heaviest pack of one with lightest of the other.
 
@@ -274,22 +271,39 @@ def _pack_base(w: torch.Tensor, num_packs: int) -> torch.Tensor:
             in_a, new_slot.gather(-1, slot), torch.where(in_b, new_slot.gather(-1, num_packs - 1 - slot), slot)
         )
         part = torch.where(in_b, a[:, None], part)
-    pack_index = torch.empty(n, k, dtype=torch.int64)
-    pack_index.scatter_(1, order, slot)
-    return pack_index
+    pack_index = torch.empty_like(order).scatter_(1, order, slot)
+    return pack_index, torch.empty_like(order).scatter_(1, order, (pos // num_packs).expand(n, k))
 ''',
 }
 
+# A refinement works on the packs' contents laid out flat: position pack * cap + rank holds an item.
+_PACK_LAYOUT = '''
+def _layout(pack_index: torch.Tensor, rank_in_pack: torch.Tensor, cap: int) -> torch.Tensor:
+    """Item at each position pack * cap + rank: [n, k]."""
+    n, k = pack_index.shape
+    items = torch.arange(k, dtype=torch.int64).expand(n, k)
+    return torch.empty_like(pack_index).scatter_(1, pack_index * cap + rank_in_pack, items)
+
+
+def _unlayout(members: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack index and rank of each item from the flat layout."""
+    n, k = members.shape
+    pos = torch.arange(k, dtype=torch.int64).expand(n, k)
+    return (torch.empty_like(members).scatter_(1, members, pos // cap),
+            torch.empty_like(members).scatter_(1, members, pos % cap))
+'''
+
 _PACK_SWAP = '''
-def _swap_refine(w: torch.Tensor, pack_index: torch.Tensor, num_packs: int, rounds: int) -> torch.Tensor:
+def _swap_refine(w: torch.Tensor, pack_index: torch.Tensor, rank_in_pack: torch.Tensor, num_packs: int,
+                 rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Local search: each round, every row makes the one swap between its heaviest pack and any other pack
     that lowers the pair's larger load the most; rows with no improving swap stay as they are.
     """
     n, k = w.shape
     cap = k // num_packs
     rows = torch.arange(n)
-    members = (pack_index * k + torch.arange(k, dtype=torch.int64)).argsort(-1).view(n, num_packs, cap).clone()
-    item_w = w.gather(-1, members.view(n, k)).view(n, num_packs, cap).clone()
+    members = _layout(pack_index, rank_in_pack, cap).view(n, num_packs, cap)
+    item_w = w.gather(-1, members.view(n, k)).view(n, num_packs, cap)
     for _ in range(rounds):
         load = item_w.sum(-1)
         heavy = load.argmax(-1)
@@ -308,10 +322,43 @@ def _swap_refine(w: torch.Tensor, pack_index: torch.Tensor, num_packs: int, roun
         w_a, w_b = item_w[r, h, a], item_w[r, p, b]
         members[r, h, a], members[r, p, b] = item_b, item_a
         item_w[r, h, a], item_w[r, p, b] = w_b, w_a
-    refined = torch.empty_like(pack_index)
-    pack_ids = torch.arange(num_packs, dtype=torch.int64)
-    refined.scatter_(1, members.view(n, k), pack_ids.repeat_interleave(cap).expand(n, k).contiguous())
-    return refined
+    return _unlayout(members.view(n, k), cap)
+'''
+
+_PACK_PAIRS = '''
+def _pair_refine(w: torch.Tensor, pack_index: torch.Tensor, rank_in_pack: torch.Tensor, num_packs: int,
+                 rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local search over matched pairs: each round pairs the heaviest pack with the lightest, the second
+    heaviest with the second lightest, and so on, and in every pair makes the one swap of an item of each
+    that lowers the pair's larger load the most (none when no swap lowers it). The pairs are disjoint, so
+    they all swap at once: a round is a fixed number of tensor operations, whatever the number of packs.
+    """
+    n, k = w.shape
+    cap, half = k // num_packs, num_packs // 2
+    members = _layout(pack_index, rank_in_pack, cap)
+    item_w = w.gather(-1, members)
+    slot = torch.arange(cap, dtype=torch.int64)
+    for _ in range(rounds if half else 0):
+        load = item_w.view(n, num_packs, cap).sum(-1)
+        by_load = load.argsort(-1)
+        light, heavy = by_load[:, :half], by_load.flip(-1)[:, :half]  # [n, half], heavy[j] meets light[j]
+        at_heavy = (heavy * cap)[:, :, None] + slot  # flat positions of the heavy packs' items [n, half, cap]
+        at_light = (light * cap)[:, :, None] + slot
+        heavy_w = item_w.gather(1, at_heavy.view(n, -1)).view(n, half, cap)
+        light_w = item_w.gather(1, at_light.view(n, -1)).view(n, half, cap)
+        heavy_load, light_load = load.gather(1, heavy), load.gather(1, light)
+        moved = heavy_w[:, :, :, None] - light_w[:, :, None, :]  # swap a (heavy) with b (light): [n, half, a, b]
+        larger = torch.maximum(heavy_load[:, :, None, None] - moved, light_load[:, :, None, None] + moved)
+        best, pick = larger.view(n, half, -1).min(-1)
+        swap = best < heavy_load * (1 - 1e-12)
+        a = at_heavy.gather(2, (pick // cap)[:, :, None]).squeeze(2)  # flat positions to exchange [n, half]
+        b = at_light.gather(2, (pick % cap)[:, :, None]).squeeze(2)
+        item_a, item_b = members.gather(1, a), members.gather(1, b)
+        # a pair that does not swap writes each item back where it was
+        members = members.scatter(1, a, torch.where(swap, item_b, item_a))
+        members = members.scatter(1, b, torch.where(swap, item_a, item_b))
+        item_w = w.gather(-1, members)
+    return _unlayout(members, cap)
 '''
 
 _PACK_WRAPPER = '''
@@ -322,11 +369,11 @@ def balanced_packing(weight: torch.Tensor, num_packs: int) -> tuple[torch.Tensor
     """
     n, k = weight.shape
     if num_packs == 1 or k == num_packs:  # nothing to balance: one pack, or one item per pack
-        pack_index = torch.zeros(n, k, dtype=torch.int64) if num_packs == 1 else torch.arange(k).expand(n, k).clone()
-        return pack_index, _pack_ranks(pack_index, num_packs)
+        item, zero = torch.arange(k, dtype=torch.int64).expand(n, k).clone(), torch.zeros(n, k, dtype=torch.int64)
+        return (zero, item) if num_packs == 1 else (item, zero)
     w = weight.double()
-    pack_index = _pack_base(w, num_packs){refine}
-    return pack_index, _pack_ranks(pack_index, num_packs)
+    pack_index, rank_in_pack = _pack_base(w, num_packs){refine}
+    return pack_index, rank_in_pack
 '''
 
 _PACK_DOCS = {
@@ -341,7 +388,7 @@ _PACK_DOCS = {
 # --------------------------------------------------------------------------------------------------
 
 _POLICY_SMOOTH = '''
-POLICY_SMOOTH = {smooth}  # range [0.0, 0.5]
+POLICY_SMOOTH = {smooth}  # range [0.0, 0.05]
 
 
 def _planning_load(weight: torch.Tensor) -> torch.Tensor:
@@ -363,14 +410,26 @@ def plan_placement(
     return rebalance_hierarchical(plan, num_replicas, 1, 1, num_gpus)
 ''',
     "global": '''
+def _global_plan(plan: torch.Tensor, num_replicas: int, num_gpus: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replicate over all slots and pack the slots onto all GPUs in one pass, ignoring groups and nodes.
+
+    The blocks are called directly: through rebalance_hierarchical with one group and one node the group
+    and node mappings are identities, so the plan is the same, in fewer tensor operations.
+    """
+    phy2log, _, logcnt = replicate_experts(plan, num_replicas)
+    pack, rank = balanced_packing((plan / logcnt).gather(-1, phy2log), num_gpus)
+    slot = pack * (num_replicas // num_gpus) + rank
+    return torch.empty_like(phy2log).scatter_(1, slot, phy2log), logcnt
+
+
 def plan_placement(
     weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One global pass: replicate over all slots and pack onto all GPUs, ignoring node boundaries.
+    """One global pass over all GPUs, ignoring node boundaries.
 
     More freedom than the hierarchical plan, at the price of cross-node traffic the score does not see.
     """
-    return rebalance_hierarchical(_planning_load(weight), num_replicas, 1, 1, num_gpus)
+    return _global_plan(_planning_load(weight), num_replicas, num_gpus)
 ''',
     "best-of": '''
 def _gpu_peak(weight: torch.Tensor, phy2log: torch.Tensor, logcnt: torch.Tensor, num_gpus: int) -> torch.Tensor:
@@ -405,7 +464,8 @@ def _replication() -> list[BlockImpl]:
     def impl(key: str, summary: str, text: str, params: tuple[str, ...] = (), cost: int = 0) -> BlockImpl:
         # constants first, then the shared slot-layout helper, then the function itself
         head, fn = text.split("\ndef replicate_experts", 1)
-        return BlockImpl("replication", key, summary, _join(head, _SLOTS_FROM_COUNTS, "def replicate_experts" + fn),
+        helpers = [_SLOTS_FROM_COUNTS] + ([_DIVISOR_PICKS] if "_divisor_picks(" in fn else [])
+        return BlockImpl("replication", key, summary, _join(head, *helpers, "def replicate_experts" + fn),
                          params, cost)
 
     def divisor(tail: float, offset: float, template: str = _REP_DIVISOR) -> str:
@@ -414,36 +474,42 @@ def _replication() -> list[BlockImpl]:
     return [
         impl("greedy", "greedy on load per replica (peak-optimal for the planning window)", _REP_GREEDY, cost=2),
         impl("greedy-topk", "the greedy's counts in one vectorised top-k over w / j, no loop", _REP_TOPK),
-        impl("blend", "greedy on load per replica, planned on load blended toward the row mean", _REP_BLEND,
-             ("REP_BLEND",), cost=2),
-        impl("sainte-lague-tail", "greedy head, Sainte-Lague divisor (offset 0.5) for the last 25% of extra slots",
-             divisor(0.25, 0.5), ("REP_TAIL", "REP_OFFSET"), cost=2),
+        impl("blend", "the greedy's counts in one top-k step, planned on load blended toward the row mean",
+             _REP_BLEND, ("REP_BLEND",)),
+        impl("sainte-lague-tail", "greedy head, Sainte-Lague divisor (offset 0.5) for the last 10% of extra slots",
+             divisor(0.1, 0.5), ("REP_TAIL", "REP_OFFSET"), cost=2),
         impl("dhondt-tail", "greedy head, D'Hondt divisor (offset 1) for the last 10% of extra slots",
              divisor(0.1, 1.0), ("REP_TAIL", "REP_OFFSET"), cost=2),
         impl("sainte-lague-tail-topk",
-             "the Sainte-Lague tail rule (last 25% of extra slots) in two top-k steps, no loop",
-             divisor(0.25, 0.5, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
+             "the Sainte-Lague tail rule (last 10% of extra slots) in two top-k steps, no loop",
+             divisor(0.1, 0.5, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
         impl("dhondt-tail-topk", "the D'Hondt tail rule (last 10% of extra slots) in two top-k steps, no loop",
              divisor(0.1, 1.0, _REP_DIVISOR_TOPK), ("REP_TAIL", "REP_OFFSET")),
         impl("waterfill", "threshold water-filling by bisection, leftover slots greedily", _REP_WATERFILL,
-             ("REP_BISECT_STEPS",), cost=1),
+             ("REP_BISECT_STEPS",), cost=2),  # tens of bisection steps, then a loop over the leftover slots
     ]
 
 
 def _packing() -> list[BlockImpl]:
+    refiners = {  # key suffix: (constant line, helper, call, doc)
+        "": ("", "", "", "."),
+        "+swap": ("PACK_SWAP_ROUNDS = 8  # range [1, 64]", _PACK_SWAP,
+                  "\n    pack_index, rank_in_pack = _swap_refine(w, pack_index, rank_in_pack, num_packs, "
+                  "PACK_SWAP_ROUNDS)", ", then swap refinement."),
+        "+pairs": ("PACK_PAIR_ROUNDS = 2  # range [1, 8]", _PACK_PAIRS,
+                   "\n    pack_index, rank_in_pack = _pair_refine(w, pack_index, rank_in_pack, num_packs, "
+                   "PACK_PAIR_ROUNDS)", ", then swaps inside matched heavy-light pairs of packs."),
+    }
     out = []
     for base in ("lpt", "lpt-rounds", "snake", "ldm"):
-        for swap in (False, True):
-            key = base + ("+swap" if swap else "")
-            doc = _PACK_DOCS[base] + (", then swap refinement." if swap else ".")
-            refine = "\n    pack_index = _swap_refine(w, pack_index, num_packs, PACK_SWAP_ROUNDS)" if swap else ""
-            pieces = ["PACK_SWAP_ROUNDS = 8  # range [1, 64]"] if swap else []
-            pieces += [_PACK_RANKS, _PACK_BASES[base]]
-            if swap:
-                pieces.append(_PACK_SWAP)
-            pieces.append(_PACK_WRAPPER.format(doc=doc, refine=refine))
-            cost = {"lpt": 2, "lpt-rounds": 1, "snake": 0, "ldm": 1}[base] + (1 if swap and base == "snake" else 0)
-            out.append(BlockImpl("packing", key, doc, _join(*pieces), ("PACK_SWAP_ROUNDS",) if swap else (), cost))
+        for suffix, (constant, helper, call, tail) in refiners.items():
+            key, doc = base + suffix, _PACK_DOCS[base] + tail
+            pieces = [constant, _PACK_BASES[base], _PACK_LAYOUT if helper else "", helper,
+                      _PACK_WRAPPER.format(doc=doc, refine=call)]
+            params = (constant.split(" ", 1)[0],) if constant else ()
+            # a refinement's loop runs over a few rounds: it adds a class only to a loop-free base
+            cost = {"lpt": 2, "lpt-rounds": 1, "snake": 0, "ldm": 1}[base] + (1 if suffix and base == "snake" else 0)
+            out.append(BlockImpl("packing", key, doc, _join(*pieces), params, cost))
     return out
 
 
@@ -455,12 +521,12 @@ def _policy() -> list[BlockImpl]:
     }
     out = []
     for key, body in _POLICY_BODIES.items():
-        # the hierarchical plan runs the blocks on (layer, node) rows and packs groups first; best-of runs both
-        cost = {"hierarchical": 1, "global": 0, "best-of": 2}[key]
+        # no policy loops; best-of plans twice (hierarchically and globally), so it costs a class more
+        cost = {"hierarchical": 0, "global": 0, "best-of": 2}[key]
         out.append(BlockImpl("policy", key, summaries[key], _join(_POLICY_SMOOTH.format(smooth=0.0), body),
                              ("POLICY_SMOOTH",), cost))
         out.append(BlockImpl("policy", key + "-smooth", summaries[key] + ", planned on load smoothed toward the mean",
-                             _join(_POLICY_SMOOTH.format(smooth=0.1), body), ("POLICY_SMOOTH",), cost))
+                             _join(_POLICY_SMOOTH.format(smooth=0.02), body), ("POLICY_SMOOTH",), cost))
     return out
 
 

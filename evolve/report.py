@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from evolve import syntax  # noqa: E402
 from evolve.archive import Archive, ProgramRecord, Step  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
 from evolve.members import member_rows  # noqa: E402
@@ -400,14 +401,16 @@ def diff_html(old: str, new: str, old_name: str = "seed", new_name: str = "best"
 def inherited_docstring(seed: str, best: str) -> bool:
     """True when the best program changed code but kept the seed's module docstring word for word."""
     try:
-        old, new = ast.get_docstring(ast.parse(seed)), ast.get_docstring(ast.parse(best))
+        old, new = ast.get_docstring(syntax.parse(seed)), ast.get_docstring(syntax.parse(best))
     except SyntaxError:
         return False
     return bool(old) and old == new and seed != best
 
 
-def summary_rows(run: RunView, splits: list[SplitResults] = ()) -> list[tuple[str, str]]:  # type: ignore[assignment]
-    """The summary table of the report page: `summary_data`, written for eyes."""
+def summary_rows(run: RunView, splits: list[SplitResults] = (),  # type: ignore[assignment]
+                 extra_rows: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:  # type: ignore[assignment]
+    """The summary table of the report page: `summary_data`, written for eyes, then the application's
+    `extra_rows` (for EPLB: the best against the seed and the shipped candidates on the other splits)."""
     d = summary_data(run, splits)
     dataset, best = d["dataset"], d["best"]
     rows = [
@@ -432,11 +435,13 @@ def summary_rows(run: RunView, splits: list[SplitResults] = ()) -> list[tuple[st
         b, s_ = scores["best"], scores["seed"]
         change = f", change {b - s_:+.6g}" if b is not None and s_ is not None else ""
         rows.append((label, f"best {_fmt(b)} vs seed {_fmt(s_)}{change} (scored for this report)"))
-    return rows
+    return rows + list(extra_rows)
 
 
-def summary_data(run: RunView, splits: list[SplitResults] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    """The summary as numbers and names (what `summary.json` holds): for scripts and papers, not eyes."""
+def summary_data(run: RunView, splits: list[SplitResults] = (),  # type: ignore[assignment]
+                 extra_data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary as numbers and names (what `summary.json` holds): for scripts and papers, not eyes.
+    `extra_data` (the application's, beside its `extra_rows`) goes under "standing"."""
     stamp = run.meta.get("task_stamp") or {}
     kinds: dict[str, int] = {}
     for s in run.steps:
@@ -467,6 +472,7 @@ def summary_data(run: RunView, splits: list[SplitResults] = ()) -> dict[str, Any
                              "seed": s.seed.score if s.seed is not None and s.seed.correct else None} for s in splits},
         "members": member_rows(run.results.get(run.seed_id or ""), run.results.get(run.best_id or ""),
                                stamp.get("scorer") or ""),
+        "standing": extra_data or {},
     }
 
 
@@ -489,7 +495,8 @@ def table_html(df: pd.DataFrame) -> str:
 
 
 def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFrame | None = None,
-                leaderboard_note: str = "", splits: list[SplitResults] = ()) -> str:  # type: ignore[assignment]
+                leaderboard_note: str = "", splits: list[SplitResults] = (),  # type: ignore[assignment]
+                extra_rows: list[tuple[str, str]] = ()) -> str:  # type: ignore[assignment]
     """The report page: summary, figures, best program and its diff against the seed, leaderboard rows."""
     title = f"eplb-evolve report: {run.run_dir.name}"
     parts = [
@@ -500,7 +507,8 @@ def render_html(run: RunView, figures: dict[str, Path], leaderboard: pd.DataFram
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">generated {html.escape(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}</p>',
         "<h2>Summary</h2><table>",
-        *(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(run, splits)),
+        *(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+          for k, v in summary_rows(run, splits, extra_rows)),
         "</table>",
     ]
     parts += members_html(summary_data(run, splits)["members"])
@@ -546,7 +554,9 @@ def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: 
                  references: list[Reference] = (),  # type: ignore[assignment]
                  leaderboard: pd.DataFrame | None = None, leaderboard_note: str = "",
                  out_dir: Path | None = None, timing: Timing | None = None,
-                 splits: list[SplitResults] = ()) -> ReportFiles:  # type: ignore[assignment]
+                 splits: list[SplitResults] = (),  # type: ignore[assignment]
+                 extra_rows: list[tuple[str, str]] = (),  # type: ignore[assignment]
+                 extra_data: dict[str, Any] | None = None) -> ReportFiles:
     """Write the figures and `report.html` into `out_dir` (default: the run's `report/` folder)."""
     run = load_run(run_dir)
     if not run.steps:
@@ -562,10 +572,11 @@ def build_report(run_dir: Path, balance_key: str, runtime_key: str, window_key: 
         "lineage of the best program": lineage_figure(run, out / "lineage.png"),
     }
     figures = {name: path for name, path in candidates.items() if path is not None}
-    page = scrub(render_html(run, figures, leaderboard, leaderboard_note, list(splits)))  # the page shows code too
+    # the page shows code too
+    page = scrub(render_html(run, figures, leaderboard, leaderboard_note, list(splits), list(extra_rows)))
     html_path = out / "report.html"
     tmp = html_path.with_name("report.html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(html_path)
-    (out / "summary.json").write_text(json.dumps(scrub_data(summary_data(run, list(splits))), indent=2))
+    (out / "summary.json").write_text(json.dumps(scrub_data(summary_data(run, list(splits), extra_data)), indent=2))
     return ReportFiles(html_path, figures)

@@ -31,6 +31,8 @@ class ReportExtras:
     note: str = ""
     timing: Any = None  # evolve.report.Timing: runtimes measured for the report
     splits: list[Any] = field(default_factory=list)  # evolve.report.SplitResults
+    summary_rows: list[tuple[str, str]] = field(default_factory=list)  # (label, text) added to the summary
+    summary_data: dict[str, Any] = field(default_factory=dict)  # the same in numbers, summary.json's "standing"
     sources: list[str] = field(default_factory=list)
 
 
@@ -72,7 +74,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     extras = next((found for ext in extensions() if (found := ext.extras(run, args)) is not None), ReportExtras())
     files = report.build_report(run_dir, extras.balance_key, extras.runtime_key, extras.window_key,
                                 extras.references, extras.table, extras.note, Path(args.out) if args.out else None,
-                                timing=extras.timing, splits=extras.splits)
+                                timing=extras.timing, splits=extras.splits, extra_rows=extras.summary_rows,
+                                extra_data=extras.summary_data)
+    if extras.summary_rows:
+        print("\n".join(f"{label}: {text}" for label, text in extras.summary_rows))
     print("\n".join([f"run from {run_dir.resolve()}", *extras.sources]))
     print(f"report: {files.html.resolve()}")
     for path in files.figures.values():

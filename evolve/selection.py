@@ -44,6 +44,7 @@ import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 
+from evolve import syntax
 from evolve.task import Objective, Result
 
 STRATEGIES = ("rank", "uniform", "greedy")
@@ -203,7 +204,7 @@ class _Canonical(ast.NodeTransformer):
 def structure_digest(code: str) -> str | None:
     """sha256 of the program's canonical syntax tree (see `_Canonical`); None when it does not parse."""
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except (SyntaxError, ValueError):
         return None
     first = tree.body[0] if tree.body else None

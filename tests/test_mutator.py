@@ -12,7 +12,7 @@ from evaluator.contract import validate_placement
 from evaluator.mutations import CATALOGUE
 from evolve.patch import evolve_blocks, parse_patch
 from evolve.proposers.base import ProgramView, ProposalRequest
-from evolve.proposers.mutator import OPERATORS, OfflineMutator, find_params, set_body
+from evolve.proposers.mutator import MAX_COST, OPERATORS, OfflineMutator, find_params, set_body
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = (REPO / "candidates" / "seed.py").read_text()
@@ -57,8 +57,10 @@ def request(code: str = SEED, seed: int = 0, inspirations: list[str] = ()) -> Pr
     )
 
 
-def only(op: str) -> OfflineMutator:
-    return OfflineMutator(catalogue=CATALOGUE, weights={o: (1.0 if o == op else 0.0) for o in OPERATORS})
+def only(op: str, max_cost: int = MAX_COST) -> OfflineMutator:
+    """A mutator with one operator, over the whole catalogue unless `max_cost` says otherwise."""
+    return OfflineMutator(catalogue=CATALOGUE, weights={o: (1.0 if o == op else 0.0) for o in OPERATORS},
+                          max_cost=max_cost)
 
 
 def test_seed_is_a_valid_balancer():

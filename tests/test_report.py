@@ -1,6 +1,7 @@
 """Run reports and promotion, on a tiny archive built with the archive's own API."""
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -271,17 +272,73 @@ def test_promote_and_report_errors_are_one_line(run_dir: Path, tmp_path: Path, c
 
 
 def test_report_shows_the_other_splits_beside_search(run_dir: Path, tmp_path: Path) -> None:
-    from evaluator.results.cli import other_splits
+    from evaluator.results import leaderboard as lb
+    from evaluator.results.cli import report_standing, split_results
 
     task = EplbTask(EvalOptions(dataset="deepseek-v2-lite", max_windows=3, reference_calls=0))
     run = report.load_run(run_dir)
-    splits = other_splits(task, run)
+    shipped = [lb.Program(name, Path(""), code_of(name)) for name in ("greedy_snake", "hybrid_tail")]
+    found = report_standing(task, run, shipped)
+    splits = split_results(found)
     # new traffic from the same router, and another router model: the search saw neither
     assert [s.label for s in splits] == ["deepseek-v2-lite (holdout split)", "deepseek-v2-lite (holdout-model split)"]
     assert splits[0].seed.correct and splits[0].best.correct
     files = report.build_report(run_dir, "balancedness_gpu", "runtime_median_s", "balancedness_gpu", out_dir=tmp_path,
-                                splits=splits)
+                                splits=splits, extra_rows=found.rows(), extra_data=found.to_data())
     assert "balancedness_gpu on every split" in files.figures
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["splits"]["deepseek-v2-lite (holdout split)"]["best"] == splits[0].best.score
-    assert "deepseek-v2-lite (holdout split)" in files.html.read_text()
+    page = files.html.read_text()
+    assert "deepseek-v2-lite (holdout split)" in page
+    # the best (hybrid_tail_swap) against the seed and the two shipped candidates, on both splits
+    standing = summary["standing"]
+    assert [s["split"] for s in standing["splits"]] == ["holdout", "holdout-model"]
+    for s in standing["splits"]:
+        names = [e["name"] for e in s["entries"]]
+        assert names[:2] == ["best", "seed"] and set(names[2:]) == {"greedy_snake", "hybrid_tail"}
+        assert s["fastest"] in names[2:] and s["most_balanced"] in names[2:]
+        by_name = {e["name"]: e for e in s["entries"]}
+        # the roles are what the measured numbers say
+        assert by_name[s["fastest"]]["ms_per_call"] == min(by_name[n]["ms_per_call"] for n in names[2:])
+        assert by_name[s["most_balanced"]]["balance"] == max(by_name[n]["balance"] for n in names[2:])
+        d = s["balance_difference"]
+        assert d["low"] <= d["value"] <= d["high"]
+        assert abs(d["value"] - (by_name["best"]["balance"] - by_name[s["most_balanced"]]["balance"])) < 1e-9
+        assert s["verdict"] == (s["time_ratio"]["value"] <= 1.0 and d["high"] >= 0.0)
+        line = s["verdict_line"]
+        assert line.startswith(f"best is no slower than {s['fastest']} and not significantly less balanced than "
+                               f"{s['most_balanced']} on {s['split']}: ") and line.endswith(("yes", "no"))
+        assert html.escape(line) in page
+
+
+def test_make_run_prints_best_against_the_shipped_candidates_with_a_verdict(tmp_path: Path) -> None:
+    """`make run` in small: a campaign of a few children on a small dataset, then its report. The printed
+    summary, summary.json and report.html all carry the best against the seed, the most balanced and the
+    fastest shipped candidate on both unseen splits (balance, ms per call, speed against the reference),
+    the paired interval and the one-line verdict."""
+    import os
+    import sys
+
+    out = tmp_path / "run"
+    args = [sys.executable, str(REPO / "run_evolution.py"), "--dataset", "deepseek-v2-lite", "--max-evaluations", "4",
+            "--workers", "1", "--seed", "1", "--out", str(out), "--set", "task.options.max_windows=3"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    page = (out / "report" / "report.html").read_text()
+    splits = summary["standing"]["splits"]
+    assert [s["split"] for s in splits] == ["holdout", "holdout-model"]
+    for s in splits:
+        for e in s["entries"]:
+            assert e["correct"] and 0 < e["balance"] <= 1 and e["ms_per_call"] > 0 and e["x_reference"] > 0
+        shipped = {p.stem for p in (REPO / "candidates").glob("*.py")} - {"seed"}
+        assert {e["name"] for e in s["entries"]} == {"best", "seed"} | shipped
+        for label in ("best", "seed", s["fastest"], s["most_balanced"]):
+            row = next(line for line in printed.splitlines() if line.startswith(f"{s['split']}: {label}"))
+            assert "balancedness_gpu" in row and "ms per call" in row and "the reference's speed" in row
+        interval = f"{s['split']}: best - {s['most_balanced']}: balancedness_gpu"
+        assert interval in printed and "95% interval" in printed and f"x {s['fastest']}'s" in printed
+        assert f"{s['split']}: verdict: {s['verdict_line']}" in printed
+        assert html.escape(s["verdict_line"]) in page
+    assert "best is no slower than" in printed and "on holdout: " in printed and "on holdout-model: " in printed

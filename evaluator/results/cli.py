@@ -25,6 +25,7 @@ import pandas as pd
 from evaluator.evaluate_cli import add_task_arguments, task_options
 from evaluator.results import compare as cmp
 from evaluator.results import leaderboard as lb
+from evaluator.results import standing
 from evaluator.suite import SuiteTask
 from evaluator.task import EplbTask, EvalOptions, build_task
 from evolve.archive import Archive
@@ -189,7 +190,10 @@ class EplbReport:
             extras.sources += [where, data_sources()] if where else []
             if task is not None:
                 extras.timing, extras.references = report_timing(task, run, references, programs)
-                extras.splits = other_splits(task, run)
+                found = report_standing(task, run, programs)
+                if found is not None and found.splits:
+                    extras.splits = split_results(found)
+                    extras.summary_rows, extras.summary_data = found.rows(), found.to_data()
         except UserError as exc:  # the figures still come from the archive
             extras.note = f"no leaderboard rows: {exc}"
             print(f"warning: {extras.note}", file=sys.stderr)
@@ -258,33 +262,21 @@ def report_timing(task: EplbTask, run: Any, references: list[Any], programs: lis
     return Timing(measured, note), timed_refs
 
 
-# shown beside the search split when the dataset has them: new traffic; another router model
-SPLITS_BESIDE = ("holdout", "holdout-model")
-
-
-def other_splits(task: EplbTask, run: Any) -> list[Any]:
-    """Seed and best scored on the dataset's other splits (those it has), for the report."""
-    from evolve.report import SplitResults
-
+def report_standing(task: EplbTask, run: Any, programs: list[lb.Program]) -> Any:
+    """The best program against the seed and the shipped candidates on the dataset's other splits
+    (`evaluator.results.standing`); None when the run has no seed or best program."""
     seed, best = run.programs.get(run.seed_id or ""), run.programs.get(run.best_id or "")
     if seed is None or best is None:
-        return []
-    found = []
-    mine = task.stamp()["dataset"]
-    for split in SPLITS_BESIDE:
-        if split == mine["split"]:
-            continue
-        try:
-            other = task.with_options(split=split)
-        except UserError:  # the dataset has no such split
-            continue
-        stamp = other.stamp()["dataset"]
-        if stamp["sha256"] == mine["sha256"]:  # a trace file has one split only
-            continue
-        lb.stderr_progress(f"scoring seed and best on {stamp['name']} ({split} split)")
-        found.append(SplitResults(f"{stamp['name']} ({split} split)", other.evaluate(seed.code),
-                                  other.evaluate(best.code)))
-    return found
+        return None
+    shipped = {p.name: p.code for p in programs}
+    return standing.standing(task, best.code, seed.code, shipped, say=lb.stderr_progress)
+
+
+def split_results(found: Any) -> list[Any]:
+    """Seed and best on each other split, as the report's per-window figure takes them."""
+    from evolve.report import SplitResults
+
+    return [SplitResults(label, by_name.get("seed"), by_name.get("best")) for label, by_name in found.results.items()]
 
 
 def run_task(meta: dict[str, Any]) -> EplbTask | SuiteTask | None:

@@ -1,10 +1,10 @@
 """Code fences in a reply: finding them, and reading one program out of them."""
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass
 
+from evolve import syntax
 from evolve.patch.errors import PatchError
 from evolve.patch.text import block_text
 
@@ -91,7 +91,7 @@ def program_from_fences(lines: list[str], where: str, offset: int = 0) -> tuple[
         if closers:
             span = lines[first + 1 : closers[0]]
             try:
-                ast.parse(block_text(span))
+                syntax.parse(block_text(span))
             except (SyntaxError, ValueError):
                 pass
             else:

@@ -10,8 +10,17 @@ goes through (`evolve.patch.apply_patch`), so it gets no shortcut. Operators (do
 - `perturb`: nudge one tunable constant (`NAME = number  # range [lo, hi]`) inside a block;
 - `crossover`: take one block from an inspiration, when it defines the same public functions;
 - `speedup`: swap one block for a catalogue implementation of a lower cost class (the catalogue marks
-  each entry: 0 = no Python loop, 1 = a loop over a few rounds or search steps, 2 = a loop over items or
-  slots), preferring the cheapest, so a campaign also moves toward faster programs, not only better ones.
+  each entry: 0 = no Python loop, 1 = a loop over a few rounds or search steps, 2 = a loop over items,
+  slots or many steps, or the work done twice; a block the catalogue does not know counts as 2 when it
+  has a Python loop, else 0), preferring the cheapest, so a campaign also moves toward faster programs.
+
+`max_cost` (default 0) caps the cost class of every child: operators draw only catalogue entries within
+it, and any other block of the child above it (the seed's own loops, or a block taken from an
+inspiration) is swapped in the same edit for an entry within it. By default, then, every program the
+search evaluates after the seed runs its catalogued blocks without a Python loop. A speed-aware objective
+measures speed coarsely (and noisily on a busy machine), so without the cap a campaign settles on slower
+entries whose small gain in balance on the search data is noise (docs/search.md has the figures). Raise
+it to search the slower entries too.
 
 Everything random comes from `random.Random` seeded with `request.seed`: the same request gives
 byte-identical patch text.
@@ -22,9 +31,11 @@ import ast
 import math
 import random
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from evolve import syntax
 from evolve.errors import UserError
 from evolve.patch import EvolveBlock, PatchError, apply_patch, evolve_blocks, make_patch
 from evolve.proposers.base import Proposal, ProposalRequest
@@ -47,7 +58,7 @@ class BlockImpl:
     summary: str  # one sentence for patch descriptions and the docs
     body: str  # the block body, ending with a newline
     params: tuple[str, ...] = field(default=())  # names of the tunable constants it defines
-    cost: int = 0  # cost class: 0 no Python loop, 1 a loop over rounds or steps, 2 a loop over items or slots
+    cost: int = 0  # cost class: 0 no Python loop, 1 a loop over a few rounds or steps, 2 over items, slots or more
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Edit:
     name: str
     description: str
     blocks: list[str]
+    capped: list[str] = field(default_factory=list)  # blocks swapped to keep the child within max_cost
 
 
 def _block_edit(code: str, index: int, body: str, operator: str, name: str, description: str, label: str) -> Edit:
@@ -95,10 +107,29 @@ def set_body(code: str, index: int, body: str) -> str:
 def public_functions(body: str) -> set[str] | None:
     """Names of the public top-level functions a block defines; None when the body does not parse."""
     try:
-        tree = ast.parse(body)
+        tree = syntax.parse(body)
     except SyntaxError:
         return None
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+
+
+LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.comprehension)
+MAX_COST = 2  # the highest cost class
+
+
+def body_cost(body: str) -> int:
+    """Cost class of a block body the catalogue does not know: 0 without a Python loop, else the highest
+    class (an unknown loop may run over items or slots). A body that does not parse counts as the highest."""
+    try:
+        tree = syntax.parse(textwrap.dedent(body))  # a block may be an indented fragment
+    except (SyntaxError, ValueError):
+        return MAX_COST
+    return MAX_COST if any(isinstance(node, LOOPS) for node in ast.walk(tree)) else 0
+
+
+def _entry_cost(entry: Any) -> int:
+    """A catalogue entry's cost class: its mark, or for a bare code text (a task may give those) its inferred one."""
+    return entry.cost if isinstance(entry, BlockImpl) else body_cost(str(entry))
 
 
 def find_params(blocks: Sequence[EvolveBlock]) -> list[Param]:
@@ -156,7 +187,8 @@ class OfflineMutator:
 
     `weights` sets how often each operator is drawn (missing ones keep their default; 0 disables one);
     `catalogue` maps block labels to implementations; the task supplies it (`Task.mutation_catalogue()`).
-    Without one only `perturb` and `crossover` have anything to do.
+    Without one only `perturb` and `crossover` have anything to do. `max_cost` keeps only the catalogue
+    entries of that cost class or lower (default 0: loop-free ones; `MAX_COST`: all).
     """
 
     name = "mutator"
@@ -165,21 +197,29 @@ class OfflineMutator:
         self,
         weights: Mapping[str, float] | None = None,
         catalogue: Mapping[str, Sequence[BlockImpl]] | None = None,
+        max_cost: int = 0,
     ) -> None:
         unknown = set(weights or {}) - set(OPERATORS)
         if unknown:
             raise UserError(f"unknown mutator operator(s) {sorted(unknown)}; known: {', '.join(OPERATORS)}")
+        if isinstance(max_cost, bool) or not isinstance(max_cost, int) or not 0 <= max_cost <= MAX_COST:
+            raise UserError(f"proposer.options.max_cost must be a whole number from 0 to {MAX_COST}, got "
+                            f"{max_cost!r}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
-        self.catalogue = {k: list(v) for k, v in (catalogue or {}).items()}
+        self.max_cost = max_cost
+        given = dict(catalogue or {})
+        self.catalogue = {k: [impl for impl in v if _entry_cost(impl) <= max_cost] for k, v in given.items()}
+        self.costs = {(k, getattr(impl, "body", impl)): _entry_cost(impl) for k, v in given.items() for impl in v}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "OfflineMutator":
-        """From the campaign's free `[proposer.options]` table: `weights = {replace = 4, ...}`."""
+        """From the campaign's free `[proposer.options]` table: `weights = {replace = 4, ...}`, `max_cost = 1`."""
         options = dict(options or {})
         weights = options.pop("weights", None)
+        max_cost = options.pop("max_cost", 0)
         if options:
-            raise UserError(f"unknown mutator option(s) {sorted(options)}; known: weights")
-        return cls(weights=weights)
+            raise UserError(f"unknown mutator option(s) {sorted(options)}; known: weights, max_cost")
+        return cls(weights=weights, max_cost=max_cost)
 
     # ---- the interface -------------------------------------------------------------------------------
     def propose(self, request: ProposalRequest) -> Proposal:
@@ -193,7 +233,7 @@ class OfflineMutator:
         if edit is None:
             proposal.error = "mutator: no operator applies to this parent (no EVOLVE block it knows or can tune)"
             return proposal
-        proposal.extra.update(operator=edit.operator, blocks=edit.blocks)
+        proposal.extra.update(operator=edit.operator, blocks=edit.blocks, capped=edit.capped)
         try:
             text = make_patch(code, edit.code, name=edit.name, description=edit.description)
             child = apply_patch(request.parent.code, text, entry_function=request.entry_function)
@@ -216,10 +256,38 @@ class OfflineMutator:
         while ops:
             op = rng.choices(ops, weights=[self.weights[o] for o in ops], k=1)[0]
             edit = getattr(self, f"_op_{op}")(code, blocks, request, rng)
-            if edit is not None and edit.code != code:
-                return edit
+            if edit is not None:
+                edit = self._within_cap(edit, rng)
+                if edit.code != code:
+                    return edit
             ops.remove(op)
         return None
+
+    def cost(self, block: EvolveBlock) -> int:
+        """The block's cost class: the catalogue's mark for a catalogue entry, else inferred (`body_cost`)."""
+        return self.costs.get((block.label, block.body), body_cost(block.body))
+
+    def _within_cap(self, edit: Edit, rng: random.Random) -> Edit:
+        """`edit` with every block above `max_cost` that the catalogue can replace swapped for an entry within
+        the cap (the cheapest class first), so no child carries a slower block than the cap allows."""
+        blocks = evolve_blocks(edit.code)
+        code, swapped = edit.code, []
+        for index in reversed(range(len(blocks))):  # later blocks first: earlier line numbers stay valid
+            block, options = blocks[index], self.catalogue.get(blocks[index].label, [])
+            if not options or self.cost(block) <= self.max_cost:
+                continue
+            lowest = min(impl.cost for impl in options)
+            impl = rng.choice([impl for impl in options if impl.cost == lowest])
+            code = set_body(code, index, impl.body)
+            swapped.insert(0, f"{block.label} -> '{impl.key}'")
+            edit.capped.insert(0, block.label)
+        if not swapped:
+            return edit
+        edit.code = code
+        edit.description = edit.description.replace(
+            " [offline mutator:", f" Also, to keep every block within cost class {self.max_cost}: {'; '.join(swapped)}."
+            " [offline mutator:", 1)
+        return edit
 
     def _current_key(self, block: EvolveBlock) -> str:
         for impl in self.catalogue.get(block.label, []):
@@ -254,21 +322,20 @@ class OfflineMutator:
         """A block whose implementation is slower than another of the catalogue's, swapped for a cheaper one."""
         choices = []
         for i, block in enumerate(blocks):
-            current = next((impl for impl in self.catalogue.get(block.label, []) if impl.body == block.body), None)
-            if current is None:
-                continue  # a custom body: its cost is unknown
-            cheaper = [impl for impl in self.catalogue[block.label] if impl.cost < current.cost]
+            known = next((impl for impl in self.catalogue.get(block.label, []) if impl.body == block.body), None)
+            key, cost = (known.key, known.cost) if known is not None else ("custom", self.cost(block))
+            cheaper = [impl for impl in self.catalogue.get(block.label, []) if impl.cost < cost]
             if cheaper:
                 lowest = min(impl.cost for impl in cheaper)
-                choices.append((i, current, [impl for impl in cheaper if impl.cost == lowest]))
+                choices.append((i, key, cost, [impl for impl in cheaper if impl.cost == lowest]))
         if not choices:
             return None
-        index, current, options = rng.choice(choices)
+        index, key, cost, options = rng.choice(choices)
         impl = rng.choice(options)
         block = blocks[index]
         return _block_edit(
             code, index, impl.body, "speedup", f"faster_{block.label}_{impl.key}",
-            f"Make the {block.label} block faster: '{current.key}' (cost class {current.cost}) becomes '{impl.key}' "
+            f"Make the {block.label} block faster: '{key}' (cost class {cost}) becomes '{impl.key}' "
             f"(cost class {impl.cost}): {impl.summary}.",
             block.label,
         )
@@ -325,8 +392,8 @@ class OfflineMutator:
                 if block.label not in own:
                     continue
                 index, mine = own[block.label]
-                if block.body == mine.body:
-                    continue
+                if block.body == mine.body or (self.catalogue.get(block.label) and self.cost(block) > self.max_cost):
+                    continue  # nothing new, or a block the cap would swap out again
                 needed, offered = public_functions(mine.body), public_functions(block.body)
                 if offered is None or (needed is not None and not needed <= offered):
                     continue  # it would leave the frozen code calling a function that no longer exists
