@@ -115,7 +115,8 @@ def data_sources() -> str:
 
 
 def _task_flags(parser: argparse.ArgumentParser) -> None:
-    """The shared task flags; --dataset and --split take comma-separated lists here, split defaults to holdout and holdout-model."""
+    """The shared task flags; --dataset and --split take comma-separated lists here, split defaults to
+    holdout and holdout-model."""
     add_task_arguments(parser, lists=True, split_default=DEFAULT_SPLIT)
 
 
