@@ -64,7 +64,7 @@ def timed(owner, name, label):
     setattr(owner, name, wrapper)
 
 for name, label in (("validate_placements", "contract check"), ("simulate", "simulation"),
-                    ("migration_cost", "migration model"), ("remembered", "speed memo")):
+                    ("migration_cost", "migration model"), ("measure", "locality"), ("remembered", "speed memo")):
     timed(T, name, label)
 run = task.sandbox.run
 

@@ -100,8 +100,10 @@ class Migration:
 def migration_cost(phy2log: np.ndarray, sim: Simulation, num_gpus: int, window: int,
                    model: MigrationModel = MigrationModel()) -> Migration:
     """Cost of moving from each plan `phy2log [W, L, R]` to the next, charged against `sim`'s windows."""
-    plans = np.asarray(phy2log, dtype=np.int64)
+    plans = np.asarray(phy2log)
     num_windows, num_layers, num_slots = plans.shape
+    if plans.size and 0 <= plans.min() and plans.max() < 1 << 15:
+        plans = plans.astype(np.int16)  # expert ids (checked by the contract): a quarter of the bytes to compare
     per_gpu = num_slots // num_gpus
 
     changed = np.zeros((num_windows, num_layers, num_slots), dtype=bool)
@@ -127,7 +129,7 @@ def migration_cost(phy2log: np.ndarray, sim: Simulation, num_gpus: int, window: 
     charge_s = transfer_s * min(window / interval, 1.0)
 
     layer_time = sim.layer_time.double().cpu().numpy()
-    mean_time = sim.gpu_load.double().mean(-1).sum(-1).cpu().numpy()
+    mean_time = sim.mean_time.double().cpu().numpy()
     compute_s = layer_time * model.token_seconds
     charge_tokens = charge_s / model.token_seconds
     peak = layer_time + charge_tokens
