@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from evaluator.contract import validate_each, validate_placement, validate_placements
-from evaluator.locality import assign_windows, measure, node_masks, RouteSamples
+from evaluator.locality import RouteSamples, assign_windows, measure, node_masks
 from evaluator.migration import MigrationModel, migration_cost
 from evaluator.simulate import identity_gpu_load, simulate
 
