@@ -83,12 +83,14 @@ def _all_hold(phy2log: np.ndarray, log2phys: list[np.ndarray], logcnt: np.ndarra
         counts = logcnt[w].ravel()
         if width < counts.max():
             return False
+        # nothing set past logcnt: once the listed entries are slots (checked below), exactly L*R are not -1.
+        # Read first, in order: the pass brings the window's log2phy into cache (a reply has usually left it
+        # by now) at the prefetcher's pace, and the gather that follows hits it there, not memory.
+        if np.count_nonzero(log2phy != -1) != listed_count:
+            return False
         firsts = np.cumsum(counts) - counts
         positions = index.listed + np.repeat(index.expert_row * width - firsts, counts)
         listed = log2phy.reshape(-1)[positions]
-        # nothing set past logcnt: once the listed entries are slots (next check), exactly L*R are not -1
-        if np.count_nonzero(log2phy != -1) != listed_count:
-            return False
         if listed.min() < 0 or listed.max() >= num_replicas:
             return False
         # Write each listed entry's expert into the slot it names. There are exactly L*R entries, so the
