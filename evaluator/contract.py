@@ -62,40 +62,37 @@ def _all_hold(phy2log: np.ndarray, log2phys: list[np.ndarray], logcnt: np.ndarra
     one `log2phy [L, E, X_w]` per window: the rules of `validate_placement`, answered yes or no (naming
     the offender is left to the per-window walk).
 
-    The rules on phy2log and logcnt are one pass each over all windows. log2phy is read window by window:
-    it is most of the bytes (1 MB a window on the standard shape), the windows' widths may differ, and
-    one window's listed entries, gathered, stay in cache for the checks that follow (stacking every
-    window's index arrays instead was slower: they leave the cache)."""
+    The rules on phy2log and logcnt alone are one reduction each over all windows. log2phy is read window
+    by window: it is most of the bytes (1 MB a window on the standard shape), the windows' widths may
+    differ, and one window's listed entries, gathered, stay in cache for the checks that follow (stacking
+    every window's index arrays instead was slower: they leave the cache)."""
     num_windows, num_layers, _ = phy2log.shape
     if phy2log.min() < 0 or phy2log.max() >= num_experts:
         return False
     if logcnt.min() < 1 or (logcnt.sum(axis=2) != num_replicas).any():
-        return False
-    rows = num_windows * num_layers
-    row_base = (np.arange(rows, dtype=np.int64) * num_experts).reshape(num_windows, num_layers, 1)
-    if not np.array_equal(np.bincount((row_base + phy2log).ravel(), minlength=rows * num_experts), logcnt.ravel()):
         return False
     index = _indices(num_layers, num_experts, num_replicas)
     listed_count = num_layers * num_replicas  # the rows of logcnt sum to R
     seen = np.empty(listed_count, dtype=np.int64)
     for w, log2phy in enumerate(log2phys):
         width = log2phy.shape[2]
-        counts = logcnt[w].ravel()
+        counts = logcnt[w].reshape(-1)
         if width < counts.max():
             return False
-        # nothing set past logcnt: once the listed entries are slots (checked below), exactly L*R are not -1.
-        # Read first, in order: the pass brings the window's log2phy into cache (a reply has usually left it
-        # by now) at the prefetcher's pace, and the gather that follows hits it there, not memory.
-        if np.count_nonzero(log2phy != -1) != listed_count:
+        # Three reductions, no temporary: every entry in [-1, R) (so the sum cannot overflow), and the
+        # entries past logcnt, each at least -1, summing to minus their number: all of them -1. Read in
+        # order first, which brings the window's log2phy into cache for the gather that follows.
+        if log2phy.min() < -1 or log2phy.max() >= num_replicas:
             return False
+        total = int(log2phy.sum())
         firsts = np.cumsum(counts) - counts
         positions = index.listed + np.repeat(index.expert_row * width - firsts, counts)
         listed = log2phy.reshape(-1)[positions]
-        if listed.min() < 0 or listed.max() >= num_replicas:
+        if listed.min() < 0 or total - int(listed.sum()) != -(log2phy.size - listed_count):
             return False
         # Write each listed entry's expert into the slot it names. There are exactly L*R entries, so the
-        # result equals phy2log only when every slot was named once, by an entry of the expert it holds:
-        # one scatter and one comparison for "right owner" and "each slot once".
+        # result equals phy2log only when every slot was named once, by an entry of the expert it holds;
+        # then each expert holds as many slots as it lists, logcnt, so phy2log and logcnt agree too.
         seen.fill(-1)
         seen[index.layer_base_r + listed] = positions // width - index.layer_base_listed
         if not np.array_equal(seen, phy2log[w].reshape(-1)):

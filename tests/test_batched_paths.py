@@ -43,6 +43,8 @@ def break_one(rng: np.random.Generator, placement, kind: str):
     layer, slot = int(rng.integers(LAYERS)), int(rng.integers(REPLICAS))
     if kind == "phy2log range":
         p[layer, slot] = rng.choice([-1, EXPERTS, 10**12])
+    elif kind == "phy2log moved":  # one slot given another expert: phy2log no longer counts what logcnt says
+        p[layer, slot] = (p[layer, slot] + 1 + int(rng.integers(EXPERTS - 1))) % EXPERTS
     elif kind == "zero replicas":
         c[layer, int(rng.integers(EXPERTS))] = 0
     elif kind == "row sum":
@@ -78,7 +80,7 @@ def break_one(rng: np.random.Generator, placement, kind: str):
     return p, l2p, c
 
 
-KINDS = ["phy2log range", "zero replicas", "row sum", "phy2log swap", "padding set", "listed range", "listed twice",
+KINDS = ["phy2log range", "phy2log moved", "zero replicas", "row sum", "phy2log swap", "padding set", "listed range", "listed twice",
          "listed by another", "too narrow", "dtype", "shape", "nan"]
 
 
