@@ -80,8 +80,8 @@ def break_one(rng: np.random.Generator, placement, kind: str):
     return p, l2p, c
 
 
-KINDS = ["phy2log range", "phy2log moved", "zero replicas", "row sum", "phy2log swap", "padding set", "listed range", "listed twice",
-         "listed by another", "too narrow", "dtype", "shape", "nan"]
+KINDS = ["phy2log range", "phy2log moved", "zero replicas", "row sum", "phy2log swap", "padding set", "listed range",
+         "listed twice", "listed by another", "too narrow", "dtype", "shape", "nan"]
 
 
 @pytest.mark.parametrize("seed", range(6))
