@@ -2,11 +2,10 @@
 
 Overhead is everything an evaluation costs except the balancer's own calls (the timed calls and the
 untimed warm-up call): getting a worker, handing it the job, loading the program, decoding, checking
-the contract, simulating, the migration model, locality (`cross_node`), scoring and the speed memo. Every
-contestant evaluates
-the seed on the standard configuration (deepseek-v3 search split, predictive, 58 layers x 256 experts,
-R=288, 8 groups, 4 nodes, 32 GPUs: 11 planned windows), each in a process of its own, in turns, so
-machine load hits them alike:
+the contract, simulating, the migration model, locality (`cross_node`), scoring and the speed memo.
+Every contestant evaluates the seed on the standard configuration (deepseek-v3 search split,
+predictive, 58 layers x 256 experts, R=288, 8 groups, 4 nodes, 32 GPUs: 11 planned windows), each in a
+process of its own, in turns, so machine load hits them alike:
 
 - `after`: this checkout, isolated (the default path);
 - `before`: the evaluator at `--before` (default: where this branch left main), extracted with
