@@ -2,10 +2,10 @@
 
 Overhead is everything an evaluation costs except the balancer's own calls (the timed calls and the
 untimed warm-up call): getting a worker, handing it the job, loading the program, decoding, checking
-the contract, simulating, the migration model, scoring and the speed memo. Every contestant evaluates
-the seed on the standard configuration (deepseek-v3 search split, predictive, 58 layers x 256 experts,
-R=288, 8 groups, 4 nodes, 32 GPUs: 11 planned windows), each in a process of its own, in turns, so
-machine load hits them alike:
+the contract, simulating, the migration model, locality (`cross_node`), scoring and the speed memo.
+Every contestant evaluates the seed on the standard configuration (deepseek-v3 search split,
+predictive, 58 layers x 256 experts, R=288, 8 groups, 4 nodes, 32 GPUs: 11 planned windows), each in a
+process of its own, in turns, so machine load hits them alike:
 
 - `after`: this checkout, isolated (the default path);
 - `before`: the evaluator at `--before` (default: where this branch left main), extracted with
@@ -18,7 +18,11 @@ Beside the wall-clock overhead it prints the CPU time the evaluating thread itse
 Target: at most 15 ms per candidate isolated. The machine this runs on may be shared: the ratio
 measured in the same run is the figure to trust, the absolute milliseconds move with the load.
 
-Run: `.venv/bin/python bench/bench_sandbox.py [--evaluations 15] [--before REV|none]`
+`--replay` times the parent-side stages alone (contract check, simulation, migration, locality, scores,
+speed memo): every evaluation gets fresh copies of one real run's replies after a 64 MB pass that pushes
+them out of cache, with no sandbox and no calls; before and after only.
+
+Run: `.venv/bin/python bench/bench_sandbox.py [--evaluations 15] [--before REV|none] [--replay]`
 """
 from __future__ import annotations
 
@@ -63,8 +67,10 @@ def timed(owner, name, label):
             stages[label] = stages.get(label, 0) + time.perf_counter_ns() - started
     setattr(owner, name, wrapper)
 
+if sys.argv[3] == "replay":
+    timed(task, "evaluate", "evaluate")
 for name, label in (("validate_placements", "contract check"), ("simulate", "simulation"),
-                    ("migration_cost", "migration model"), ("remembered", "speed memo")):
+                    ("migration_cost", "migration model"), ("measure", "locality"), ("remembered", "speed memo")):
     timed(T, name, label)
 run = task.sandbox.run
 
@@ -78,8 +84,26 @@ def sandbox_run(*args, **kwargs):
         stages["  sandbox: " + key] = value
     return out
 
+sandbox_run.__wrapped__ = run
 task.sandbox.run = sandbox_run
 assert task.evaluate(seed).correct  # starts the zygote and times the reference
+if sys.argv[3] == "replay":
+    # parent-side stages alone: every evaluation gets fresh copies of one real run's replies, after a pass
+    # over 64 MB that pushes them and the task's arrays out of cache, as a real run's waits do; the
+    # copying and the pass are taken off the overhead
+    import dataclasses
+    import numpy as np
+    recorded, flush, replay_ns = task.sandbox.run.__wrapped__(seed, task.plan_windows, task.args), np.ones(8 << 20), [0]
+
+    def replay(*args, **kwargs):
+        started = time.perf_counter_ns()
+        copies = [tuple(np.array(a, copy=True) for a in p) for p in recorded.placements]
+        flush.sum()
+        out = dataclasses.replace(recorded, placements=copies, stages_ns={})
+        replay_ns[0] = time.perf_counter_ns() - started
+        return out
+
+    task.sandbox.run = replay
 print(json.dumps({"windows": len(task.plan_windows)}), flush=True)
 for line in sys.stdin:
     rows = []
@@ -89,7 +113,10 @@ for line in sys.stdin:
         result = task.evaluate(seed)
         cpu = time.thread_time() - cpu
         assert result.correct, result.error
-        rows.append({"overhead": result.metrics["harness_overhead_s"], "call": result.metrics["runtime_median_s"],
+        overhead = result.metrics["harness_overhead_s"]
+        if sys.argv[3] == "replay":  # the recorded calls were not made: the overhead is the wall time less the copies
+            overhead = (stages.pop("evaluate") - replay_ns[0]) / 1e9
+        rows.append({"overhead": overhead, "call": result.metrics["runtime_median_s"],
                      "cpu": cpu, "stages": dict(stages)})
     print(json.dumps(rows), flush=True)
 '''
@@ -98,11 +125,11 @@ for line in sys.stdin:
 class Contestant:
     """One evaluator in a process of its own, evaluating the seed on request."""
 
-    def __init__(self, name: str, checkout: Path, options: dict) -> None:
+    def __init__(self, name: str, checkout: Path, options: dict, mode: str = "real") -> None:
         self.name = name
         env = dict(os.environ, PYTHONPATH=str(checkout))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, json.dumps(options), str(REPO / "candidates" / "seed.py")],
+            [sys.executable, "-c", DRIVER, json.dumps(options), str(REPO / "candidates" / "seed.py"), mode],
             cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.windows = json.loads(self._line())["windows"]
         self.rows: list[dict] = []
@@ -143,15 +170,19 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=15, help="evaluations per contestant")
     parser.add_argument("--before", default="", help="git revision of the old evaluator (default: the merge-base "
                         "with main); 'none' to compare with the opt-out only")
+    parser.add_argument("--replay", action="store_true", help="time the parent-side stages alone: each evaluation "
+                        "replays fresh copies of one real run's replies (no sandbox, no calls), after a cache flush")
     args = parser.parse_args()
+    mode = "replay" if args.replay else "real"
     before = args.before or subprocess.run(["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
                                            capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="eplb-bench-before-") as tmp:
-        contestants = [Contestant("after", REPO, {})]
+        contestants = [Contestant("after", REPO, {}, mode)]
         if before and before != "none":
             old = extract(before, Path(tmp))
-            contestants.append(Contestant(f"before ({before[:10]})", old, {}))
-        contestants.append(Contestant("opt-out", REPO, {"unsafe_no_isolation": True}))
+            contestants.append(Contestant(f"before ({before[:10]})", old, {}, mode))
+        if not args.replay:  # replayed replies meet no sandbox: the opt-out would time the same code as `after`
+            contestants.append(Contestant("opt-out", REPO, {"unsafe_no_isolation": True}))
         print(f"standard configuration, {contestants[0].windows} planned windows per candidate; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
         try:
@@ -178,9 +209,13 @@ def main() -> None:
               f"(p10 {overheads[len(overheads) // 10] * 1e3:.1f}, max {overheads[-1] * 1e3:.1f}); "
               f"harness CPU {c.median('cpu') * 1e3:.1f} ms; seed {c.median('call') * 1e3:.2f} ms per call")
     after = contestants[0].median("overhead")
-    if len(contestants) == 3:
+    if contestants[1].name.startswith("before"):
         print(f"before / after: {contestants[1].median('overhead') / max(after, 1e-9):.2f}x less overhead per "
               "candidate, measured in this run")
+    if args.replay:
+        print(f"replayed replies: the parent-side stages alone, {after * 1e3:.1f} ms per candidate (the sandbox's "
+              "share and the contention with its standby worker are not in this figure)")
+        return
     print(f"after / opt-out: {after / max(contestants[-1].median('overhead'), 1e-9):.2f}x")
     print(f"target: at most {TARGET_S * 1e3:.0f} ms per candidate isolated; after: {after * 1e3:.1f} ms: "
           f"{'met' if after <= TARGET_S else 'NOT met'}")

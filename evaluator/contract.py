@@ -3,8 +3,8 @@
 `rebalance_experts(weight[L, E], num_replicas, num_groups, num_nodes, num_gpus)` must return
 `phy2log [L, R]`, `log2phy [L, E, X]`, `logcnt [L, E]`, all int64, with every expert on at least one
 slot, each `logcnt` row summing to R, and `log2phy` listing exactly the slots `phy2log` gives each expert
-(padded with -1). Every check is vectorised; the first failure comes back as one line naming the rule
-and the first offending (layer, expert) or (layer, slot).
+(padded with -1). Every check is vectorised, over all windows at once; the first failure comes back as
+one line naming the window, the rule and the first offending (layer, expert) or (layer, slot).
 """
 from __future__ import annotations
 
@@ -24,16 +24,80 @@ def validate_placements(
     num_experts: int,
     num_replicas: int,
     loads: np.ndarray,
+    stacked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> str:
-    """Check one placement per window; "" when all obey the contract, else "window i: <rule>".
+    """Check one placement per window; "" when all obey the contract, else "window i: <rule>" for the first
+    window that breaks a rule, naming what `validate_placement` names for it.
 
-    Windows are checked one by one: stacking them into one pass was slower (the arrays leave the cache).
-    """
+    All windows are checked at once (`_all_hold`); only when some rule fails are the windows walked one by
+    one, to name the first offender. `stacked` may carry `(phy2log [W, L, R], logcnt [W, L, E])` already stacked."""
+    if not placements:
+        return ""
+    if not any(_check_form(*p, num_layers, num_experts, num_replicas) for p in placements):
+        if stacked is None:
+            stacked = (np.stack([p[0] for p in placements]), np.stack([p[2] for p in placements]))
+        if _all_hold(stacked[0], [p[1] for p in placements], stacked[1], num_experts, num_replicas):
+            return ""
+    return validate_each(placements, num_layers, num_experts, num_replicas, loads)
+
+
+def validate_each(
+    placements: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_layers: int,
+    num_experts: int,
+    num_replicas: int,
+    loads: np.ndarray,
+) -> str:
+    """The per-window walk: the first window's first broken rule (the failure path of validate_placements)."""
     for i, (phy2log, log2phy, logcnt) in enumerate(placements):
         problem = validate_placement(phy2log, log2phy, logcnt, num_layers, num_experts, num_replicas, loads[i])
         if problem:
             return f"window {i}: {problem}"
     return ""
+
+
+def _all_hold(phy2log: np.ndarray, log2phys: list[np.ndarray], logcnt: np.ndarray, num_experts: int,
+              num_replicas: int) -> bool:
+    """Whether every window obeys every rule, for well-formed `phy2log [W, L, R]`, `logcnt [W, L, E]` and
+    one `log2phy [L, E, X_w]` per window: the rules of `validate_placement`, answered yes or no (naming
+    the offender is left to the per-window walk).
+
+    The rules on phy2log and logcnt alone are one reduction each over all windows. log2phy is read window
+    by window: it is most of the bytes (1 MB a window on the standard shape), the windows' widths may
+    differ, and one window's listed entries, gathered, stay in cache for the checks that follow (stacking
+    every window's index arrays instead was slower: they leave the cache)."""
+    num_windows, num_layers, _ = phy2log.shape
+    if phy2log.min() < 0 or phy2log.max() >= num_experts:
+        return False
+    if logcnt.min() < 1 or (logcnt.sum(axis=2) != num_replicas).any():
+        return False
+    index = _indices(num_layers, num_experts, num_replicas)
+    listed_count = num_layers * num_replicas  # the rows of logcnt sum to R
+    seen = np.empty(listed_count, dtype=np.int64)
+    for w, log2phy in enumerate(log2phys):
+        width = log2phy.shape[2]
+        counts = logcnt[w].reshape(-1)
+        if width < counts.max():
+            return False
+        # Three reductions, no temporary: every entry in [-1, R) (so the sum cannot overflow), and the
+        # entries past logcnt, each at least -1, summing to minus their number: all of them -1. Read in
+        # order first, which brings the window's log2phy into cache for the gather that follows.
+        if log2phy.min() < -1 or log2phy.max() >= num_replicas:
+            return False
+        total = int(log2phy.sum())
+        firsts = np.cumsum(counts) - counts
+        positions = index.listed + np.repeat(index.expert_row * width - firsts, counts)
+        listed = log2phy.reshape(-1)[positions]
+        if listed.min() < 0 or total - int(listed.sum()) != -(log2phy.size - listed_count):
+            return False
+        # Write each listed entry's expert into the slot it names. There are exactly L*R entries, so the
+        # result equals phy2log only when every slot was named once, by an entry of the expert it holds;
+        # then each expert holds as many slots as it lists, logcnt, so phy2log and logcnt agree too.
+        seen.fill(-1)
+        seen[index.layer_base_r + listed] = positions // width - index.layer_base_listed
+        if not np.array_equal(seen, phy2log[w].reshape(-1)):
+            return False
+    return True
 
 
 def _check_form(

@@ -21,6 +21,7 @@ class Simulation:
     layer_time: torch.Tensor  # sum over layers of the hottest GPU's load: the MoE time model
     identity_time: torch.Tensor  # the same without EPLB: experts placed contiguously, no replicas
     gpu_load: torch.Tensor  # [windows, layers, gpus]
+    mean_time: torch.Tensor  # sum over layers of the mean GPU load: the layer time of a perfect balance
 
     @property
     def speedup(self) -> float:
@@ -41,8 +42,10 @@ def bin_sums(values: torch.Tensor, num_bins: int) -> torch.Tensor:
 
 def balancedness(bins: torch.Tensor) -> torch.Tensor:
     """Per window: sum over layers of the mean bin load over sum over layers of the max bin load."""
-    mean = bins.mean(-1).sum(-1)
-    peak = bins.amax(-1).sum(-1)
+    return _ratio(bins.mean(-1).sum(-1), bins.amax(-1).sum(-1))
+
+
+def _ratio(mean: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, mean / peak.clamp_min(1e-12), torch.ones_like(peak))
 
 
@@ -55,18 +58,27 @@ def identity_gpu_load(load: torch.Tensor, num_gpus: int) -> torch.Tensor:
 
 
 def simulate(
-    load: torch.Tensor, phy2log: torch.Tensor, logcnt: torch.Tensor, num_gpus: int, num_nodes: int
+    load: torch.Tensor, phy2log: torch.Tensor, logcnt: torch.Tensor, num_gpus: int, num_nodes: int,
+    identity_time: torch.Tensor | None = None,
 ) -> Simulation:
-    """Score placements `phy2log [W, L, R]`, `logcnt [W, L, E]` against loads `[W, L, E]`."""
+    """Score placements `phy2log [W, L, R]`, `logcnt [W, L, E]` against loads `[W, L, E]`.
+
+    `identity_time` may carry the no-EPLB layer time of these loads, which depends on nothing else (a task
+    computes it once, not once per candidate)."""
     load = load.to(torch.float64)
     slots = slot_loads(load, phy2log, logcnt)
     gpus = bin_sums(slots, num_gpus)
     nodes = bin_sums(gpus, num_nodes)
+    peak_gpu = gpus.amax(-1).sum(-1)
+    mean_gpu = gpus.mean(-1).sum(-1)
+    if identity_time is None:
+        identity_time = identity_gpu_load(load, num_gpus).amax(-1).sum(-1)
     return Simulation(
-        balancedness_gpu=balancedness(gpus),
+        balancedness_gpu=_ratio(mean_gpu, peak_gpu),
         balancedness_expert=balancedness(slots),
         balancedness_node=balancedness(nodes),
-        layer_time=gpus.amax(-1).sum(-1),
-        identity_time=identity_gpu_load(load, num_gpus).amax(-1).sum(-1),
+        layer_time=peak_gpu,
+        identity_time=identity_time,
         gpu_load=gpus,
+        mean_time=mean_gpu,
     )

@@ -29,7 +29,7 @@ from evaluator.migration import MigrationModel, build_model, migration_cost, mig
 from evaluator.paths import REPO_ROOT
 from evaluator.sandbox.harness import Sandbox, SandboxLimits, SandboxRun
 from evaluator.scoring import get_scorer, score_all, speed_octaves
-from evaluator.simulate import Simulation, simulate
+from evaluator.simulate import Simulation, identity_gpu_load, simulate
 from evaluator.speed_memo import remembered, timing_key
 from evaluator.suite import AGGREGATES, Member, SuiteTask, build_members, check_suite, member_placement
 from evolve.errors import UserError
@@ -158,6 +158,7 @@ class EplbTask(TaskBase):
             raise UserError("task option 'suite' scores several datasets: this command scores one at a time; "
                             "name them with --dataset A,B where it takes a list, or use `evaluate`/`run`")
         self._first_stage: EplbTask | None = None
+        self._loads_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         # The harness's tensors are small: extra intra-op threads only add synchronisation (on a 2-core
         # machine a 200k-element reduction took 25 ms with 2 threads and 0.1 ms with one).
         torch.set_num_threads(1)
@@ -360,20 +361,26 @@ class EplbTask(TaskBase):
             return Result.failure(
                 f"the worker answered {len(run.placements)} of {len(self.plan_windows)} windows", **stamp, **streams
             )
-        plans = np.stack([p[0] for p in run.placements])
+        try:  # stacked once, for the contract check, the simulation, migration and locality
+            plans = np.stack([p[0] for p in run.placements])
+            counts = np.stack([p[2] for p in run.placements])
+        except (ValueError, TypeError):  # shapes or types that differ: the per-window check names them
+            plans = counts = None
         problem = validate_placements(
             run.placements, self.trace.num_layers, self.trace.num_experts, self.options.num_replicas,
-            self.score_windows.numpy(),
+            self.score_windows.numpy(), stacked=None if plans is None else (plans, counts),
         )
-        if problem:
-            return Result.failure(problem, **stamp, **streams)
+        if problem or plans is None:
+            return Result.failure(problem or "the placements of the windows differ in shape", **stamp, **streams)
         device = torch.device(self.options.device)
+        loads, identity_time = self._score_loads(device)
         sim = simulate(
-            self.score_windows.to(device),
+            loads,
             torch.from_numpy(plans).to(device),
-            torch.from_numpy(np.stack([p[2] for p in run.placements])).to(device),
+            torch.from_numpy(counts).to(device),
             self.options.num_gpus,
             self.options.num_nodes,
+            identity_time=identity_time,
         )
         metrics = self._metrics(sim, run)
         moves = migration_cost(plans, sim, self.options.num_gpus,
@@ -405,6 +412,15 @@ class EplbTask(TaskBase):
             **stamp,
             **streams,
         )
+
+    def _score_loads(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scoring windows as float64 on `device`, and their layer time without EPLB: the same for every
+        candidate, so made once per device."""
+        key = str(device)
+        if key not in self._loads_cache:
+            loads = self.score_windows.to(device).to(torch.float64)
+            self._loads_cache[key] = (loads, identity_gpu_load(loads, self.options.num_gpus).amax(-1).sum(-1))
+        return self._loads_cache[key]
 
     def _metrics(self, sim: Simulation, run: SandboxRun) -> dict[str, float]:
         calls = np.array(run.call_ns, dtype=np.float64) / 1e9
