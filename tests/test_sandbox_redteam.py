@@ -268,3 +268,24 @@ def test_a_checkout_under_tmp_stays_read_only(tmp_path: Path, monkeypatch: pytes
     finally:
         harness.shutdown()
         assert not (bound / "statistics.py").exists() and not (tmp_path / "statistics.py").exists()
+
+
+TERMINALS = r'''
+def _pty(path):
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    globals().setdefault("_held", []).append(fd)  # kept open: a peer could read what is written to it
+    return fd
+_try("PTMX", lambda: _pty("/dev/ptmx"))
+_try("PTSPTMX", lambda: _pty("/dev/pts/ptmx"))
+_try("PTSLIST", lambda: sorted(os.listdir("/dev/pts")) or 1 / 0)
+'''
+
+
+def test_no_terminal_can_be_shared_with_another_candidate(task: EplbTask) -> None:
+    """bubblewrap's /dev/pts is one instance for every worker of a zygote: a terminal one candidate opened
+    there could be opened and read by another running at the same time. None can be opened."""
+    result = task.evaluate(hostile(TERMINALS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and {found[t] for t in ("PTMX", "PTSPTMX", "PTSLIST")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)

@@ -2,8 +2,8 @@
 
 Called inside the bubblewrap sandbox, before any candidate code exists. The worker's outer process
 calls `enter_namespaces()` (new user, PID, mount, network and IPC namespaces), then forks the init of
-the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, `/scratch` and
-`/dev/shm` by small tmpfs of the worker's own (the ones bubblewrap made are shared by every worker of
+the new PID namespace, which calls `seal()`: `/proc` and `/dev/pts` are covered by empty read-only tmpfs,
+`/scratch` and `/dev/shm` by small tmpfs of the worker's own (the ones bubblewrap made are shared by every worker of
 the zygote: a file left there would reach the next candidate), the rest of the root is made read-only,
 no new privileges can be gained, and every capability of the new user namespace is dropped. The init then
 forks the candidate's process, which cannot name, signal, pidfd or ptrace the zygote, the standby
@@ -91,10 +91,21 @@ def _private_scratch() -> None:
     os.chdir("/scratch")  # the old working directory is the shared one underneath
 
 
+def _cover(path: str) -> None:
+    """Hide what lies under `path` beneath an empty, read-only tmpfs."""
+    _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"),
+           f"hiding {path}")
+
+
 def seal() -> None:
-    """Hide /proc, give the worker private scratch space, forbid new privileges, drop every capability."""
-    _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"),
-           "hiding /proc")
+    """Hide /proc and /dev/pts, give the worker private scratch space, forbid new privileges, drop every
+    capability.
+
+    /dev/pts is bubblewrap's one pseudo-terminal instance, shared by every worker of the zygote: a terminal
+    one candidate opens there (through /dev/ptmx) another running at the same time could open and read, a
+    channel between programs. No balancer needs a terminal, so none is left to open."""
+    _cover("/proc")
+    _cover("/dev/pts")
     _private_scratch()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     for cap in range(_LAST_CAPABILITY + 1):
