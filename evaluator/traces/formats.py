@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 import torch
 
-from evaluator.traces.trace import Trace, TraceError, load_npz, save_npz
+from evaluator.traces.trace import Trace, TraceError, check_npz_size, load_npz, save_npz
 
 _WS = re.compile(r"[ \t\n\r]*")
 _CHUNK = 1 << 20
@@ -407,9 +407,13 @@ def read_npz(path: str | Path) -> Trace:
     try:
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
+            if "counts" not in files and len(files) == 1:
+                check_npz_size(data, files, path)
             single = data[files[0]] if "counts" not in files and len(files) == 1 else None
     except FileNotFoundError:
         raise TraceError(f"{path}: no such file") from None
+    except TraceError:
+        raise
     except Exception as exc:
         raise TraceError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
     if single is None:
