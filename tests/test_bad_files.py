@@ -181,3 +181,43 @@ def test_a_zip_bomb_trace_is_refused_before_it_is_decompressed(tmp_path: Path, c
     err = one_line(["evaluate", "--dataset", str(path), "seed"], capsys)
     assert f"error: {path}: its arrays take 7.8 MiB once decompressed, more than this machine can load (1.0 MiB" in err, err
     assert not loaded
+
+
+def test_a_trace_file_that_is_a_fifo_does_not_hang(tmp_path: Path, capsys):
+    """Opening a FIFO for reading blocks until a writer comes: a path naming one is refused, not read."""
+    import os
+
+    fifo = tmp_path / "trace.npz"
+    os.mkfifo(fifo)
+    err = one_line(["evaluate", "--dataset", str(fifo), "seed"], capsys)
+    assert err == f"error: {fifo}: not a regular file or folder", err
+    err = one_line(["evaluate", "--suite", str(fifo), "seed"], capsys)
+    assert err == f"error: suite member '{fifo}': {fifo}: not a regular file or folder", err
+
+
+def test_an_error_quoting_control_characters_stays_one_line(capsys):
+    """A value quoted in an error (a config entry, a file name) may hold newlines or terminal escapes."""
+    err = one_line(["evaluate", "--suite", "bad\nna\x1b[2Jme:search", "seed"], capsys)
+    assert err.startswith("error: ") and "\\n" in err and "\\x1b[2J" in err and "\x1b" not in err, err
+
+
+def test_a_suite_is_bounded_and_one_file_is_not_loaded_twice(tmp_path: Path, capsys,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    from evaluator import task as task_module
+    from evaluator.suite import MAX_MEMBERS
+    from evaluator.traces import save_npz
+    from tests.evaluator_helpers import skewed_trace
+
+    many = ",".join(f"d{i}:search" for i in range(MAX_MEMBERS + 1))
+    err = one_line(["evaluate", "--suite", many, "seed"], capsys)
+    assert err == f"error: task option 'suite' names {MAX_MEMBERS + 1} members; a suite has at most {MAX_MEMBERS}"
+    path = save_npz(skewed_trace(), tmp_path / "t.npz")
+    loads = []
+    original = task_module.load_task_trace
+    monkeypatch.setattr(task_module, "load_task_trace", lambda o: loads.append(o.dataset) or original(o))
+    (tmp_path / "x").mkdir()
+    spellings = [str(path), f"{tmp_path}/./t.npz", f"{tmp_path}//t.npz", f"{tmp_path}/x/../t.npz"]
+    err = one_line(["evaluate", "--suite", ",".join(spellings), "--replicas", "24", "--gpus", "8", "--nodes", "2",
+                    "seed"], capsys)
+    assert f"is named twice ('{spellings[1]}' is a second name for it)" in err, err
+    assert len(loads) == 2  # refused at the second name, not after loading every one

@@ -291,6 +291,8 @@ _ST_DTYPES = {
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """Parse a safetensors file: u64 LE header length, JSON header, then raw tensor bytes."""
     path = Path(path)
+    if not path.is_file():  # a FIFO named like a rank file would block the read
+        raise TraceError(f"{path}: not a regular file")
     raw = path.read_bytes()
     if len(raw) < 8:
         raise TraceError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
@@ -346,7 +348,7 @@ def read_trtllm(path: str | Path) -> Trace:
     path = Path(path)
     folder = path.parent if path.is_file() else path
     meta_path = folder / "meta_info.json"
-    if not meta_path.exists():
+    if not meta_path.is_file():
         raise TraceError(f"{folder}: no meta_info.json: give the folder holding meta_info.json and rank*.safetensors")
     try:
         info = json.loads(meta_path.read_text())
@@ -505,6 +507,8 @@ def read_trace(path: str | Path, fmt: str | None = None) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceError(f"{path}: no such file or folder")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or a device would block the read or never end
+        raise TraceError(f"{path}: not a regular file or folder")
     fmt = fmt or detect_format(path)
     if fmt not in READERS:
         raise TraceError(f"unknown trace format '{fmt}'; known: {', '.join(READERS)}")

@@ -291,6 +291,8 @@ def load_npz(path: str | Path) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceError(f"{path}: no such trace file; give a dataset name (see `eplb-evolve traces list`) or a path")
+    if not path.is_file():  # a FIFO or a device would block the read or never end
+        raise TraceError(f"{path}: not a regular file")
     try:
         with np.load(path, allow_pickle=False) as data:
             if "counts" not in data.files:
