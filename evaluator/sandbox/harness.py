@@ -125,7 +125,11 @@ class _Zygote:
                 elif "job" in message and len(fds) == 2:
                     for fd in fds:  # received descriptors are inheritable; a worker held ahead of need must
                         os.set_inheritable(fd, False)  # not leak into a process this harness starts
-                    self.handed[int(message["job"])] = (int(message["pid"]), fds[0], fds[1])
+                    pid = int(message["pid"])
+                    # an exit reported earlier under this pid was a previous worker's (the zygote reports an
+                    # exit before the pid can be reused): it must not be read as this one's
+                    self.exits.pop(pid, None)
+                    self.handed[int(message["job"])] = (pid, fds[0], fds[1])
                 elif "exit" in message:
                     self.exits[int(message["exit"])] = int(message["code"])
                     while len(self.exits) > 1024:  # exits nobody asked for (healthy workers): forget the oldest
