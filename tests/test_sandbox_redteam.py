@@ -289,3 +289,18 @@ def test_no_terminal_can_be_shared_with_another_candidate(task: EplbTask) -> Non
     found = tags(result)
     assert found["HOOKCHECK"] == "OK" and {found[t] for t in ("PTMX", "PTSPTMX", "PTSLIST")} == {"FAIL"}, result.stdout
     assert_innocent_scores(task)
+
+
+FULL_WIDTH_JUNK = FULL_WIDTH.replace(
+    "    return phy2log, wide, logcnt", "    wide[-1, -1, -1] = 0  # one value where -1 belongs\n    return phy2log, wide, logcnt")
+
+
+def test_a_full_width_reply_that_breaks_the_contract_is_refused_when_it_comes(task: EplbTask) -> None:
+    """A log2phy as wide as num_replicas with one value past every count cannot be cut, and holding it whole
+    for every window until the contract check is what the cut avoids: it is refused on arrival, in the
+    contract check's own words."""
+    run = task.sandbox.run(SEED_CODE + FULL_WIDTH_JUNK, task.plan_windows, task.args)
+    assert not run.ok and not run.placements
+    last = task.options.num_replicas - 1
+    assert run.error == f"window 0: inconsistent maps: log2phy[3, 15, {last}] = 0 past logcnt must be -1", run.error
+    assert task.evaluate(SEED_CODE + FULL_WIDTH_JUNK).error == run.error
