@@ -83,3 +83,75 @@ def test_the_zygote_signals_only_its_own_live_workers(tmp_path) -> None:
     result = task.evaluate(SEED_CODE)
     assert result.correct, result.error
     assert harness._ZYGOTES[(True, "cpu")] is zygote and zygote.alive(), "the zygote was killed and replaced"
+
+
+REACH_THE_NEXT_WORKER = r'''
+import ctypes, signal, time
+_libc = ctypes.CDLL(None, use_errno=True)
+_plan = rebalance_experts
+_done = []
+
+def _attack():
+    # the worker for the next candidate is forked once this program is loaded: reach for it now
+    time.sleep(0.5)
+    for _path in ("/scratch/statistics.py", "/dev/shm/statistics.py", "/tmp/statistics.py"):
+        _try("PLANT" + _path, lambda: open(_path, "w").write("raise RuntimeError('planted')\n"))
+    _named = [p for p in range(1, 400) if p != 2 and _alive(p)]
+    print("NAMED:" + ",".join(map(str, _named)), flush=True)
+    for _sig in (signal.SIGSTOP, signal.SIGKILL):
+        try:
+            os.kill(-1, _sig)  # every process this one can signal
+        except OSError:
+            pass
+    _init = os.pidfd_open(1)
+    _try("GETFD", lambda: _check(_libc.syscall(438, _init, 1, 0)))  # the init's stdout: the harness's
+    _buf = ctypes.create_string_buffer(16)
+    _iov = (ctypes.c_void_p * 2)(ctypes.cast(_buf, ctypes.c_void_p).value, 16)
+    _far = (ctypes.c_void_p * 2)(0x400000, 16)
+    _try("VMREAD", lambda: _check(_libc.process_vm_readv(1, _iov, 1, _far, 1, 0)))
+
+def _alive(pid):
+    try:
+        os.close(os.pidfd_open(pid))
+        return True
+    except OSError:
+        return False
+
+def _check(result):
+    if result < 0:
+        raise OSError(ctypes.get_errno(), "refused")
+    return result
+
+def rebalance_experts(weight, *args):
+    if not _done and os.getpid() == 2:  # only inside the sandbox's own PID namespace
+        _done.append(1)
+        _attack()
+    return _plan(weight, *args)
+'''
+
+LOOK = r'''
+import os
+print("SEEN:" + repr(sorted(os.listdir("/scratch")) + sorted(os.listdir("/dev/shm"))), flush=True)
+import statistics
+'''
+
+
+def test_a_candidate_cannot_reach_the_worker_forked_for_the_next(tmp_path) -> None:
+    """While a candidate runs, the worker for the next one waits beside it: the running one can name no
+    process but its init, signal nothing, take no descriptor, and leave nothing the next one sees."""
+    from tests.evaluator_helpers import SEED_CODE, small_task
+    from tests.test_sandbox_attacks import hostile, tags
+
+    task = small_task(tmp_path)
+    assert task.evaluate(SEED_CODE).correct
+    zygote = harness._ZYGOTES[(True, "cpu")]
+    attacked = task.evaluate(hostile(REACH_THE_NEXT_WORKER))
+    assert attacked.correct, attacked.error
+    found = tags(attacked)
+    assert "NAMED:1\n" in attacked.stdout, attacked.stdout
+    assert found["HOOKCHECK"] == "OK" and {v for k, v in found.items() if k != "HOOKCHECK"} == {"FAIL"}, found
+    assert {"GETFD", "VMREAD", "PLANT/tmp/statistics.py"} <= set(found)
+    after = task.evaluate(SEED_CODE + LOOK)
+    assert after.correct, after.error
+    assert "SEEN:[]" in after.stdout
+    assert harness._ZYGOTES[(True, "cpu")] is zygote, "the waiting worker was harmed and the sandbox restarted"
