@@ -304,3 +304,30 @@ def test_a_full_width_reply_that_breaks_the_contract_is_refused_when_it_comes(ta
     last = task.options.num_replicas - 1
     assert run.error == f"window 0: inconsistent maps: log2phy[3, 15, {last}] = 0 past logcnt must be -1", run.error
     assert task.evaluate(SEED_CODE + FULL_WIDTH_JUNK).error == run.error
+
+
+LOCKS = r'''
+import fcntl, struct
+_f = open(os.__file__, "rb")  # read-only, and the same file every other candidate can open
+_try("FLOCK", lambda: fcntl.flock(_f, fcntl.LOCK_SH | fcntl.LOCK_NB))
+_try("LOCKF", lambda: fcntl.lockf(_f, fcntl.LOCK_SH | fcntl.LOCK_NB))
+_try("GETLK", lambda: fcntl.fcntl(_f, fcntl.F_GETLK, struct.pack("hhqqi", 0, 0, 0, 0, 0)))
+_try("OFDLK", lambda: fcntl.fcntl(_f, 37, struct.pack("hhqqi", 0, 0, 0, 0, 0)))  # F_OFD_SETLK
+_try("GETFL", lambda: fcntl.fcntl(_f, fcntl.F_GETFL))
+'''
+
+
+def test_no_file_lock_can_signal_another_candidate(task: EplbTask) -> None:
+    """A lock on a shared read-only file (the standard library) is seen by every process that opens it: two
+    candidates running at once could talk through locks. The syscall filter refuses them; fcntl's other
+    commands still work."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("F_OFD_SETLK's number above is x86_64's")
+    result = task.evaluate(hostile(LOCKS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["GETFL"] == "OK", result.stdout
+    assert {found[t] for t in ("FLOCK", "LOCKF", "GETLK", "OFDLK")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)
