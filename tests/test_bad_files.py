@@ -221,3 +221,17 @@ def test_a_suite_is_bounded_and_one_file_is_not_loaded_twice(tmp_path: Path, cap
                     "seed"], capsys)
     assert f"is named twice ('{spellings[1]}' is a second name for it)" in err, err
     assert len(loads) == 2  # refused at the second name, not after loading every one
+
+
+@pytest.mark.parametrize("row, expected", [
+    ("1000000000000,0,0,5", "its largest step, layer and expert (1000000000000, 0, 0) make a [1000000000001, 1, 1] "
+                            "trace, more than this machine can load"),
+    ("1e300,0,0,5", "row 1: column 'step' holds 1e+300; expected a whole number from 0 to 2**53"),
+    ("18446744073709551615,0,0,5", "column 'step' holds 18446744073709551615; expected a whole number from 0"),
+])
+def test_a_csv_trace_declaring_a_huge_array_is_one_line(tmp_path: Path, capsys, row: str, expected: str):
+    """One row naming step 10**12 asked for terabytes (a traceback), or wrapped past int64 (negative sizes)."""
+    path = tmp_path / "trace.csv"
+    path.write_text(f"step,layer,expert,count\n{row}\n")
+    err = one_line(["evaluate", "--dataset", str(path), "--groups", "1", "seed"], capsys)
+    assert err.startswith(f"error: {path}: ") and expected in err, err

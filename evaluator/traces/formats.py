@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 import torch
 
-from evaluator.traces.trace import Trace, TraceError, check_npz_size, load_npz, save_npz
+from evaluator.traces.trace import Trace, TraceError, check_npz_size, load_npz, max_trace_bytes, save_npz
 
 _WS = re.compile(r"[ \t\n\r]*")
 _CHUNK = 1 << 20
@@ -452,13 +452,19 @@ def read_csv(path: str | Path) -> Trace:
     index = {c: frame[c].to_numpy() for c in need}
     for col in need:
         values = index[col]
-        bad = (values < 0) | (values != np.round(values)) if values.dtype.kind == "f" else values < 0
+        bad = (values < 0) | (values > 2**53)  # past 2**53 a float is no exact whole number, and int64 wraps
+        if values.dtype.kind == "f":
+            bad |= values != np.round(values)
         if bad.any():
             row = int(np.argmax(bad))
             raise TraceError(f"{path}: row {row + 1}: column '{col}' holds {values[row].item()!r}; expected a whole "
-                             "number >= 0")
+                             "number from 0 to 2**53")
     s, layer, e = (index[c].astype(np.int64) for c in ("step", "layer", "expert"))
-    counts = np.zeros((s.max() + 1, layer.max() + 1, e.max() + 1), dtype=np.int64)
+    shape = (int(s.max()) + 1, int(layer.max()) + 1, int(e.max()) + 1)
+    if 8 * shape[0] * shape[1] * shape[2] > max_trace_bytes():  # one row naming step 10**9 declares terabytes
+        raise TraceError(f"{path}: its largest step, layer and expert ({shape[0] - 1}, {shape[1] - 1}, {shape[2] - 1}) "
+                         f"make a {list(shape)} trace, more than this machine can load (an eighth of its memory)")
+    counts = np.zeros(shape, dtype=np.int64)
     np.add.at(counts, (s, layer, e), index["count"].astype(np.int64))
     return Trace(counts, {"source": str(path), "format": "csv"})
 
