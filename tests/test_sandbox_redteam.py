@@ -331,3 +331,27 @@ def test_no_file_lock_can_signal_another_candidate(task: EplbTask) -> None:
     assert found["HOOKCHECK"] == "OK" and found["GETFL"] == "OK", result.stdout
     assert {found[t] for t in ("FLOCK", "LOCKF", "GETLK", "OFDLK")} == {"FAIL"}, result.stdout
     assert_innocent_scores(task)
+
+
+DISK = r'''
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+def _reserve(fd, mode):
+    if _libc.fallocate(fd, mode, ctypes.c_long(1 << 33), ctypes.c_long(1 << 30)):
+        raise OSError(ctypes.get_errno(), "refused")
+_try("KEEPSIZE", lambda: _reserve(1, 1))  # FALLOC_FL_KEEP_SIZE: the file's size, which RLIMIT_FSIZE caps, stays
+_try("GROW", lambda: _reserve(2, 0))
+print("BLOCKS:" + str(os.fstat(1).st_blocks + os.fstat(2).st_blocks), flush=True)
+'''
+
+
+def test_stdout_cannot_reserve_the_hosts_disk(task: EplbTask) -> None:
+    """stdout and stderr are unlinked files on the host's disk: fallocate with FALLOC_FL_KEEP_SIZE reserved
+    1 GiB a call past the output cap (a loop could fill the disk under every other program's feet)."""
+    result = task.evaluate(hostile(DISK))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["KEEPSIZE"] == "FAIL" and found["GROW"] == "FAIL", result.stdout
+    blocks = int(next(line for line in result.stdout.splitlines() if line.startswith("BLOCKS:"))[7:])
+    assert blocks * 512 < 1 << 20, blocks
+    assert_innocent_scores(task)

@@ -141,14 +141,17 @@ _IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every
 # instances held by a candidate would leave none to the machine's other root processes); then kernel
 # surface no balancer needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
 # (flock, and fcntl's lock commands below: a lock taken on a shared read-only file is seen by every other
-# process, so two candidates running at once could signal each other through it)
+# process, so two candidates running at once could signal each other through it; fallocate: with
+# FALLOC_FL_KEEP_SIZE it reserves disk blocks past RLIMIT_FSIZE, and stdout and stderr are files on the
+# host's disk, which a candidate could fill during its evaluation)
 _ARCHES = {
     0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING,
-                           73], [72]),
+                           73, 285], [72]),
     0x40000003: (120, 435,
                  [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING,
-                  143], [55, 221]),
-    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING, 32], [25]),
+                  143, 324], [55, 221]),
+    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING, 32, 47],
+                 [25]),
 }  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64: clone, clone3, refused calls, fcntl (and fcntl64)
 # fcntl commands refused: F_GETLK, F_SETLK, F_SETLKW, their 64-bit forms on i386, and the open-file-description ones
 _LOCK_COMMANDS = [5, 6, 7, 12, 13, 14, 36, 37, 38]
