@@ -291,8 +291,9 @@ def test_no_terminal_can_be_shared_with_another_candidate(task: EplbTask) -> Non
     assert_innocent_scores(task)
 
 
-FULL_WIDTH_JUNK = FULL_WIDTH.replace(
-    "    return phy2log, wide, logcnt", "    wide[-1, -1, -1] = 0  # one value where -1 belongs\n    return phy2log, wide, logcnt")
+FULL_WIDTH_JUNK = FULL_WIDTH.replace("    return phy2log, wide, logcnt",
+                                     "    wide[-1, -1, -1] = 0  # one value where -1 belongs\n"
+                                     "    return phy2log, wide, logcnt")
 
 
 def test_a_full_width_reply_that_breaks_the_contract_is_refused_when_it_comes(task: EplbTask) -> None:
