@@ -356,3 +356,29 @@ def test_stdout_cannot_reserve_the_hosts_disk(task: EplbTask) -> None:
     blocks = int(next(line for line in result.stdout.splitlines() if line.startswith("BLOCKS:"))[7:])
     assert blocks * 512 < 1 << 20, blocks
     assert_innocent_scores(task)
+
+
+KERNEL_BUFFERS = r'''
+import fcntl, socket
+def _pair():
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 26)  # up to net.core.wmem_max, 4 MB on some hosts
+    return a, b
+_try("SOCKETPAIR", _pair)
+_try("SOCKET", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+_r, _w = os.pipe()
+_try("PIPE", lambda: os.write(_w, b"x"))
+_try("PIPESIZE", lambda: fcntl.fcntl(_w, 1031, 1 << 20))  # F_SETPIPE_SZ: a 1 MB pipe
+'''
+
+
+def test_no_kernel_buffer_can_grow_past_a_few_pages(task: EplbTask) -> None:
+    """Socket and pipe buffers are memory no address-space cap counts: with net.core.wmem_max at 4 MB, 100
+    socket pairs queued 1.6 GB of it in one worker. Sockets cannot be made (the worker has its own to the
+    harness) and pipes keep their default size."""
+    result = task.evaluate(hostile(KERNEL_BUFFERS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["PIPE"] == "OK", result.stdout
+    assert {found[t] for t in ("SOCKETPAIR", "SOCKET", "PIPESIZE")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)

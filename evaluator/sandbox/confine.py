@@ -143,18 +143,21 @@ _IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every
 # (flock, and fcntl's lock commands below: a lock taken on a shared read-only file is seen by every other
 # process, so two candidates running at once could signal each other through it; fallocate: with
 # FALLOC_FL_KEEP_SIZE it reserves disk blocks past RLIMIT_FSIZE, and stdout and stderr are files on the
-# host's disk, which a candidate could fill during its evaluation)
+# host's disk, which a candidate could fill during its evaluation; socket, socketpair and i386's socketcall:
+# a socket's buffers are kernel memory no address-space cap counts, up to net.core.wmem_max a socket, 1.6 GB
+# queued in 100 pairs where that is 4 MB; fcntl's F_SETPIPE_SZ likewise grows a pipe to 1 MB)
 _ARCHES = {
     0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING,
-                           73, 285], [72]),
+                           73, 285, 41, 53], [72]),
     0x40000003: (120, 435,
                  [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING,
-                  143, 324], [55, 221]),
-    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING, 32, 47],
-                 [25]),
+                  143, 324, 102, 359, 360], [55, 221]),
+    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING, 32, 47,
+                            198, 199], [25]),
 }  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64: clone, clone3, refused calls, fcntl (and fcntl64)
-# fcntl commands refused: F_GETLK, F_SETLK, F_SETLKW, their 64-bit forms on i386, and the open-file-description ones
-_LOCK_COMMANDS = [5, 6, 7, 12, 13, 14, 36, 37, 38]
+# fcntl commands refused: F_GETLK, F_SETLK, F_SETLKW, their 64-bit forms on i386, the open-file-description
+# ones, and F_SETPIPE_SZ
+_REFUSED_FCNTL = [5, 6, 7, 12, 13, 14, 36, 37, 38, 1031]
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 
 
@@ -175,10 +178,10 @@ def _no_processes_program() -> list[tuple[int, int, int, int]]:
         body = [(_LD_W_ABS, 0, 0, 0), (_JGE_K, 0, 1, _X32_SYSCALL_BIT), deny]
         for nr in forks:
             body += [(_JEQ_K, 0, 1, nr), deny]
-        # fcntl: load its command (args[1], low half at 24) and refuse the lock commands, allow the rest
-        count = len(_LOCK_COMMANDS)
+        # fcntl: load its command (args[1], low half at 24) and refuse the ones listed, allow the rest
+        count = len(_REFUSED_FCNTL)
         locks = [(_LD_W_ABS, 0, 0, 24)]
-        locks += [(_JEQ_K, count - i, 0, cmd) for i, cmd in enumerate(_LOCK_COMMANDS)]  # to `deny` below
+        locks += [(_JEQ_K, count - i, 0, cmd) for i, cmd in enumerate(_REFUSED_FCNTL)]  # to `deny` below
         locks += [allow, deny]
         for nr in fcntls:
             body += [(_JEQ_K, 0, len(locks), nr), *locks]
@@ -190,8 +193,8 @@ def _no_processes_program() -> list[tuple[int, int, int, int]]:
 
 def forbid_new_processes() -> None:
     """Install the filter in this process (no_new_privs must be set): fork, vfork, clone without
-    CLONE_THREAD, the syscalls listed in `_ARCHES` and fcntl's lock commands fail with EPERM from now on,
-    in this process and its threads."""
+    CLONE_THREAD, the syscalls listed in `_ARCHES` and the fcntl commands in `_REFUSED_FCNTL` fail with
+    EPERM from now on, in this process and its threads."""
     program = _no_processes_program()
     filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
     fprog = _SockFprog(len(program), filters)
