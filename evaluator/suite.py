@@ -37,6 +37,7 @@ AGGREGATES = ("mean", "worst")
 # the placement options a suite scales to each member's shape while they keep these (the standard) values
 STANDARD_PLACEMENT = {"num_replicas": 288, "num_gpus": 32, "num_nodes": 4}
 STANDARD_EXPERTS = 256
+MAX_MEMBERS = 64  # each member is a full evaluation of every child, its trace held in memory
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def parse_suite(value: Any) -> list[Member]:
         parts = list(value)
     else:
         raise UserError(f"task option 'suite' must be a comma-separated string or a list of strings, got {value!r}")
+    if len(parts) > MAX_MEMBERS:
+        raise UserError(f"task option 'suite' names {len(parts)} members; a suite has at most {MAX_MEMBERS}")
     members: list[Member] = []
     for i, raw in enumerate(parts):
         text = raw.strip()
@@ -261,10 +264,15 @@ class SuiteTask(TaskBase):
 
 def build_members(options: Any, make: Callable[[Any, Member], Any]) -> list[Any]:
     """The member tasks of `options.suite`, each built by `make(options, member)` (the caller's EplbTask)."""
-    members = []
+    members: list[Any] = []
+    labels: set[str] = set()
     for member in parse_suite(options.suite):
         try:
             members.append(make(options, member))
         except UserError as exc:
             raise UserError(f"suite member '{member.spec}': {str(exc).splitlines()[0]}") from exc
+        label = member_label(members[-1])
+        if label in labels:  # refused at once: two spellings of one file would otherwise load it many times
+            raise UserError(f"task option 'suite': {label} is named twice ('{member.spec}' is a second name for it)")
+        labels.add(label)
     return members

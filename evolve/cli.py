@@ -11,6 +11,7 @@ import argparse
 import difflib
 import importlib
 import sys
+import unicodedata
 from importlib import metadata
 
 from evolve import plugins
@@ -87,6 +88,12 @@ def unknown_flag_message(parser: argparse.ArgumentParser, unknown: list[str]) ->
     return f"unrecognized argument {word}{hint}"
 
 
+def one_line(text: str) -> str:
+    """An error message as one printable line: a value quoted from a config, a file name or a program may hold
+    newlines or terminal escapes; each control or invisible format character is shown as its escape."""
+    return "".join(c if unicodedata.category(c) not in ("Cc", "Cf", "Cs") else ascii(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"error: {scrub(str(exc))}", file=sys.stderr)
+        print(f"error: {one_line(scrub(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is saved", file=sys.stderr)

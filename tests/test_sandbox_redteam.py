@@ -268,3 +268,117 @@ def test_a_checkout_under_tmp_stays_read_only(tmp_path: Path, monkeypatch: pytes
     finally:
         harness.shutdown()
         assert not (bound / "statistics.py").exists() and not (tmp_path / "statistics.py").exists()
+
+
+TERMINALS = r'''
+def _pty(path):
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    globals().setdefault("_held", []).append(fd)  # kept open: a peer could read what is written to it
+    return fd
+_try("PTMX", lambda: _pty("/dev/ptmx"))
+_try("PTSPTMX", lambda: _pty("/dev/pts/ptmx"))
+_try("PTSLIST", lambda: sorted(os.listdir("/dev/pts")) or 1 / 0)
+'''
+
+
+def test_no_terminal_can_be_shared_with_another_candidate(task: EplbTask) -> None:
+    """bubblewrap's /dev/pts is one instance for every worker of a zygote: a terminal one candidate opened
+    there could be opened and read by another running at the same time. None can be opened."""
+    result = task.evaluate(hostile(TERMINALS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and {found[t] for t in ("PTMX", "PTSPTMX", "PTSLIST")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)
+
+
+FULL_WIDTH_JUNK = FULL_WIDTH.replace("    return phy2log, wide, logcnt",
+                                     "    wide[-1, -1, -1] = 0  # one value where -1 belongs\n"
+                                     "    return phy2log, wide, logcnt")
+
+
+def test_a_full_width_reply_that_breaks_the_contract_is_refused_when_it_comes(task: EplbTask) -> None:
+    """A log2phy as wide as num_replicas with one value past every count cannot be cut, and holding it whole
+    for every window until the contract check is what the cut avoids: it is refused on arrival, in the
+    contract check's own words."""
+    run = task.sandbox.run(SEED_CODE + FULL_WIDTH_JUNK, task.plan_windows, task.args)
+    assert not run.ok and not run.placements
+    last = task.options.num_replicas - 1
+    assert run.error == f"window 0: inconsistent maps: log2phy[3, 15, {last}] = 0 past logcnt must be -1", run.error
+    assert task.evaluate(SEED_CODE + FULL_WIDTH_JUNK).error == run.error
+
+
+LOCKS = r'''
+import fcntl, struct
+_f = open(os.__file__, "rb")  # read-only, and the same file every other candidate can open
+_try("FLOCK", lambda: fcntl.flock(_f, fcntl.LOCK_SH | fcntl.LOCK_NB))
+_try("LOCKF", lambda: fcntl.lockf(_f, fcntl.LOCK_SH | fcntl.LOCK_NB))
+_try("GETLK", lambda: fcntl.fcntl(_f, fcntl.F_GETLK, struct.pack("hhqqi", 0, 0, 0, 0, 0)))
+_try("OFDLK", lambda: fcntl.fcntl(_f, 37, struct.pack("hhqqi", 0, 0, 0, 0, 0)))  # F_OFD_SETLK
+_try("GETFL", lambda: fcntl.fcntl(_f, fcntl.F_GETFL))
+'''
+
+
+def test_no_file_lock_can_signal_another_candidate(task: EplbTask) -> None:
+    """A lock on a shared read-only file (the standard library) is seen by every process that opens it: two
+    candidates running at once could talk through locks. The syscall filter refuses them; fcntl's other
+    commands still work."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("F_OFD_SETLK's number above is x86_64's")
+    result = task.evaluate(hostile(LOCKS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["GETFL"] == "OK", result.stdout
+    assert {found[t] for t in ("FLOCK", "LOCKF", "GETLK", "OFDLK")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)
+
+
+DISK = r'''
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+def _reserve(fd, mode):
+    if _libc.fallocate(fd, mode, ctypes.c_long(1 << 33), ctypes.c_long(1 << 30)):
+        raise OSError(ctypes.get_errno(), "refused")
+_try("KEEPSIZE", lambda: _reserve(1, 1))  # FALLOC_FL_KEEP_SIZE: the file's size, which RLIMIT_FSIZE caps, stays
+_try("GROW", lambda: _reserve(2, 0))
+print("BLOCKS:" + str(os.fstat(1).st_blocks + os.fstat(2).st_blocks), flush=True)
+'''
+
+
+def test_stdout_cannot_reserve_the_hosts_disk(task: EplbTask) -> None:
+    """stdout and stderr are unlinked files on the host's disk: fallocate with FALLOC_FL_KEEP_SIZE reserved
+    1 GiB a call past the output cap (a loop could fill the disk under every other program's feet)."""
+    result = task.evaluate(hostile(DISK))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["KEEPSIZE"] == "FAIL" and found["GROW"] == "FAIL", result.stdout
+    blocks = int(next(line for line in result.stdout.splitlines() if line.startswith("BLOCKS:"))[7:])
+    assert blocks * 512 < 1 << 20, blocks
+    assert_innocent_scores(task)
+
+
+KERNEL_BUFFERS = r'''
+import fcntl, socket
+def _pair():
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 26)  # up to net.core.wmem_max, 4 MB on some hosts
+    return a, b
+_try("SOCKETPAIR", _pair)
+_try("SOCKET", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+_r, _w = os.pipe()
+_try("PIPE", lambda: os.write(_w, b"x"))
+_try("PIPESIZE", lambda: fcntl.fcntl(_w, 1031, 1 << 20))  # F_SETPIPE_SZ: a 1 MB pipe
+'''
+
+
+def test_no_kernel_buffer_can_grow_past_a_few_pages(task: EplbTask) -> None:
+    """Socket and pipe buffers are memory no address-space cap counts: with net.core.wmem_max at 4 MB, 100
+    socket pairs queued 1.6 GB of it in one worker. Sockets cannot be made (the worker has its own to the
+    harness) and pipes keep their default size."""
+    result = task.evaluate(hostile(KERNEL_BUFFERS))
+    assert result.correct, result.error
+    found = tags(result)
+    assert found["HOOKCHECK"] == "OK" and found["PIPE"] == "OK", result.stdout
+    assert {found[t] for t in ("SOCKETPAIR", "SOCKET", "PIPESIZE")} == {"FAIL"}, result.stdout
+    assert_innocent_scores(task)

@@ -2,8 +2,8 @@
 
 Called inside the bubblewrap sandbox, before any candidate code exists. The worker's outer process
 calls `enter_namespaces()` (new user, PID, mount, network and IPC namespaces), then forks the init of
-the new PID namespace, which calls `seal()`: `/proc` is covered by an empty read-only tmpfs, `/scratch` and
-`/dev/shm` by small tmpfs of the worker's own (the ones bubblewrap made are shared by every worker of
+the new PID namespace, which calls `seal()`: `/proc` and `/dev/pts` are covered by empty read-only tmpfs,
+`/scratch` and `/dev/shm` by small tmpfs of the worker's own (the ones bubblewrap made are shared by every worker of
 the zygote: a file left there would reach the next candidate), the rest of the root is made read-only,
 no new privileges can be gained, and every capability of the new user namespace is dropped. The init then
 forks the candidate's process, which cannot name, signal, pidfd or ptrace the zygote, the standby
@@ -91,10 +91,21 @@ def _private_scratch() -> None:
     os.chdir("/scratch")  # the old working directory is the shared one underneath
 
 
+def _cover(path: str) -> None:
+    """Hide what lies under `path` beneath an empty, read-only tmpfs."""
+    _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"),
+           f"hiding {path}")
+
+
 def seal() -> None:
-    """Hide /proc, give the worker private scratch space, forbid new privileges, drop every capability."""
-    _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"),
-           "hiding /proc")
+    """Hide /proc and /dev/pts, give the worker private scratch space, forbid new privileges, drop every
+    capability.
+
+    /dev/pts is bubblewrap's one pseudo-terminal instance, shared by every worker of the zygote: a terminal
+    one candidate opens there (through /dev/ptmx) another running at the same time could open and read, a
+    channel between programs. No balancer needs a terminal, so none is left to open."""
+    _cover("/proc")
+    _cover("/dev/pts")
     _private_scratch()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     for cap in range(_LAST_CAPABILITY + 1):
@@ -129,12 +140,24 @@ _IO_URING = [425, 426, 427]  # setup, enter, register: the same numbers on every
 # every process of the host's user (inotify_init, inotify_init1, fanotify_init, mq_open: 128 inotify
 # instances held by a candidate would leave none to the machine's other root processes); then kernel
 # surface no balancer needs (add_key, request_key, keyctl, userfaultfd, perf_event_open, bpf, io_uring)
+# (flock, and fcntl's lock commands below: a lock taken on a shared read-only file is seen by every other
+# process, so two candidates running at once could signal each other through it; fallocate: with
+# FALLOC_FL_KEEP_SIZE it reserves disk blocks past RLIMIT_FSIZE, and stdout and stderr are files on the
+# host's disk, which a candidate could fill during its evaluation; socket, socketpair and i386's socketcall:
+# a socket's buffers are kernel memory no address-space cap counts, up to net.core.wmem_max a socket, 1.6 GB
+# queued in 100 pairs where that is 4 MB; fcntl's F_SETPIPE_SZ likewise grows a pipe to 1 MB)
 _ARCHES = {
-    0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING]),
+    0xC000003E: (56, 435, [57, 58, 319, 29, 64, 68, 253, 294, 300, 240, 248, 249, 250, 323, 298, 321, *_IO_URING,
+                           73, 285, 41, 53], [72]),
     0x40000003: (120, 435,
-                 [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING]),
-    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING]),
-}  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64
+                 [2, 190, 356, 117, 393, 395, 399, 291, 332, 338, 277, 286, 287, 288, 374, 336, 357, *_IO_URING,
+                  143, 324, 102, 359, 360], [55, 221]),
+    0xC00000B7: (220, 435, [279, 186, 190, 194, 26, 262, 180, 217, 218, 219, 282, 241, 280, *_IO_URING, 32, 47,
+                            198, 199], [25]),
+}  # x86_64, i386 (int 0x80 from an x86_64 process), aarch64: clone, clone3, refused calls, fcntl (and fcntl64)
+# fcntl commands refused: F_GETLK, F_SETLK, F_SETLKW, their 64-bit forms on i386, the open-file-description
+# ones, and F_SETPIPE_SZ
+_REFUSED_FCNTL = [5, 6, 7, 12, 13, 14, 36, 37, 38, 1031]
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 
 
@@ -151,10 +174,17 @@ def _no_processes_program() -> list[tuple[int, int, int, int]]:
     deny, nosys = (_RET_K, 0, 0, _RET_ERRNO | _EPERM), (_RET_K, 0, 0, _RET_ERRNO | _ENOSYS)
     allow = (_RET_K, 0, 0, _RET_ALLOW)
     prog: list[tuple[int, int, int, int]] = []
-    for arch, (clone, clone3, forks) in _ARCHES.items():
+    for arch, (clone, clone3, forks, fcntls) in _ARCHES.items():
         body = [(_LD_W_ABS, 0, 0, 0), (_JGE_K, 0, 1, _X32_SYSCALL_BIT), deny]
         for nr in forks:
             body += [(_JEQ_K, 0, 1, nr), deny]
+        # fcntl: load its command (args[1], low half at 24) and refuse the ones listed, allow the rest
+        count = len(_REFUSED_FCNTL)
+        locks = [(_LD_W_ABS, 0, 0, 24)]
+        locks += [(_JEQ_K, count - i, 0, cmd) for i, cmd in enumerate(_REFUSED_FCNTL)]  # to `deny` below
+        locks += [allow, deny]
+        for nr in fcntls:
+            body += [(_JEQ_K, 0, len(locks), nr), *locks]
         body += [(_JEQ_K, 0, 1, clone3), nosys]  # glibc then falls back to clone() for threads
         body += [(_JEQ_K, 0, 4, clone), (_LD_W_ABS, 0, 0, 16), (_JSET_K, 0, 1, _CLONE_THREAD), allow, deny, allow]
         prog += [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 0, len(body), arch), *body]
@@ -163,8 +193,8 @@ def _no_processes_program() -> list[tuple[int, int, int, int]]:
 
 def forbid_new_processes() -> None:
     """Install the filter in this process (no_new_privs must be set): fork, vfork, clone without
-    CLONE_THREAD and the syscalls listed in `_ARCHES` fail with EPERM from now on, in this process and
-    its threads."""
+    CLONE_THREAD, the syscalls listed in `_ARCHES` and the fcntl commands in `_REFUSED_FCNTL` fail with
+    EPERM from now on, in this process and its threads."""
     program = _no_processes_program()
     filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
     fprog = _SockFprog(len(program), filters)

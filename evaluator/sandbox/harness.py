@@ -31,6 +31,7 @@ from typing import IO, Callable, Iterator
 
 import numpy as np
 
+from evaluator.contract import validate_placement
 from evaluator.sandbox import bwrap, transport, wire
 from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV, MAX_THREADS, THREAD_LIMIT_EXIT
 from evolve.errors import UserError
@@ -125,7 +126,11 @@ class _Zygote:
                 elif "job" in message and len(fds) == 2:
                     for fd in fds:  # received descriptors are inheritable; a worker held ahead of need must
                         os.set_inheritable(fd, False)  # not leak into a process this harness starts
-                    self.handed[int(message["job"])] = (int(message["pid"]), fds[0], fds[1])
+                    pid = int(message["pid"])
+                    # an exit reported earlier under this pid was a previous worker's (the zygote reports an
+                    # exit before the pid can be reused): it must not be read as this one's
+                    self.exits.pop(pid, None)
+                    self.handed[int(message["job"])] = (pid, fds[0], fds[1])
                 elif "exit" in message:
                     self.exits[int(message["exit"])] = int(message["code"])
                     while len(self.exits) > 1024:  # exits nobody asked for (healthy workers): forget the oldest
@@ -325,16 +330,21 @@ def _variants(window: np.ndarray, count: int) -> list[np.ndarray]:
     return out
 
 
-def _compact(placement: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A reply's arrays, log2phy cut to its widest expert when only -1 padding follows.
+def _compact(placement: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A reply's arrays, log2phy cut to its widest expert when only -1 padding follows; None when something
+    else follows (the contract requires -1 past every expert's count: the placement is invalid).
 
     The contract lets log2phy be as wide as num_replicas: kept whole, a program padding it fully made the
     harness hold 34 MB per window on the standard shape. A cut reply is copied, so the padding goes with
     its message; an uncut, aligned one stays as views of its message, which holds nothing but the three
-    arrays and their header (`wire.decode` refuses trailing bytes), and is never written to."""
+    arrays and their header (`wire.decode` refuses trailing bytes), and is never written to. A reply with
+    anything but -1 past the widest expert is refused when it comes (None), never kept whole: otherwise one
+    value in its last column kept the full width of every window until the contract check."""
     phy2log, log2phy, logcnt = placement
     width = min(max(int(logcnt.max(initial=1)), 1), log2phy.shape[2])
-    if width < log2phy.shape[2] and bool((log2phy[:, :, width:] == -1).all()):
+    if width < log2phy.shape[2]:
+        if not bool((log2phy[:, :, width:] == -1).all()):
+            return None
         return phy2log.copy(), log2phy[:, :, :width].copy(), logcnt.copy()
     if not (phy2log.flags.aligned and log2phy.flags.aligned and logcnt.flags.aligned):
         # a reply whose header was not padded (`wire.encode` pads): numpy reads misaligned int64 through
@@ -505,9 +515,13 @@ class Sandbox:
                                                             on_ready):
                 if index < 0:
                     result.warmup_ns = wall
-                else:
-                    result.placements.append(_compact(placement))
-                    result.wall_ns.append(wall)
+                    continue
+                kept = _compact(placement)
+                if kept is None:  # the contract check's own words for this window
+                    problem = validate_placement(*placement, layers, experts, layout.replicas)
+                    raise _ProgramFailure(f"window {index}: {problem or 'log2phy holds values past logcnt'}")
+                result.placements.append(kept)
+                result.wall_ns.append(wall)
         except _ProgramFailure as exc:
             result.error = str(exc)
         except TimeoutError:

@@ -48,15 +48,51 @@ def _send(ctrl: socket.socket, lock: threading.Lock, message: dict, fds: tuple[i
             pass
 
 
-def _reap(ctrl: socket.socket, lock: threading.Lock) -> None:
-    """Report every worker's exit status (a signal number as a negative code, like multiprocessing)."""
+class _Workers:
+    """The zygote's workers not yet reaped: a pid is only signalled while it still names one of them.
+
+    A pid is free for the next fork once its worker is reaped, and a candidate can run the pid counter round
+    (every thread it starts takes one), so a pid is never used as a name after that moment. (No pidfds are
+    kept: every worker forked later would inherit them.)"""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: set[int] = set()
+
+    def kill(self, pid: int) -> None:
+        with self.lock:
+            if pid not in self.live:
+                return  # already reaped: the pid may name another worker by now
+            for kill in (os.killpg, os.kill):  # unreaped, so neither the pid nor its group id was reused
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _reap(ctrl: socket.socket, lock: threading.Lock, workers: _Workers) -> None:
+    """Report every worker's exit status (a signal number as a negative code, like multiprocessing).
+
+    The report goes out before the worker is reaped, so before its pid can be given to another worker:
+    the harness, which reads the reports in order, never takes one worker's exit for a later one's."""
     while True:
         try:
-            pid, status = os.waitpid(-1, 0)
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:
             threading.Event().wait(0.05)
             continue
-        _send(ctrl, lock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        if info is None:
+            continue
+        pid = info.si_pid
+        code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        try:  # what is left of its process group (children of an unisolated candidate); the id is still its own
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        _send(ctrl, lock, {"exit": pid, "code": code})
+        with workers.lock:
+            workers.live.discard(pid)
+            os.waitpid(pid, 0)
 
 
 def _pass_on(status: int) -> None:
@@ -214,14 +250,6 @@ def _warm_up() -> None:
     torch.full((8, 64, 2), -1, dtype=torch.int64)[torch.arange(8)[:, None], torch.arange(64)[None], 0]
 
 
-def _kill(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 def serve(ctrl: socket.socket, isolate: bool) -> None:
     """Fork one fresh worker per request and hand it over at once.
 
@@ -236,7 +264,8 @@ def serve(ctrl: socket.socket, isolate: bool) -> None:
     gc.collect()
     gc.freeze()
     lock = threading.Lock()
-    threading.Thread(target=_reap, args=(ctrl, lock), daemon=True).start()
+    workers = _Workers()
+    threading.Thread(target=_reap, args=(ctrl, lock, workers), daemon=True).start()
     _send(ctrl, lock, {"ready": True})
     while True:
         try:
@@ -247,9 +276,11 @@ def serve(ctrl: socket.socket, isolate: bool) -> None:
             return  # the harness went away
         request = json.loads(msg.decode())
         if "kill" in request:
-            _kill(int(request["kill"]))
+            workers.kill(int(request["kill"]))
             continue
-        pid, harness_end, pidfd = _fork_standby(ctrl, isolate)
+        with workers.lock:  # recorded before the reaper can reap it
+            pid, harness_end, pidfd = _fork_standby(ctrl, isolate)
+            workers.live.add(pid)
         _send(ctrl, lock, {"job": request["job"], "pid": pid}, (harness_end.fileno(), pidfd))
         harness_end.close()
         os.close(pidfd)

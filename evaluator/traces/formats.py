@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 import torch
 
-from evaluator.traces.trace import Trace, TraceError, load_npz, save_npz
+from evaluator.traces.trace import Trace, TraceError, check_npz_size, load_npz, max_trace_bytes, save_npz
 
 _WS = re.compile(r"[ \t\n\r]*")
 _CHUNK = 1 << 20
@@ -291,6 +291,8 @@ _ST_DTYPES = {
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """Parse a safetensors file: u64 LE header length, JSON header, then raw tensor bytes."""
     path = Path(path)
+    if not path.is_file():  # a FIFO named like a rank file would block the read
+        raise TraceError(f"{path}: not a regular file")
     raw = path.read_bytes()
     if len(raw) < 8:
         raise TraceError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
@@ -346,7 +348,7 @@ def read_trtllm(path: str | Path) -> Trace:
     path = Path(path)
     folder = path.parent if path.is_file() else path
     meta_path = folder / "meta_info.json"
-    if not meta_path.exists():
+    if not meta_path.is_file():
         raise TraceError(f"{folder}: no meta_info.json: give the folder holding meta_info.json and rank*.safetensors")
     try:
         info = json.loads(meta_path.read_text())
@@ -407,9 +409,13 @@ def read_npz(path: str | Path) -> Trace:
     try:
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
+            if "counts" not in files and len(files) == 1:
+                check_npz_size(data, files, path)
             single = data[files[0]] if "counts" not in files and len(files) == 1 else None
     except FileNotFoundError:
         raise TraceError(f"{path}: no such file") from None
+    except TraceError:
+        raise
     except Exception as exc:
         raise TraceError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
     if single is None:
@@ -446,13 +452,19 @@ def read_csv(path: str | Path) -> Trace:
     index = {c: frame[c].to_numpy() for c in need}
     for col in need:
         values = index[col]
-        bad = (values < 0) | (values != np.round(values)) if values.dtype.kind == "f" else values < 0
+        bad = (values < 0) | (values > 2**53)  # past 2**53 a float is no exact whole number, and int64 wraps
+        if values.dtype.kind == "f":
+            bad |= values != np.round(values)
         if bad.any():
             row = int(np.argmax(bad))
             raise TraceError(f"{path}: row {row + 1}: column '{col}' holds {values[row].item()!r}; expected a whole "
-                             "number >= 0")
+                             "number from 0 to 2**53")
     s, layer, e = (index[c].astype(np.int64) for c in ("step", "layer", "expert"))
-    counts = np.zeros((s.max() + 1, layer.max() + 1, e.max() + 1), dtype=np.int64)
+    shape = (int(s.max()) + 1, int(layer.max()) + 1, int(e.max()) + 1)
+    if 8 * shape[0] * shape[1] * shape[2] > max_trace_bytes():  # one row naming step 10**9 declares terabytes
+        raise TraceError(f"{path}: its largest step, layer and expert ({shape[0] - 1}, {shape[1] - 1}, {shape[2] - 1}) "
+                         f"make a {list(shape)} trace, more than this machine can load (an eighth of its memory)")
+    counts = np.zeros(shape, dtype=np.int64)
     np.add.at(counts, (s, layer, e), index["count"].astype(np.int64))
     return Trace(counts, {"source": str(path), "format": "csv"})
 
@@ -501,6 +513,8 @@ def read_trace(path: str | Path, fmt: str | None = None) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceError(f"{path}: no such file or folder")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or a device would block the read or never end
+        raise TraceError(f"{path}: not a regular file or folder")
     fmt = fmt or detect_format(path)
     if fmt not in READERS:
         raise TraceError(f"unknown trace format '{fmt}'; known: {', '.join(READERS)}")

@@ -41,13 +41,23 @@ class Trace:
         counts = np.asarray(self.counts)
         if counts.ndim != 3:
             raise TraceError(f"trace counts must be [steps, layers, experts], got shape {counts.shape}")
-        if counts.size and not np.issubdtype(counts.dtype, np.integer):
+        if counts.shape[1] < 1 or counts.shape[2] < 1:
+            raise TraceError(f"trace counts must have at least one layer and one expert, got shape {counts.shape}")
+        if counts.dtype.kind not in "iuf":  # booleans, complex numbers, text, records: not token counts
+            raise TraceError(f"trace counts must be whole numbers, found {counts.dtype} values")
+        if counts.size and counts.dtype.kind == "f":
             if not np.all(np.isfinite(counts)) or not np.all(counts == np.round(counts)):
                 raise TraceError("trace counts must be whole numbers")
+            if counts.max() >= 2.0**63:
+                raise TraceError(f"trace counts must stay below 2**53, found {counts.max():.4g}")
             counts = counts.astype(np.int64)
         if counts.size and counts.min() < 0:
             bad = np.argwhere(counts < 0)[0]
             raise TraceError(f"trace counts must be non-negative: step {bad[0]}, layer {bad[1]}, expert {bad[2]}")
+        if counts.size and int(counts.max()) * counts.shape[0] > MAX_TOTAL:
+            # windows sum steps in int64 and score in float64: past this, sums wrap or round silently
+            raise TraceError(f"trace counts up to {int(counts.max())} over {counts.shape[0]} steps could sum past "
+                             f"2**53 (the largest whole number a window's float64 load holds exactly)")
         self.counts = counts.astype(np.int64, copy=False)
         self.routes, self.route_steps = check_routes(self.routes, self.route_steps, self.counts.shape)
 
@@ -99,6 +109,18 @@ class Trace:
 
 # Metadata entries that hold one value per step (the generator's record of its serving traffic).
 PER_STEP_META = ("step_prefill", "step_top_request_share")
+MAX_TOTAL = 2**53  # counts of one expert summed over every step stay exact in float64 (and far from int64's end)
+# The metadata keys the evaluator reads, with the JSON types a file may give them (None: may be null).
+META_TYPES: dict[str, tuple[type, ...]] = {
+    **{key: (str,) for key in ("sha256", "routes_sha256", "name", "split", "source", "format", "origin", "preset",
+                               "groups_from", "description")},
+    **{key: (int, type(None)) for key in ("num_groups", "top_k", "steps")},
+    "model": (dict, type(None)),
+    **{key: (list,) for key in PER_STEP_META},
+}
+MODEL_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "num_groups": (int, type(None)),
+                                            "top_k": (int, type(None)), "layers": (int,), "experts": (int,)}
+MAX_META_INT = 2**31
 
 
 def check_routes(routes: Any, steps: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -122,6 +144,9 @@ def check_routes(routes: Any, steps: Any, shape: tuple[int, ...]) -> tuple[np.nd
             raise TraceError(f"{name} must be whole numbers, found {arr.dtype.name} values")
     if r.shape[2] > experts:
         raise TraceError(f"routes name {r.shape[2]} experts per token but the trace has only {experts} experts")
+    if r.size and experts > np.iinfo(np.int16).max + 1:
+        raise TraceError(f"route samples are stored as int16 expert ids, so a trace with routes has at most "
+                         f"{np.iinfo(np.int16).max + 1} experts, not {experts}")
     if r.size:
         bad = np.argwhere((r < 0) | (r >= experts))
         if bad.size:
@@ -161,7 +186,7 @@ def content_sha256(counts: np.ndarray) -> str:
     arr = np.ascontiguousarray(counts, dtype="<i8")
     h = hashlib.sha256()
     h.update(json.dumps(list(arr.shape)).encode())
-    h.update(arr.tobytes())
+    h.update(memoryview(arr).cast("B"))  # no copy of a large trace
     return h.hexdigest()
 
 
@@ -201,14 +226,64 @@ def save_npz(trace: Trace, path: str | Path) -> Path:
     return path
 
 
+def max_trace_bytes() -> int:
+    """The most a trace file's arrays may take once decompressed: an eighth of this machine's memory (a
+    campaign holds a trace's splits and windows beside it; the largest bundled dataset takes 0.3 GB). A
+    compressed file of a few MB can hold gigabytes of zeros."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
+    except (ValueError, OSError):
+        return 2 * 2**30
+
+
+def check_npz_size(data: Any, names: list[str], path: str | Path) -> None:
+    """Refuse, before decompressing anything, an `.npz` whose arrays `names` would not fit (see `max_trace_bytes`).
+
+    The zip directory records each member's decompressed size, and the reader never returns more than that."""
+    listed = set(data.zip.namelist())
+    total = 0
+    for name in names:
+        member = f"{name}.npy" if f"{name}.npy" in listed else name
+        if member in listed:
+            total += data.zip.getinfo(member).file_size
+    limit = max_trace_bytes()
+    if total > limit:
+        raise TraceError(f"{path}: its arrays take {_size(total)} once decompressed, more than this machine can load "
+                         f"({_size(limit)}, an eighth of its memory)")
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """The metadata of a trace file: a JSON object whose keys the evaluator reads have the expected types."""
+    if not isinstance(meta, dict):
+        raise TraceError(f"the trace metadata must be a JSON object, found {type(meta).__name__}")
+    for where, table, values in (("", META_TYPES, meta), ("model.", MODEL_TYPES, meta.get("model") or {})):
+        for key, types in table.items():
+            if key not in values:
+                continue
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, types) or (
+                    isinstance(value, int) and not 0 <= value <= MAX_META_INT):
+                wanted = " or ".join("null" if t is type(None) else {"str": "a string", "int": "a whole number",
+                                                                      "dict": "an object", "list": "a list"}[t.__name__]
+                                     for t in types)
+                raise TraceError(f"the trace metadata's '{where}{key}' must be {wanted}"
+                                 f"{' in [0, 2**31]' if int in types else ''}, found {json.dumps(value)[:40]}")
+    return meta
+
+
 def read_npz_meta(path: str | Path) -> dict[str, Any]:
     """Only the JSON metadata of a `.npz` trace (the counts are not read); {} when it has none or is unreadable."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+            check_npz_size(data, ["meta"], path)
+            meta = check_meta(json.loads(str(data["meta"]))) if "meta" in data.files else {}
     except Exception:  # listing datasets must not fail on one bad file; loading it names the problem
         return {}
-    return meta if isinstance(meta, dict) else {}
+    return meta
 
 
 def load_npz(path: str | Path) -> Trace:
@@ -216,10 +291,13 @@ def load_npz(path: str | Path) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceError(f"{path}: no such trace file; give a dataset name (see `eplb-evolve traces list`) or a path")
+    if not path.is_file():  # a FIFO or a device would block the read or never end
+        raise TraceError(f"{path}: not a regular file")
     try:
         with np.load(path, allow_pickle=False) as data:
             if "counts" not in data.files:
                 raise TraceError(f"{path}: .npz has no 'counts' array (has: {', '.join(data.files) or 'nothing'})")
+            check_npz_size(data, ["counts", "meta", "routes", "route_steps"], path)
             counts = data["counts"]
             meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
             routes = data["routes"] if "routes" in data.files else None
@@ -228,10 +306,8 @@ def load_npz(path: str | Path) -> Trace:
         raise
     except Exception as exc:  # zip errors, truncated files, pickled objects
         raise TraceError(f"{path}: not a readable .npz trace ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict):
-        raise TraceError(f"{path}: the trace metadata must be a JSON object, found {type(meta).__name__}")
     try:
-        trace = Trace(counts, meta, routes, route_steps)
+        trace = Trace(counts, check_meta(meta), routes, route_steps)
     except TraceError as exc:
         raise TraceError(f"{path}: {exc}") from None
     expected = meta.get("sha256")
