@@ -91,17 +91,17 @@ class CompareReport:
         return sum(1 for c in self.comparisons if c.pooled is not None)
 
     def to_json(self) -> str:
-        return json.dumps(_finite({**asdict(self), "holm_tests": self.tests}), indent=2)
+        return json.dumps(finite_json({**asdict(self), "holm_tests": self.tests}), indent=2)
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """The same structure with NaN (an undefined autocorrelation) as null: strict JSON has no NaN."""
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 

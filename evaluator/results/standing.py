@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from evaluator.results.compare import PairStats, pair_stats
+from evaluator.results.compare import PairStats, finite_json, pair_stats
 from evaluator.task import EplbTask
 from evolve.errors import UserError
 from evolve.task import Result
@@ -86,7 +86,7 @@ class Standing:
 
     def to_data(self) -> dict[str, Any]:
         """Plain numbers and names for summary.json (NaN written as None)."""
-        return _finite({"repeats": self.repeats,
+        return finite_json({"repeats": self.repeats,
                         "splits": [{**asdict(s), "verdict": s.verdict, "verdict_line": s.verdict_line()}
                                    for s in self.splits]})
 
@@ -127,16 +127,6 @@ def _entry_text(e: Entry) -> str:
         return f"incorrect: {e.error}"
     return (f"balancedness_gpu {e.balance:.4f}; {e.ms_per_call:.2f} ms per call, {e.x_reference:.2f}x the "
             "reference's speed")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 # ---- measuring ---------------------------------------------------------------------------------------------
