@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import hashlib
 import io
 import math
@@ -108,6 +109,7 @@ def crowding(points: list[tuple[float, ...]]) -> list[float]:
 
 
 # ---- code similarity -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)  # a proposal's code is normalised when it arrives and again when it is placed
 def normalise(code: str) -> str:
     """Code without comments, docstrings or layout, keeping block structure: one statement per line."""
     lines: list[str] = []
@@ -201,6 +203,7 @@ class _Canonical(ast.NodeTransformer):
     visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _definition
 
 
+@functools.lru_cache(maxsize=1024)  # checked for novelty on arrival, then recorded when placed: parse once
 def structure_digest(code: str) -> str | None:
     """sha256 of the program's canonical syntax tree (see `_Canonical`); None when it does not parse."""
     try:
