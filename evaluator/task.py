@@ -91,7 +91,7 @@ class EvalOptions:
         "effective TFLOP/s of the expert GEMMs, to turn routed tokens into seconds"))
     migration_interval_steps: int = field(default=0, metadata=meta(
         "steps a plan is kept, its transfer spread over them; 0: every scored window is a rebalance"))
-    locality_tokens: int = field(default=256, metadata=meta(
+    locality_tokens: int = field(default=64, metadata=meta(
         "route-sampled tokens measured per scored window for cross_node, evenly spaced over the window's samples "
         "(docs/locality.md); 0: all", min=0))
     first_stage_windows: int = field(default=3, metadata=meta(
