@@ -25,18 +25,13 @@ def validate_placements(
     num_replicas: int,
     loads: np.ndarray,
     stacked: tuple[np.ndarray, np.ndarray] | None = None,
-    held: list[bool] | None = None,
 ) -> str:
     """Check one placement per window; "" when all obey the contract, else "window i: <rule>" for the first
     window that breaks a rule, naming what `validate_placement` names for it.
 
     All windows are checked at once (`_all_hold`); only when some rule fails are the windows walked one by
-    one, to name the first offender. `stacked` may carry `(phy2log [W, L, R], logcnt [W, L, E])` already stacked.
-    `held` may carry `window_holds` of each placement, answered earlier on these very arrays (unchanged
-    since): when every window held, nothing is read again."""
+    one, to name the first offender. `stacked` may carry `(phy2log [W, L, R], logcnt [W, L, E])` already stacked."""
     if not placements:
-        return ""
-    if held is not None and len(held) == len(placements) and all(held):
         return ""
     if not any(_check_form(*p, num_layers, num_experts, num_replicas) for p in placements):
         if stacked is None:
@@ -44,16 +39,6 @@ def validate_placements(
         if _all_hold(stacked[0], [p[1] for p in placements], stacked[1], num_experts, num_replicas):
             return ""
     return validate_each(placements, num_layers, num_experts, num_replicas, loads)
-
-
-def window_holds(phy2log: np.ndarray, log2phy: np.ndarray, logcnt: np.ndarray, num_layers: int,
-                 num_experts: int, num_replicas: int) -> bool:
-    """Whether one window's placement obeys the whole contract, form included: yes or no, never naming
-    the offender. The harness asks this of each reply as it comes, while its bytes are still in cache
-    and the worker waits for its next window; the later all-windows check then has nothing left to read."""
-    if _check_form(phy2log, log2phy, logcnt, num_layers, num_experts, num_replicas):
-        return False
-    return _all_hold(phy2log[None], [log2phy], logcnt[None], num_experts, num_replicas)
 
 
 def validate_each(

@@ -368,7 +368,7 @@ class EplbTask(TaskBase):
             plans = counts = None
         problem = validate_placements(
             run.placements, self.trace.num_layers, self.trace.num_experts, self.options.num_replicas,
-            self.score_windows.numpy(), stacked=None if plans is None else (plans, counts), held=run.held,
+            self.score_windows.numpy(), stacked=None if plans is None else (plans, counts),
         )
         if problem or plans is None:
             return Result.failure(problem or "the placements of the windows differ in shape", **stamp, **streams)

@@ -31,7 +31,7 @@ from typing import IO, Callable, Iterator
 
 import numpy as np
 
-from evaluator.contract import validate_placement, window_holds
+from evaluator.contract import validate_placement
 from evaluator.sandbox import bwrap, transport, wire
 from evaluator.sandbox.zygote import CONTROL_FD_ENV, ISOLATE_ENV, MAX_THREADS, THREAD_LIMIT_EXIT
 from evolve.errors import UserError
@@ -268,9 +268,6 @@ class SandboxRun:
     reference_cost_ns: int = 0  # balancer time spent here measuring the reference (0 once it is cached)
     isolated: bool = True
     stages_ns: dict[str, int] = field(default_factory=dict)  # the harness's own time by stage (bench_sandbox)
-    # per placement, contract.window_holds as it came: checked while its reply was in cache and the worker
-    # idle, so the evaluator's contract check need not read log2phy again (it never leaves the harness)
-    held: list[bool] = field(default_factory=list)
     stdout: str = ""
     stderr: str = ""
 
@@ -392,7 +389,6 @@ class Sandbox:
         self.device = device
         self.isolate = isolate
         self._reference_key: tuple[np.ndarray, tuple[int, ...], str] | None = None
-        self._warm_up: tuple[np.ndarray, np.ndarray] | None = None  # (window 0, its warm-up window)
         if isolate:
             reason = bwrap.probe()
             if reason:
@@ -526,7 +522,6 @@ class Sandbox:
                     raise _ProgramFailure(f"window {index}: {problem or 'log2phy holds values past logcnt'}")
                 result.placements.append(kept)
                 result.wall_ns.append(wall)
-                result.held.append(window_holds(*kept, layers, experts, layout.replicas))
         except _ProgramFailure as exc:
             result.error = str(exc)
         except TimeoutError:
@@ -565,12 +560,7 @@ class Sandbox:
         stages_ns["load"] = time.perf_counter_ns() - loading
         self._expect(header, "ready")
         on_ready()
-        known = self._warm_up
-        if known is not None and known[0] is windows[0]:
-            warm_up = known[1]  # the same window object as last time (a task passes its own, never changed)
-        else:
-            warm_up = _warm_up_window(windows[0])
-            self._warm_up = (windows[0], warm_up)
+        warm_up = _warm_up_window(windows[0])
         for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
             transport.send(conn.fileno(), wire.encode({"type": "window", "index": index}, [window]), deadline)
