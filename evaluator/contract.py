@@ -65,7 +65,8 @@ def _all_hold(phy2log: np.ndarray, log2phys: list[np.ndarray], logcnt: np.ndarra
     The rules on phy2log and logcnt alone are one reduction each over all windows. log2phy is read window
     by window: it is most of the bytes (1 MB a window on the standard shape), the windows' widths may
     differ, and one window's listed entries, gathered, stay in cache for the checks that follow (stacking
-    every window's index arrays instead was slower: they leave the cache)."""
+    every window's index arrays instead was slower: they leave the cache). The index arithmetic works in
+    place, on one temporary per window."""
     num_windows, num_layers, _ = phy2log.shape
     if phy2log.min() < 0 or phy2log.max() >= num_experts:
         return False
@@ -73,28 +74,34 @@ def _all_hold(phy2log: np.ndarray, log2phys: list[np.ndarray], logcnt: np.ndarra
         return False
     index = _indices(num_layers, num_experts, num_replicas)
     listed_count = num_layers * num_replicas  # the rows of logcnt sum to R
+    flat_counts = logcnt.reshape(num_windows, -1)
+    firsts = np.cumsum(flat_counts, axis=1)  # each expert's first listed entry, for all windows at once
+    firsts -= flat_counts
     seen = np.empty(listed_count, dtype=np.int64)
     for w, log2phy in enumerate(log2phys):
         width = log2phy.shape[2]
-        counts = logcnt[w].reshape(-1)
+        counts = flat_counts[w]
         if width < counts.max():
             return False
-        # Three reductions, no temporary: every entry in [-1, R) (so the sum cannot overflow), and the
-        # entries past logcnt, each at least -1, summing to minus their number: all of them -1. Read in
-        # order first, which brings the window's log2phy into cache for the gather that follows.
-        if log2phy.min() < -1 or log2phy.max() >= num_replicas:
+        # One pass over the padded array: exactly L*R entries differ from -1. The L*R listed entries are
+        # checked to lie in [0, R) below, so they are those entries, and everything past logcnt is -1.
+        if np.count_nonzero(log2phy != -1) != listed_count:
             return False
-        total = int(log2phy.sum())
-        firsts = np.cumsum(counts) - counts
-        positions = index.listed + np.repeat(index.expert_row * width - firsts, counts)
+        offsets = index.expert_row * width
+        offsets -= firsts[w]
+        positions = np.repeat(offsets, counts)
+        positions += index.listed
         listed = log2phy.reshape(-1)[positions]
-        if listed.min() < 0 or total - int(listed.sum()) != -(log2phy.size - listed_count):
+        if listed.min() < 0 or listed.max() >= num_replicas:
             return False
         # Write each listed entry's expert into the slot it names. There are exactly L*R entries, so the
         # result equals phy2log only when every slot was named once, by an entry of the expert it holds;
         # then each expert holds as many slots as it lists, logcnt, so phy2log and logcnt agree too.
         seen.fill(-1)
-        seen[index.layer_base_r + listed] = positions // width - index.layer_base_listed
+        listed += index.layer_base_r
+        positions //= width
+        positions -= index.layer_base_listed
+        seen[listed] = positions
         if not np.array_equal(seen, phy2log[w].reshape(-1)):
             return False
     return True

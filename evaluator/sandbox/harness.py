@@ -389,6 +389,7 @@ class Sandbox:
         self.device = device
         self.isolate = isolate
         self._reference_key: tuple[np.ndarray, tuple[int, ...], str] | None = None
+        self._warm_up: tuple[np.ndarray, np.ndarray] | None = None  # (window 0, its warm-up window)
         if isolate:
             reason = bwrap.probe()
             if reason:
@@ -560,7 +561,12 @@ class Sandbox:
         stages_ns["load"] = time.perf_counter_ns() - loading
         self._expect(header, "ready")
         on_ready()
-        warm_up = _warm_up_window(windows[0])
+        known = self._warm_up
+        if known is not None and known[0] is windows[0]:
+            warm_up = known[1]  # the same window object as last time (a task passes its own, never changed)
+        else:
+            warm_up = _warm_up_window(windows[0])
+            self._warm_up = (windows[0], warm_up)
         for index, window in [(-1, warm_up), *enumerate(windows)]:
             sent_at = time.perf_counter_ns()
             transport.send(conn.fileno(), wire.encode({"type": "window", "index": index}, [window]), deadline)
