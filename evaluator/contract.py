@@ -110,9 +110,11 @@ def _all_hold(phy2log: np.ndarray, log2phys: list[np.ndarray], logcnt: np.ndarra
 def _check_form(
     phy2log: np.ndarray, log2phy: np.ndarray, logcnt: np.ndarray, num_layers: int, num_experts: int, num_replicas: int
 ) -> str:
-    """Types, dtypes, NaN and shapes: what must hold before values can be compared."""
+    """Types (plain numpy arrays), dtypes, NaN and shapes: what must hold before values can be compared."""
     for name, arr in (("phy2log", phy2log), ("log2phy", log2phy), ("logcnt", logcnt)):
-        if not isinstance(arr, np.ndarray):
+        # exactly ndarray: a subclass (a masked array, or one overriding `!=` or `min`) answers the checks below
+        # through its own methods, and could hide what it holds
+        if type(arr) is not np.ndarray:
             return f"output types: {name} must be an integer tensor, got {type(arr).__name__}"
         if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
             return f"NaN: {name} holds NaN at {_first(np.isnan(arr))}"

@@ -150,6 +150,26 @@ def test_every_window_is_looked_at_whatever_its_width() -> None:
         assert _check(placements).startswith(f"window {broken}: inconsistent maps: log2phy[")
 
 
+class _HidesItsJunk(np.ndarray):
+    """An array whose `!= scalar` does not report negative values, as an object from anywhere might."""
+
+    def __ne__(self, other):
+        if np.isscalar(other):
+            return np.asarray(self) > -1
+        return super().__ne__(other)
+
+
+def test_array_subclasses_are_refused_not_trusted() -> None:
+    """The check reads its arrays through their methods: only plain numpy arrays are taken at their word."""
+    p, l2p, c = _plans(3, 1)[0]
+    junk = np.concatenate([l2p, np.full((LAYERS, EXPERTS, 1), -1)], axis=2)
+    junk[0, 0, -1] = -5  # padding that is not -1
+    problem = _check([(p, junk.view(_HidesItsJunk), c)])
+    assert problem == "window 0: output types: log2phy must be an integer tensor, got _HidesItsJunk"
+    masked = np.ma.masked_array(junk, mask=junk == -5)
+    assert _check([(p, masked, c)]) == "window 0: output types: log2phy must be an integer tensor, got MaskedArray"
+
+
 def _obeys(p: np.ndarray, l2p: np.ndarray, c: np.ndarray) -> bool:
     """The contract as a plain loop, rule by rule, for the random trials below."""
     if any(type(a) is not np.ndarray or a.dtype != np.int64 for a in (p, l2p, c)):
