@@ -133,11 +133,13 @@ def test_a_loaded_expert_dropped_with_consistent_maps_is_refused() -> None:
     placements[-1] = build(*(a.copy() for a in placements[-1]))
     loads = np.full((WINDOWS, LAYERS, EXPERTS), 5, dtype=np.int64)
     problem = _check(placements, loads)
-    assert problem == f"window {WINDOWS - 1}: zero replicas: expert 0 in layer 3 has logcnt 0 though it carries 5 tokens"
+    assert problem == (f"window {WINDOWS - 1}: zero replicas: expert 0 in layer 3 has logcnt 0 though it carries 5 "
+                       "tokens")
 
 
 def test_every_window_is_looked_at_whatever_its_width() -> None:
-    """Windows of widths 1..R, each valid except one subtly broken window, moved through every position."""
+    """Windows as wide as their widest expert or as R, all valid but one, broken past its padding; the broken
+    one is moved through every position."""
     for broken in range(WINDOWS):
         placements = _plans(11)
         p, l2p, c = (a.copy() for a in placements[broken])
