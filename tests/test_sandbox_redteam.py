@@ -7,9 +7,10 @@ import sqlite3
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from evaluator.sandbox import bwrap, harness
+from evaluator.sandbox import bwrap, harness, wire
 from evaluator.task import EplbTask
 from tests.evaluator_helpers import SEED_CODE, small_task
 from tests.test_sandbox_attacks import PRELUDE, assert_innocent_scores, hostile, tags
@@ -180,15 +181,48 @@ def rebalance_experts(weight, num_replicas, *args):
 '''
 
 
-def test_the_harness_keeps_only_what_a_placement_needs(task: EplbTask) -> None:
-    """A log2phy padded to num_replicas is legal, but the harness keeps it cut to the widest expert, in
-    arrays of its own (not views holding the whole message): L x E x R per window is 34 MB at the standard shape."""
-    run = task.sandbox.run(SEED_CODE + FULL_WIDTH, task.plan_windows, task.args)
+# The worker's own cut undone from inside: full-width replies reach the harness, which must cut them itself.
+UNCUT_REPLIES = r'''
+import sys as _sys
+_worker = _sys.modules["evaluator.sandbox.worker"]
+_cut = _worker._materialise
+def _uncut(out, *shape):
+    arrays, problem = _cut(out, *shape)
+    if arrays:
+        arrays[1] = out[1].contiguous().numpy()
+    return arrays, problem
+_worker._materialise = _uncut
+'''
+
+
+def _held_bytes(arrays: tuple[np.ndarray, ...]) -> int:
+    """The memory the harness keeps alive through these arrays: their own, or the buffers they view."""
+    held: dict[int, int] = {}
+    for array in arrays:
+        base: object = array
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        held[id(base)] = base.nbytes if isinstance(base, (np.ndarray, memoryview)) else len(base)  # type: ignore[arg-type]
+    return sum(held.values())
+
+
+@pytest.mark.parametrize("uncut", [False, True], ids=["worker cuts", "harness cuts"])
+def test_the_harness_keeps_only_what_a_placement_needs(task: EplbTask, uncut: bool) -> None:
+    """A log2phy padded to num_replicas is legal, but the harness keeps it cut to the widest expert:
+    L x E x R per window is 34 MB at the standard shape. The worker cuts it before sending; a reply that
+    comes uncut anyway (the worker's code is the candidate's to change) is cut on arrival, into arrays of
+    its own, so nothing holds the wide message."""
+    program = SEED_CODE + FULL_WIDTH + (UNCUT_REPLIES if uncut else "")
+    run = task.sandbox.run(program, task.plan_windows, task.args)
     assert run.ok, run.error
-    for phy2log, log2phy, logcnt in run.placements:
-        assert log2phy.shape[2] == logcnt.max() < task.options.num_replicas
-        assert phy2log.base is None and log2phy.base is None and logcnt.base is None
-    assert task.evaluate(SEED_CODE + FULL_WIDTH).scores["native"] == task.evaluate(SEED_CODE).scores["native"]
+    for placement in run.placements:
+        logcnt = placement[2]
+        assert placement[1].shape[2] == logcnt.max() < task.options.num_replicas
+        needed = sum(a.nbytes for a in placement)
+        assert needed <= _held_bytes(placement) <= needed + wire.HEADER_BYTES
+        if uncut:
+            assert all(a.base is None for a in placement)
+    assert task.evaluate(program).scores["native"] == task.evaluate(SEED_CODE).scores["native"]
 
 
 UNCAPPED_MEMORY = r'''

@@ -33,6 +33,14 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T for stopped, Z...), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 def _host_pid(sandbox_pid: int) -> int:
     """The host pid of a worker's outer process, known to the harness by its pid in bubblewrap's namespace."""
     from tests.test_bad_programs import _descendants
@@ -69,7 +77,10 @@ def test_each_candidate_gets_a_fresh_worker_and_a_used_one_is_killed(
         assert result.correct, result.error
         assert result.stdout.strip() == "FRESH", result.stdout
         used = handed[-1][0]
-        deadline = time.monotonic() + 10  # SIGKILL lands asynchronously
+        deadline = time.monotonic() + 10  # the zygote stops it, then kills it, asynchronously
+        while _state(used) not in ("T", "gone") and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert _state(used) in ("T", "gone"), "the worker that ran a candidate went on running after its evaluation"
         while _alive(used) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not _alive(used), "the worker that ran a candidate outlived its evaluation"

@@ -12,6 +12,7 @@ taking its job) restarts the zygote and retries the evaluation once; a second fa
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -21,13 +22,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from multiprocessing.connection import Connection
-from typing import IO, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -193,6 +194,25 @@ class _Zygote:
         except _MachineryFailure:
             pass
 
+    def freeze(self, pid: int) -> None:
+        """Have the zygote stop a finished worker's processes until `dismiss` (see `zygote._Workers.freeze`)."""
+        try:
+            self._send({"freeze": pid})
+        except _MachineryFailure:
+            pass
+
+    def dismiss(self, pid: int, pidfd: int) -> None:
+        """Have the zygote kill a worker that finished its job (its namespace dies with its outer process).
+
+        No signal from here: `pidfd_send_signal` holds the interpreter lock, and the scheduler often runs
+        the dying worker at once on the signalling thread's core, so every thread of the harness waited
+        for the worker's exit. A zygote that is gone took its whole sandbox with it."""
+        os.close(pidfd)
+        try:
+            self._send({"kill": pid})
+        except _MachineryFailure:
+            pass
+
     def exit_code(self, pid: int, timeout: float) -> int | None:
         with self.changed:
             self.changed.wait_for(lambda: pid in self.exits or self.gone, timeout)
@@ -235,8 +255,81 @@ def _discard(zygote: _Zygote) -> None:
     zygote.close()
 
 
+class _Releaser:
+    """Finished workers, killed when the harness has nothing else to do.
+
+    A worker's exit (three processes, each with the zygote's whole address space, and their namespaces)
+    keeps both cores of a small machine busy for milliseconds. Killed as soon as its last reply came, it
+    slowed the harness's contract check, simulation and locality to twice their time; killed by the
+    evaluating thread, it often took that thread's core at once (the scheduler runs a woken process
+    early), and `pidfd_send_signal` holds the interpreter lock meanwhile. So a finished worker waits here
+    until the next evaluation has handed its own worker the job and waits for it (`run_pending`), or at
+    most `LATEST_S` when no evaluation comes, then the zygote kills it."""
+
+    LATEST_S = 0.05
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.pending: list[tuple[float, Callable[[], None]]] = []  # (kill by, release), oldest first
+        self.running = 0
+        self.thread: threading.Thread | None = None
+
+    def submit(self, release: Callable[[], None]) -> None:
+        with self.lock:
+            self.pending.append((time.monotonic() + self.LATEST_S, release))
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._serve, daemon=True, name="sandbox-releaser")
+                self.thread.start()
+            self.changed.notify_all()
+
+    def run_pending(self) -> None:
+        """Kill every finished worker now, on the calling thread."""
+        with self.lock:
+            batch, self.pending = self.pending, []
+            self.running += len(batch)
+        self._run(batch)
+
+    def _run(self, batch: list[tuple[float, Callable[[], None]]]) -> None:
+        for _, release in batch:
+            try:
+                release()
+            except Exception:  # noqa: BLE001 - a worker that is gone already: nothing left to kill
+                pass
+        with self.lock:
+            self.running -= len(batch)
+            self.changed.notify_all()
+
+    def _serve(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                while not self.pending or self.pending[0][0] > now:
+                    self.changed.wait(self.pending[0][0] - now if self.pending else None)
+                    now = time.monotonic()
+                due = [item for item in self.pending if item[0] <= now]
+                self.pending = [item for item in self.pending if item[0] > now]
+                self.running += len(due)
+            self._run(due)
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Kill every finished worker now and wait until none is left being killed."""
+        self.run_pending()
+        with self.lock:
+            self.changed.wait_for(lambda: not self.pending and self.running == 0, timeout)
+
+
+_RELEASER = _Releaser()
+
+
+def drain_releases() -> None:
+    """Wait until every finished worker is killed (tests that count processes, `shutdown`)."""
+    _RELEASER.drain()
+
+
 def shutdown() -> None:
     """Stop every zygote this process started, with its whole sandbox; the next evaluation starts afresh."""
+    drain_releases()
     with _ZYGOTE_LOCK:
         zygotes = list(_ZYGOTES.values())
         _ZYGOTES.clear()
@@ -275,6 +368,15 @@ class SandboxRun:
     def ok(self) -> bool:
         return not self.error
 
+    _release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Have the worker `Sandbox.run(keep_worker=True)` left waiting killed (nothing otherwise), by the
+        sandbox's releasing thread (see `_Releaser`); idempotent."""
+        release, self._release = self._release, None
+        if release is not None:
+            _RELEASER.submit(release)
+
     @property
     def call_ns(self) -> list[int]:
         """Runtime per call: the harness's round trip, the only clock the candidate cannot reach."""
@@ -290,9 +392,25 @@ def printable(text: str, keep: str = "\t") -> str:
     )
 
 
-def _read_capped(stream: IO[bytes], keep: int) -> str:
+@contextlib.contextmanager
+def _output_files() -> Iterator[tuple[int, int]]:
+    """Descriptors of two anonymous in-memory files (memfd) for a worker's stdout and stderr.
+
+    Files in /tmp cost 2.8 ms per evaluation here (creating and releasing an inode waits on the ext4
+    journal); these cost microseconds. The worker's output cap (RLIMIT_FSIZE) limits them as it limits
+    any regular file, and they vanish when the harness and the worker have both closed them."""
+    fds: list[int] = []
     try:
-        fd = stream.fileno()
+        for name in ("eplb-out", "eplb-err"):
+            fds.append(os.memfd_create(name, os.MFD_CLOEXEC))
+        yield fds[0], fds[1]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_capped(fd: int, keep: int) -> str:
+    try:
         size = os.fstat(fd).st_size
         if size <= 2 * keep:
             return printable(os.pread(fd, size, 0).decode(errors="replace"), "\t\n")
@@ -353,6 +471,20 @@ def _compact(placement: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.n
     return phy2log, log2phy, logcnt
 
 
+def _compact_bytes(layout: wire.Layout) -> int:
+    """The largest reply a valid placement needs: log2phy no wider than the most replicas one expert can
+    have (R - E + 1), the width the worker cuts it to (see `worker._materialise`)."""
+    width = max(1, layout.replicas - layout.experts + 1)
+    cells = layout.layers * layout.replicas + layout.layers * layout.experts * (width + 1)
+    return 4 + wire.HEADER_BYTES + wire.INT64.itemsize * cells
+
+
+@lru_cache(maxsize=4096)
+def _placement_prefix(index: int) -> bytes:
+    """How a placement reply for window `index` begins (after the header's length), as `wire.encode` writes it."""
+    return json.dumps({"header": {"type": "placement", "index": index}}).encode()[:-1]
+
+
 def _warm_up_window(window: np.ndarray) -> np.ndarray:
     """A window of the same shape and magnitudes, its cells drawn at random from `window`'s: realistic
     work for the warm-up, yet no help for any timed call. (A copy of window 0 with one count added let
@@ -365,6 +497,7 @@ class _ProgramFailure(Exception):
     """The candidate's own failure, one line."""
 
 
+_KEPT_WINDOW_LISTS = 4  # a task's full and first-stage windows, the reference's copies: a few lists at most
 _REFERENCE_LOCK = threading.Lock()
 _REFERENCE_TIMES: dict[str, list[int]] = {}  # per harness process: the reference is timed once per setting
 
@@ -389,17 +522,28 @@ class Sandbox:
         self.device = device
         self.isolate = isolate
         self._reference_key: tuple[np.ndarray, tuple[int, ...], str] | None = None
-        self._warm_up: tuple[np.ndarray, np.ndarray] | None = None  # (window 0, its warm-up window)
+        self._messages: list[tuple[list[np.ndarray], list[bytes]]] = []  # see `_window_messages`
+        self._messages_lock = threading.Lock()
         if isolate:
             reason = bwrap.probe()
             if reason:
                 raise UserError(bwrap.unavailable_message(reason))
 
-    def run(self, code: str, windows: list[np.ndarray], args: tuple[int, ...]) -> SandboxRun:
-        """Call the candidate's entry function once per planning window, in order."""
-        result = self._run_retrying(code, windows, args)
+    def run(self, code: str, windows: list[np.ndarray], args: tuple[int, ...], keep_worker: bool = False) -> SandboxRun:
+        """Call the candidate's entry function once per planning window, in order.
+
+        The worker is killed before this returns, unless `keep_worker`: then a worker that answered every
+        window stays blocked, waiting for a window that never comes, until the caller's `release()`. A
+        killed worker's exit (its three processes, its namespaces) keeps the kernel busy for milliseconds,
+        and a caller that checks and scores the placements at that moment took twice as long to do so on
+        two cores; one that releases afterwards leaves that work to overlap the next candidate's loading."""
+        result = self._run_retrying(code, windows, args, keep_worker)
         if result.ok:
-            result.reference_ns, result.reference_cost_ns = self.reference_times(windows[0], args)
+            try:
+                result.reference_ns, result.reference_cost_ns = self.reference_times(windows[0], args)
+            except BaseException:
+                result.release()
+                raise
         return result
 
     def reference_times(self, first: np.ndarray, args: tuple[int, ...]) -> tuple[list[int], int]:
@@ -425,13 +569,14 @@ class Sandbox:
             _REFERENCE_TIMES[key] = times
             return times, sum(run.wall_ns) + run.warmup_ns
 
-    def _run_retrying(self, code: str, windows: list[np.ndarray], args: tuple[int, ...]) -> SandboxRun:
+    def _run_retrying(self, code: str, windows: list[np.ndarray], args: tuple[int, ...],
+                      keep_worker: bool = False) -> SandboxRun:
         failure = ""
         for _attempt in range(2):
             zygote = None
             try:
                 zygote = _zygote(self.isolate, self.device)
-                return self._run_once(zygote, code, windows, args)
+                return self._run_once(zygote, code, windows, args, keep_worker)
             except _MachineryFailure as exc:
                 failure = str(exc)
                 if zygote is not None:
@@ -441,15 +586,16 @@ class Sandbox:
             "processes on this machine, then run again"
         )
 
-    def _run_once(self, zygote: _Zygote, code: str, windows: list[np.ndarray], args: tuple[int, ...]) -> SandboxRun:
+    def _run_once(self, zygote: _Zygote, code: str, windows: list[np.ndarray], args: tuple[int, ...],
+                  keep_worker: bool = False) -> SandboxRun:
         result = SandboxRun(isolated=self.isolate)
         started = time.perf_counter_ns()
-        with tempfile.TemporaryFile(prefix="eplb-out-") as out, tempfile.TemporaryFile(prefix="eplb-err-") as err:
+        with _output_files() as (out, err):
             pid, fd, pidfd = zygote.fork()
             result.stages_ns["worker"] = time.perf_counter_ns() - started
             sock = socket.socket(fileno=fd)
             try:
-                socket.send_fds(sock, [b"S"], [out.fileno(), err.fileno()])
+                socket.send_fds(sock, [b"S"], [out, err])
             except OSError:
                 sock.close()
                 zygote.kill(pid, pidfd)
@@ -458,12 +604,26 @@ class Sandbox:
             # the next worker is asked for once this one has loaded its program (see `_replies`): its fork
             # then overlaps the untimed warm-up call, not the loading nor the handing over
             ahead: list[int] = []
-            try:
-                self._serve(conn, zygote, pid, code, windows, args, result, lambda: ahead.append(zygote.ask_ahead()))
-            finally:
-                finishing = time.perf_counter_ns()
+
+            def release() -> None:
                 conn.close()
                 zygote.kill(pid, pidfd)
+
+            def dismiss() -> None:  # after a complete run, off the evaluating thread (see `_Releaser`)
+                conn.close()  # a worker that is not hostile ends at once, on the end of its socket
+                zygote.dismiss(pid, pidfd)
+
+            try:
+                self._serve(conn, zygote, pid, code, windows, args, result, lambda: ahead.append(zygote.ask_ahead()))
+            except BaseException:
+                release()
+                raise
+            finishing = time.perf_counter_ns()
+            if keep_worker and result.ok:
+                zygote.freeze(pid)
+                result._release = dismiss
+            else:
+                release()
             result.stdout = _read_capped(out, self.limits.keep_output_chars)
             result.stderr = _read_capped(err, self.limits.keep_output_chars)
         upcoming = ahead[0] if ahead else zygote.ask_ahead()  # a program that failed before it was ready
@@ -504,6 +664,9 @@ class Sandbox:
             # the job is pickled (the worker trusts the harness); a program larger than the socket's buffer
             # must not block us on a standby that is stopped
             transport.send(conn.fileno(), pickle.dumps(job), answer_by)
+            # a finished worker's exit overlaps this one's taking its job, not this candidate's calls (it
+            # took up to 16 ms, and after the warm-up it still slowed the first timed call by 3 ms)
+            _RELEASER.run_pending()
             header, _ = self._receive(conn, layout, answer_by)
             if header.get("type") != "accepted":
                 raise wire.WireError("no acceptance")
@@ -561,26 +724,55 @@ class Sandbox:
         stages_ns["load"] = time.perf_counter_ns() - loading
         self._expect(header, "ready")
         on_ready()
-        known = self._warm_up
-        if known is not None and known[0] is windows[0]:
-            warm_up = known[1]  # the same window object as last time (a task passes its own, never changed)
-        else:
-            warm_up = _warm_up_window(windows[0])
-            self._warm_up = (windows[0], warm_up)
-        for index, window in [(-1, warm_up), *enumerate(windows)]:
+
+        # Replies are read whole on arrival but decoded after the last call: decoding between calls ran the
+        # harness's Python on caches the candidate had just filled, ten times slower than in one batch (about
+        # 0.13 ms a reply). Only a reply that begins as a placement for the window asked, and is no larger
+        # than a valid placement can be, waits; anything else (an error, a reply too wide to hold on to) is
+        # decoded at once, after those before it, and ends the run as before.
+        waiting: list[tuple[int, bytearray, int]] = []
+        compact_limit = _compact_bytes(layout)
+        for index, framed in enumerate(self._window_messages(windows), start=-1):
             sent_at = time.perf_counter_ns()
-            transport.send(conn.fileno(), wire.encode({"type": "window", "index": index}, [window]), deadline)
-            message = transport.receive(conn.fileno(), layout.max_bytes, deadline)
+            transport.send_framed(conn.fileno(), framed, deadline)
+            reply = transport.receive(conn.fileno(), layout.max_bytes, deadline)
             wall = time.perf_counter_ns() - sent_at
-            header, arrays = wire.decode(message, layout)
-            self._expect(header, "placement")
-            if header.get("index") != index:
-                raise wire.WireError(f"a reply for window {header.get('index')!r} came when window {index} was asked")
-            yield index, (arrays[0], arrays[1], arrays[2]), wall
-        try:
-            transport.send(conn.fileno(), wire.encode({"type": "stop"}), min(deadline, time.monotonic() + 1.0))
-        except OSError:  # TimeoutError included: the worker is killed next anyway
-            pass
+            if len(reply) <= compact_limit and reply.startswith(_placement_prefix(index), 4):
+                waiting.append((index, reply, wall))
+                continue
+            for item in waiting:
+                yield self._decoded(*item, layout)
+            waiting.clear()
+            yield self._decoded(index, reply, wall, layout)
+        for item in waiting:
+            yield self._decoded(*item, layout)
+        # no word that the job is over: the worker waits for a window that never comes until it is killed
+        # (see `Sandbox.run`), so its exit does not fall on the harness's checks
+
+    def _decoded(self, index: int, reply: bytearray, wall: int, layout: wire.Layout,
+                 ) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]:
+        header, arrays = wire.decode(reply, layout)
+        self._expect(header, "placement")
+        if header.get("index") != index:
+            raise wire.WireError(f"a reply for window {header.get('index')!r} came when window {index} was asked")
+        return index, (arrays[0], arrays[1], arrays[2]), wall
+
+    def _window_messages(self, windows: list[np.ndarray]) -> list[bytes]:
+        """The framed messages of the warm-up call and of every window, in order: encoded once per list of
+        windows (a task passes its own lists, never changed), so no candidate's clock runs while a window is
+        encoded and no evaluation encodes the same windows again."""
+        with self._messages_lock:
+            for i, (known, messages) in enumerate(self._messages):
+                if known is windows:
+                    self._messages.append(self._messages.pop(i))  # most recently used last
+                    return messages
+        warm_up = _warm_up_window(windows[0])
+        messages = [transport.frame(wire.encode({"type": "window", "index": index}, [window]))
+                    for index, window in [(-1, warm_up), *enumerate(windows)]]
+        with self._messages_lock:
+            self._messages.append((windows, messages))
+            del self._messages[:-_KEPT_WINDOW_LISTS]
+        return messages
 
     @staticmethod
     def _expect(header: dict, kind: str) -> None:

@@ -14,6 +14,7 @@ import struct
 import time
 
 _LENGTH = struct.Struct("!i")
+_IOV_MAX = 64  # buffers per writev: a message has four or five
 
 
 class MessageTooLarge(OSError):
@@ -56,11 +57,34 @@ def receive(fd: int, limit: int, deadline: float) -> bytearray:
     return _read_exact(fd, size, deadline)
 
 
+def frame(payload: bytes) -> bytes:
+    """A message with its length in front: what `send_framed` writes (framed once, sent many times)."""
+    return _LENGTH.pack(len(payload)) + payload
+
+
 def send(fd: int, payload: bytes, deadline: float) -> None:
     """Write one message, or TimeoutError at the deadline (a worker that stops reading cannot block us)."""
-    view = memoryview(_LENGTH.pack(len(payload)) + payload)
+    send_framed(fd, frame(payload), deadline)
+
+
+def send_framed(fd: int, framed: bytes, deadline: float) -> None:
+    """Write a message `frame` made, or TimeoutError at the deadline."""
+    view = memoryview(framed)
     while view:
         try:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
             _wait(fd, select.POLLOUT, deadline)
+
+
+def write_parts(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write one message given as buffers (see `wire.encode_parts`) on a blocking descriptor, without
+    joining them: the worker's side, which waits as long as the harness lets it."""
+    views = [memoryview(_LENGTH.pack(sum(len(p) for p in parts)))] + [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

@@ -59,10 +59,24 @@ class _Workers:
         self.lock = threading.Lock()
         self.live: set[int] = set()
 
+    def freeze(self, pid: int) -> None:
+        """Stop every process of a finished worker (SIGSTOP to its group) until it is killed: nothing it left
+        running keeps using a core, or runs beside the next candidate."""
+        with self.lock:
+            if pid in self.live:
+                try:
+                    os.killpg(pid, signal.SIGSTOP)
+                except OSError:
+                    pass
+
     def kill(self, pid: int) -> None:
         with self.lock:
             if pid not in self.live:
                 return  # already reaped: the pid may name another worker by now
+            try:  # its exit (three copies of this process's memory to tear down) waits for idle cores
+                os.setpriority(os.PRIO_PGRP, pid, 19)
+            except OSError:
+                pass
             for kill in (os.killpg, os.kill):  # unreaped, so neither the pid nor its group id was reused
                 try:
                     kill(pid, signal.SIGKILL)
@@ -277,6 +291,9 @@ def serve(ctrl: socket.socket, isolate: bool) -> None:
         request = json.loads(msg.decode())
         if "kill" in request:
             workers.kill(int(request["kill"]))
+            continue
+        if "freeze" in request:
+            workers.freeze(int(request["freeze"]))
             continue
         with workers.lock:  # recorded before the reaper can reap it
             pid, harness_end, pidfd = _fork_standby(ctrl, isolate)
