@@ -208,3 +208,17 @@ def test_locality_of_all_windows_equals_each_window(nodes: int) -> None:
         alone = measure(plans[w:w + 1], tokens, nodes, EXPERTS)
         for name in ("tokens", "token_layers", "spanned", "multi"):
             assert getattr(together, name)[w] == getattr(alone, name)[0], name
+
+
+def test_runtime_figures_equal_numpys_median_and_percentiles() -> None:
+    """The call-time figures are computed on plain floats; they must be numpy's, bit for bit."""
+    from evaluator.task import _median, _quantile
+
+    rng = np.random.default_rng(7)
+    for count in (1, 2, 3, 11, 12, 40):
+        for _ in range(100):
+            times = rng.random(count) * 0.02
+            ordered = sorted(times.tolist())
+            assert _median(ordered) == float(np.median(times))
+            for q in (0.1, 0.9):
+                assert _quantile(ordered, q) == float(np.percentile(times, q * 100))
