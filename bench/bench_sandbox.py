@@ -5,7 +5,10 @@ untimed warm-up call): getting a worker, handing it the job, loading the program
 the contract, simulating, the migration model, locality (`cross_node`), scoring and the speed memo.
 Every contestant evaluates the seed on the standard configuration (deepseek-v3 search split,
 predictive, 58 layers x 256 experts, R=288, 8 groups, 4 nodes, 32 GPUs: 11 planned windows), each in a
-process of its own, in turns, so machine load hits them alike:
+process of its own, in turns, so machine load hits them alike. A turn is one unrecorded lead-in
+evaluation and `--per-turn` recorded ones back to back (the steady state of a campaign: a finished
+worker's exit overlaps the next evaluation, as it does there); after its turn a contestant kills its
+last worker and waits 50 ms, so no contestant's work falls into another's turn:
 
 - `after`: this checkout, isolated (the default path);
 - `before`: the evaluator at `--before` (default: where this branch left main), extracted with
@@ -22,7 +25,7 @@ measured in the same run is the figure to trust, the absolute milliseconds move 
 speed memo): every evaluation gets fresh copies of one real run's replies after a 64 MB pass that pushes
 them out of cache, with no sandbox and no calls; before and after only.
 
-Run: `.venv/bin/python bench/bench_sandbox.py [--evaluations 15] [--before REV|none] [--replay]`
+Run: `.venv/bin/python bench/bench_sandbox.py [--evaluations 15] [--per-turn 3] [--before REV|none] [--replay]`
 """
 from __future__ import annotations
 
@@ -105,8 +108,11 @@ if sys.argv[3] == "replay":
 
     task.sandbox.run = replay
 print(json.dumps({"windows": len(task.plan_windows)}), flush=True)
+import evaluator.sandbox.harness as H
 for line in sys.stdin:
     rows = []
+    if sys.argv[3] != "replay":
+        task.evaluate(seed)  # a lead-in, not recorded: the turn's recorded evaluations all find a steady state
     for _ in range(int(line)):
         stages.clear()
         cpu = time.thread_time()
@@ -118,6 +124,9 @@ for line in sys.stdin:
             overhead = (stages.pop("evaluate") - replay_ns[0]) / 1e9
         rows.append({"overhead": overhead, "call": result.metrics["runtime_median_s"],
                      "cpu": cpu, "stages": dict(stages)})
+    if hasattr(H, "drain_releases"):  # a finished worker's exit, left for the next evaluation, is this turn's
+        H.drain_releases()
+    time.sleep(0.05)  # let it end before the next contestant's turn
     print(json.dumps(rows), flush=True)
 '''
 
@@ -168,6 +177,8 @@ def extract(revision: str, into: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluations", type=int, default=15, help="evaluations per contestant")
+    parser.add_argument("--per-turn", type=int, default=3, help="evaluations per contestant's turn (after one "
+                        "unrecorded lead-in evaluation)")
     parser.add_argument("--before", default="", help="git revision of the old evaluator (default: the merge-base "
                         "with main); 'none' to compare with the opt-out only")
     parser.add_argument("--replay", action="store_true", help="time the parent-side stages alone: each evaluation "
@@ -186,10 +197,13 @@ def main() -> None:
         print(f"standard configuration, {contestants[0].windows} planned windows per candidate; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
         try:
-            for i in range(args.evaluations):
+            turns = -(-args.evaluations // args.per_turn)
+            for i in range(turns):
+                count = min(args.per_turn, args.evaluations - i * args.per_turn)
                 for contestant in contestants if i % 2 else contestants[::-1]:  # alternate who goes first
-                    contestant.evaluate(1)
-                print(f"\r{i + 1}/{args.evaluations} evaluations per contestant", end="", file=sys.stderr, flush=True)
+                    contestant.evaluate(count)
+                print(f"\r{min((i + 1) * args.per_turn, args.evaluations)}/{args.evaluations} evaluations per "
+                      "contestant", end="", file=sys.stderr, flush=True)
             print(file=sys.stderr)
         finally:
             for contestant in contestants:
