@@ -17,7 +17,8 @@ planned and scored windows. Two ratios:
     the published one is its simulation of the 11 windows. Same programs (every balancer under
     candidates/, `--copies` distinct copies each), timed in the same run. Target: at least 50x.
 (b) candidates per hour of an actual campaign: a short campaign with the default offline settings
-    (`--children` children) is run and timed end to end (proposals, evaluations, archive); for the
+    (`--children` children) is run and timed from its first child's result to its last (proposals,
+    duplicates, evaluations, archive; the one-off start is printed separately); for the
     programs it evaluated, the published protocol needs the program's own calls on every window (as
     measured in that campaign) plus the published simulation of every window, spread over as many
     workers as the campaign had, with perfect scaling. The programs' calls are the same work on both
@@ -26,7 +27,7 @@ planned and scored windows. Two ratios:
 
 The machine may be shared with other work: ratios measured in the same run are the figures to trust.
 
-Run: `.venv/bin/python bench/bench_vs_published.py [--copies 1] [--children 80]`
+Run: `.venv/bin/python bench/bench_vs_published.py [--copies 1] [--children 150]`
 """
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ def evaluator_cost(task: EplbTask, copies: int) -> tuple[float, float, float]:
     return statistics.median(ours), statistics.median(theirs), statistics.median(theirs) / windows
 
 
-def campaign_rate(children: int, published_per_window: float, windows: int) -> tuple[float, float, float, int]:
+def campaign_rate(children: int, published_per_window: float, windows: int,
+                  ) -> tuple[float, float, float, int, float]:
     """(b): seconds per candidate of a real campaign, and what the published protocol needs per candidate
     for the programs that campaign evaluated."""
     print(f"(b) a campaign of {children} children with the default offline settings ...", file=sys.stderr)
@@ -153,22 +155,27 @@ def campaign_rate(children: int, published_per_window: float, windows: int) -> t
             calls = metrics.get("runtime_mean_s", 0.0) * windows
         published.append(calls + windows * published_per_window)
         own_calls.append(calls)
-    # the published side gets the campaign's workers too, scaling perfectly (which favours it)
-    return (run.seconds / max(len(evaluated), 1), statistics.mean(published) / workers,
-            statistics.mean(own_calls), len(evaluated))
+    # the published side gets the campaign's workers too, scaling perfectly (which favours it). Ours is the
+    # steady state: from the first child's result to the last, so the start (importing torch, loading the
+    # trace, starting the sandbox, timing the reference and the seed), paid once per campaign of any length,
+    # is not spread over a short bench campaign's children; the whole run's rate is printed beside it.
+    times = sorted(step.evaluated_at for step in evaluated)
+    steady = (times[-1] - times[0]) / max(len(times) - 1, 1) if len(times) > 1 else run.seconds
+    return (steady, statistics.mean(published) / workers, statistics.mean(own_calls), len(evaluated),
+            run.seconds / max(len(evaluated), 1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=1, help="distinct copies of each bundled balancer for (a)")
-    parser.add_argument("--children", type=int, default=80, help="children of the campaign for (b)")
+    parser.add_argument("--children", type=int, default=150, help="children of the campaign for (b)")
     args = parser.parse_args()
     task = EplbTask(EvalOptions())
     windows = len(task.plan_windows)
     print(f"standard configuration, {windows} planned windows per candidate; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     ours_eval, theirs_eval, per_window = evaluator_cost(task, args.copies)
-    ours_s, theirs_s, calls_s, count = campaign_rate(args.children, per_window, windows)
+    ours_s, theirs_s, calls_s, count, whole_s = campaign_rate(args.children, per_window, windows)
     print(f"load average {os.getloadavg()[0]:.1f} at the end\n")
 
     eval_ratio, rate_ratio = theirs_eval / max(ours_eval, 1e-9), theirs_s / max(ours_s, 1e-9)
@@ -177,10 +184,12 @@ def main() -> None:
           f"{eval_ratio:>9.1f}x")
     print(f"{'(b) campaign: candidates per hour':40}{3600 / ours_s:>14.0f}{3600 / theirs_s:>14.0f}{rate_ratio:>9.1f}x")
     print(f"{'    seconds per candidate':40}{ours_s:>14.3f}{theirs_s:>14.3f}   ({count} children)")
+    print(f"{'    whole run, start included':40}{3600 / whole_s:>14.0f}{3600 / theirs_s:>14.0f}"
+          f"{theirs_s / max(whole_s, 1e-9):>9.1f}x")
     print("  (a) ours: everything but the program's calls and its untimed warm-up call; published: its simulation")
-    print("  (b) ours: the campaign's wall time over its children (proposals and archive included); published: "
-          "the programs' calls on every window as measured in the campaign, plus the published simulation, over "
-          "the campaign's workers")
+    print("  (b) ours: the campaign's wall time per child from its first result to its last (proposals, duplicates "
+          "and archive included); published: the programs' calls on every window as measured in the campaign, plus "
+          "the published simulation, over the campaign's workers")
     print(f"target: evaluator cost at least {TARGET:.0f}x below the published evaluator's: {eval_ratio:.1f}x, "
           f"{'met' if eval_ratio >= TARGET else 'NOT met'}")
     bound = (calls_s + windows * per_window) / max(calls_s, 1e-9)

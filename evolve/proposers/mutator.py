@@ -28,6 +28,7 @@ byte-identical patch text.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import random
 import re
@@ -117,6 +118,7 @@ LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.comprehension)
 MAX_COST = 2  # the highest cost class
 
 
+@functools.lru_cache(maxsize=4096)  # asked of every block of every parent and child: parse each body once
 def body_cost(body: str) -> int:
     """Cost class of a block body the catalogue does not know: 0 without a Python loop, else the highest
     class (an unknown loop may run over items or slots). A body that does not parse counts as the highest."""
