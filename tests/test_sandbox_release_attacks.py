@@ -101,3 +101,43 @@ def test_a_finished_worker_cannot_leave_the_group_that_is_stopped(
     finally:
         run.release()
     assert_innocent_scores(task)
+
+
+# Writes each placement twice: as the reply to the window asked and, at once, as the reply to the next window,
+# before that window is sent. The harness would read it from the socket's buffer, so the clock of that call
+# would hold none of the work and none of the writing (with a placement that ignores its window, computed in
+# the untimed warm-up call, every timed call could be answered this way).
+PRESEND = r'''
+import json as _json, struct as _struct, sys, time
+_transport = sys.modules["evaluator.sandbox.transport"]
+_write = _transport.write_parts
+_ahead = set()
+def _write_ahead(fd, parts):
+    first = bytes(parts[0])
+    size = int.from_bytes(first[:4], "little")
+    envelope = _json.loads(first[4:4 + size])
+    header = envelope["header"]
+    if header.get("type") != "placement":
+        return _write(fd, parts)
+    if header["index"] not in _ahead:
+        _write(fd, parts)
+    envelope["header"] = dict(header, index=header["index"] + 1)
+    text = _json.dumps(envelope).encode()
+    text += b" " * (-(4 + len(text)) % 8)
+    _ahead.add(header["index"] + 1)
+    _write(fd, [_struct.pack("<I", len(text)) + text, *parts[1:]])
+_transport.write_parts = _write_ahead
+_seed = rebalance_experts
+def rebalance_experts(*args):
+    time.sleep(0.04)
+    return _seed(*args)
+'''
+
+
+def test_a_reply_sent_before_its_window_is_refused(task: EplbTask) -> None:
+    result = task.evaluate(SEED_CODE + PRESEND)
+    assert not result.correct, [w["runtime_s"] for w in result.per_window]
+    assert result.error == ("the worker sent a message that breaks the protocol: the reply for window 0 does "
+                            "not repeat the token sent with that window (a reply written before its window "
+                            "came?)"), result.error
+    assert_innocent_scores(task)
