@@ -141,3 +141,79 @@ def test_a_reply_sent_before_its_window_is_refused(task: EplbTask) -> None:
                             "not repeat the token sent with that window (a reply written before its window "
                             "came?)"), result.error
     assert_innocent_scores(task)
+
+
+# --- a hostile or corrupt speed memo ----------------------------------------------------------------------
+# The memo is a file in the user's cache, not something a candidate reaches; but a file damaged, or written
+# by another tool or another version, must not stop evaluation (no traceback, no hang): the fresh
+# measurement is used instead. Each case runs in a child process, so a hang fails the test instead of
+# holding the memo's lock for every later test.
+
+REMEMBER = """
+import sys
+from pathlib import Path
+from evaluator.speed_memo import remembered
+print("OCTAVES", remembered("k", 2, Path(sys.argv[1])), remembered("k", 3, Path(sys.argv[1])))
+"""
+
+
+def _remember_in_child(path: Path) -> str:
+    import subprocess
+    import sys
+
+    from tests.evaluator_helpers import REPO
+
+    try:
+        done = subprocess.run([sys.executable, "-c", REMEMBER, str(path)], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        return "hung"
+    return done.stdout.strip() if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
+
+
+def _memo_with(path: Path, *statements: str) -> Path:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return path
+
+
+JUNK_OCTAVES = [(column, octaves) for column in ("octaves INTEGER NOT NULL", "octaves")
+                for octaves in ("'fast'", "NULL", "9e999", "2.5", "x'00'") if (column, octaves)
+                != ("octaves INTEGER NOT NULL", "NULL")]  # the memo's own schema, and one without a type
+
+
+@pytest.mark.parametrize(("column", "octaves"), JUNK_OCTAVES)
+def test_a_memo_holding_something_else_than_an_octave_is_not_believed(tmp_path: Path, column: str,
+                                                                       octaves: str) -> None:
+    path = _memo_with(tmp_path / "memo.sqlite", f"CREATE TABLE speed (key TEXT PRIMARY KEY, {column})",
+                      f"INSERT INTO speed VALUES ('k', {octaves})")
+    assert _remember_in_child(path) == "OCTAVES 2 3"  # measured afresh each time: the stored row is not an octave
+
+
+def test_a_memo_whose_schema_runs_code_on_every_write_is_not_used(tmp_path: Path) -> None:
+    """A trigger (or a view) in the file runs inside every write: one that never ends held the memo's lock,
+    and so every evaluation of the process, forever."""
+    path = _memo_with(
+        tmp_path / "memo.sqlite", "CREATE TABLE speed (key TEXT PRIMARY KEY, octaves INTEGER NOT NULL)",
+        "CREATE TRIGGER forever BEFORE INSERT ON speed BEGIN SELECT count(*) FROM "
+        "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n); END")
+    assert _remember_in_child(path) == "OCTAVES 2 3"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "garbage"])
+def test_a_memo_that_is_not_a_database_file_is_not_used(tmp_path: Path, kind: str) -> None:
+    import os
+
+    path = tmp_path / "memo.sqlite"
+    if kind == "fifo":  # opened, SQLite's first read waited forever on it
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    assert _remember_in_child(path) == "OCTAVES 2 3"
