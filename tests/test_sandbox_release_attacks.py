@@ -217,3 +217,124 @@ def test_a_memo_that_is_not_a_database_file_is_not_used(tmp_path: Path, kind: st
     else:
         path.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     assert _remember_in_child(path) == "OCTAVES 2 3"
+
+
+# --- replies that begin as the placement asked for (decoded only after the last call) ---------------------
+# Each rewrites the worker's replies after their header's first key, so the harness's quick look (the
+# placement header of the window asked, token included, no larger than a placement can be) lets it wait;
+# decoded after the last call, every one must still be refused with its one line, or be harmless.
+DEFERRED_FORGER = r'''
+import json as _json, struct as _struct, sys
+_MODE = __FORGE_MODE__
+_transport = sys.modules["evaluator.sandbox.transport"]
+_write = _transport.write_parts
+
+def _forged(fd, parts):
+    message = b"".join(bytes(p) for p in parts)
+    size = int.from_bytes(message[:4], "little")
+    text, body = message[4:4 + size].rstrip(b" "), message[4 + size:]
+    header = _json.loads(text)["header"]
+    if header.get("type") != "placement":
+        return _write(fd, parts)
+    if _MODE == "second header":  # JSON keeps the last of two equal keys
+        second = _json.dumps(dict(header, index=header["index"] + 1))
+        text = text[:-1] + b', "header": ' + second.encode() + b"}"
+    elif _MODE == "second header without token":
+        second = _json.dumps({"type": "placement", "index": header["index"]})
+        text = text[:-1] + b', "header": ' + second.encode() + b"}"
+    elif _MODE == "length past the header":
+        size = len(text) + 8
+    elif _MODE == "arrays short":
+        body = body[:-8]
+    elif _MODE == "arrays swapped":
+        arrays = _json.loads(text)["arrays"]
+        text = _json.dumps({"header": header, "arrays": arrays[::-1]}).encode()
+    if _MODE in ("padded header", "misaligned"):
+        text += b" " * (60000 if _MODE == "padded header" else 0)
+        size = len(text)
+    elif _MODE != "length past the header":
+        text += b" " * (-(4 + len(text)) % 8)
+        size = len(text)
+    _write(fd, [_struct.pack("<I", size) + text + body])
+_transport.write_parts = _forged
+'''
+
+DEFERRED_FORGERIES = {
+    "second header": "breaks the protocol: a reply for window 0 came when window -1 was asked",
+    "second header without token": "breaks the protocol: the reply for window -1 does not repeat the token",
+    "length past the header": "breaks the protocol: the header is not JSON",
+    "arrays short": "breaks the protocol: an array runs past the end of the message",
+    "arrays swapped": "breaks the protocol: placement shapes [[4, 16], [4, 16, ",
+    "padded header": "",  # legal: the harness keeps the arrays, and at most a header's bytes beside them
+    "misaligned": "",  # legal: copied, not read in place
+}
+
+
+def _decoded_after_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many windows had been sent when each reply was decoded (all of them: the reply waited)."""
+    from evaluator.sandbox import transport
+
+    sent, seen = [0], []
+    send, decoded = transport.send_framed, harness.Sandbox._decoded
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        sent[0] += len(args) + len(kwargs) == 4  # a window (with its token), not the job
+        return send(*args, **kwargs)
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(sent[0])
+        return decoded(self, *args, **kwargs)
+
+    monkeypatch.setattr(transport, "send_framed", counting)
+    monkeypatch.setattr(harness.Sandbox, "_decoded", recording)
+    return seen
+
+
+@pytest.mark.parametrize("mode", list(DEFERRED_FORGERIES))
+def test_a_reply_that_only_begins_as_a_placement_is_still_checked(
+        task: EplbTask, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluator.sandbox import wire
+    from tests.test_sandbox_redteam import _held_bytes
+
+    program = SEED_CODE + DEFERRED_FORGER.replace("__FORGE_MODE__", repr(mode))
+    with monkeypatch.context() as patch:
+        decoded_after = _decoded_after_sends(patch)
+        run = task.sandbox.run(program, task.plan_windows, task.args)
+    assert decoded_after and decoded_after[0] == len(task.plan_windows) + 1, decoded_after  # it waited
+    expected = DEFERRED_FORGERIES[mode]
+    if expected:
+        assert not run.ok and not run.placements
+        assert expected in run.error and "\n" not in run.error, run.error
+        assert task.evaluate(program).error == run.error
+    else:
+        assert run.ok, run.error
+        for placement in run.placements:
+            needed = sum(a.nbytes for a in placement)
+            assert needed <= _held_bytes(placement) <= needed + wire.HEADER_BYTES
+        assert task.evaluate(program).scores["native"] == task.evaluate(SEED_CODE).scores["native"]
+    assert_innocent_scores(task)
+
+
+# log2phy as wide as the most replicas one expert may hold (so the reply waits), one value past the counts
+COMPACT_JUNK = r'''
+_narrow = rebalance_experts
+def rebalance_experts(weight, num_replicas, *args):
+    phy2log, log2phy, logcnt = _narrow(weight, num_replicas, *args)
+    wide = torch.full((*log2phy.shape[:2], num_replicas - log2phy.shape[1] + 1), -1, dtype=torch.int64)
+    wide[:, :, : log2phy.shape[2]] = log2phy
+    wide[-1, -1, -1] = 0  # one value where -1 belongs
+    return phy2log, wide, logcnt
+'''
+
+
+def test_a_waiting_reply_that_breaks_the_contract_is_refused_in_its_words(
+        task: EplbTask, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        decoded_after = _decoded_after_sends(patch)
+        run = task.sandbox.run(SEED_CODE + COMPACT_JUNK, task.plan_windows, task.args)
+    assert decoded_after[0] == len(task.plan_windows) + 1, decoded_after  # it waited
+    width = task.options.num_replicas - 16 + 1
+    assert not run.ok and not run.placements
+    assert run.error == f"window 0: inconsistent maps: log2phy[3, 15, {width - 1}] = 0 past logcnt must be -1"
+    assert task.evaluate(SEED_CODE + COMPACT_JUNK).error == run.error
+    assert_innocent_scores(task)
