@@ -14,7 +14,7 @@ import pytest
 from evaluator.sandbox import harness
 from evaluator.task import EplbTask
 from tests.evaluator_helpers import SEED_CODE, small_task
-from tests.test_sandbox_attacks import PRELUDE, assert_innocent_scores, hostile, tags
+from tests.test_sandbox_attacks import assert_innocent_scores, hostile, tags
 
 
 @pytest.fixture(scope="module")
@@ -337,4 +337,50 @@ def test_a_waiting_reply_that_breaks_the_contract_is_refused_in_its_words(
     assert not run.ok and not run.placements
     assert run.error == f"window 0: inconsistent maps: log2phy[3, 15, {width - 1}] = 0 past logcnt must be -1"
     assert task.evaluate(SEED_CODE + COMPACT_JUNK).error == run.error
+    assert_innocent_scores(task)
+
+
+# --- stdout and stderr: anonymous in-memory files the harness made ---------------------------------------
+MEMFD = r'''
+import fcntl, mmap
+_try("TRUNCATE", lambda: os.ftruncate(2, 1 << 30))  # 1 GiB of memory no address-space cap counts
+_try("PWRITE", lambda: os.pwrite(2, b"x", 100 << 20))
+_try("SEEKWRITE", lambda: (os.lseek(2, 1 << 40, 0), os.write(2, b"x")))
+_try("SEAL", lambda: fcntl.fcntl(2, 1033, 8))  # F_ADD_SEALS F_SEAL_WRITE: keep the harness from ... nothing
+_try("LEASE", lambda: fcntl.fcntl(2, 1024, fcntl.F_WRLCK))  # F_SETLEASE
+os.lseek(2, 0, 0)
+def _fill():
+    block = b"y" * (1 << 20)
+    for _ in range(16):
+        os.write(2, block)
+_try("FILL", _fill)  # stops at the output cap
+def _map():
+    size = os.fstat(2).st_size
+    view = mmap.mmap(2, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    view[:5] = b"MMAP!"
+    return size
+_try("MMAP", _map)  # within the file: its own output, rewritten
+'''
+
+
+def test_the_output_files_hold_no_more_than_the_output_cap(task: EplbTask) -> None:
+    import re
+
+    result = task.evaluate(hostile(MEMFD))
+    assert result.correct, result.error
+    found = tags(result)
+    refused = ("TRUNCATE", "PWRITE", "SEEKWRITE", "SEAL", "LEASE", "FILL")
+    assert {found[t] for t in refused} == {"FAIL"} and found["MMAP"] == "OK", result.stdout
+    cap = task.sandbox.limits.output_bytes
+    assert f"MMAP:OK:'{cap}'" in result.stdout, result.stdout
+    cut = re.search(r"\[\.\.\. (\d+) bytes cut \.\.\.\]", result.stderr)
+    assert cut and int(cut.group(1)) == cap - 2 * task.sandbox.limits.keep_output_chars
+    assert result.stderr.startswith("MMAP!yyy")
+    assert_innocent_scores(task)
+
+
+def test_touching_an_output_file_past_its_end_is_the_programs_crash(task: EplbTask) -> None:
+    shrink = "import mmap\nos.write(2, bytes(8192))\n_view = mmap.mmap(2, 8192, mmap.MAP_SHARED)\nos.ftruncate(2, 0)\n"
+    result = task.evaluate(hostile(shrink + "_view[4096] = 1\n"))  # a page past the end of the file
+    assert result.error == "the worker crashed with SIGBUS", result.error
     assert_innocent_scores(task)
