@@ -384,3 +384,23 @@ def test_touching_an_output_file_past_its_end_is_the_programs_crash(task: EplbTa
     result = task.evaluate(hostile(shrink + "_view[4096] = 1\n"))  # a page past the end of the file
     assert result.error == "the worker crashed with SIGBUS", result.error
     assert_innocent_scores(task)
+
+
+STALLS = r'''
+import time
+_calls = []
+_seed = rebalance_experts
+def rebalance_experts(*args):
+    _calls.append(1)
+    if len(_calls) == 4:  # the warm-up call, windows 0 and 1 answered; window 2 never is
+        time.sleep(3600)
+    return _seed(*args)
+'''
+
+
+def test_a_timeout_after_waiting_replies_counts_them(tmp_path: Path) -> None:
+    """Replies that wait to be decoded were still answered: the timeout's line says how many."""
+    quick = small_task(tmp_path, timeout_s=2.0)
+    result = quick.evaluate(SEED_CODE + STALLS)
+    assert result.error == ("timed out after 2 s with 2 of 3 windows answered (an endless loop, or a balancer "
+                            "far too slow)"), result.error

@@ -742,8 +742,13 @@ class Sandbox:
         for index, (framed, at) in enumerate(self._window_messages(windows), start=-1):
             token = tokens[2 * _TOKEN_BYTES * (index + 1) : 2 * _TOKEN_BYTES * (index + 2)]
             sent_at = time.perf_counter_ns()
-            transport.send_framed(conn.fileno(), framed, deadline, (at, token.encode()))
-            reply = transport.receive(conn.fileno(), layout.max_bytes, deadline)
+            try:
+                transport.send_framed(conn.fileno(), framed, deadline, (at, token.encode()))
+                reply = transport.receive(conn.fileno(), layout.max_bytes, deadline)
+            except (OSError, EOFError):  # a timeout, a crash: the replies before come first, as they would have
+                for item in waiting:  # (their own faults, and the count of windows answered in a timeout's line)
+                    yield self._decoded(*item, layout)
+                raise
             wall = time.perf_counter_ns() - sent_at
             if len(reply) <= compact_limit and reply.startswith(_placement_prefix(index, token), 4):
                 waiting.append((index, token, reply, wall))
