@@ -91,7 +91,7 @@ def test_a_finished_worker_cannot_leave_the_group_that_is_stopped(
         assert run.ok, run.error
         found = tags(run)
         assert {found[t] for t in ("SETSID", "SETPGID", "SETPGRP")} == {"FAIL"}, run.stdout
-        (init,) = _children(outers[0])  # the candidate's worker (the reference's may follow)
+        (init,) = _children(outers[-1])  # the candidate's worker (the reference's, timed first, may precede it)
         (candidate,) = _children(init)
         deadline = time.monotonic() + 10
         while _thread_states(candidate) - {"T", "t"} and time.monotonic() < deadline:
@@ -404,3 +404,26 @@ def test_a_timeout_after_waiting_replies_counts_them(tmp_path: Path) -> None:
     result = quick.evaluate(SEED_CODE + STALLS)
     assert result.error == ("timed out after 2 s with 2 of 3 windows answered (an endless loop, or a balancer "
                             "far too slow)"), result.error
+
+
+def test_the_reference_is_never_timed_beside_a_finished_worker(
+        task: EplbTask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished worker is stopped, not killed, and a stop waits for the system call under way (a worker
+    filling 2 GB of memory ran on for 0.6 s of CPU after its stop): timed beside it, the reference (timed
+    once per process) would be slower, and every later speed ratio of that process higher."""
+    from tests.test_sandbox_standby import _alive
+
+    monkeypatch.setattr(harness, "_REFERENCE_TIMES", {})  # timed afresh here
+    outers = _candidate_process(monkeypatch)
+    alive_then: list[list[int]] = []
+    original = harness.Sandbox._run_retrying
+
+    def spying(self, code, windows, args, keep_worker=False):  # type: ignore[no-untyped-def]
+        if code == self.reference_code:
+            alive_then.append([pid for pid in outers if _alive(pid)])
+        return original(self, code, windows, args, keep_worker)
+
+    monkeypatch.setattr(harness.Sandbox, "_run_retrying", spying)
+    result = task.evaluate(SEED_CODE + "\n# a candidate, not the reference\n")
+    assert result.correct and result.metrics["reference_runtime_median_s"] > 0, result.error
+    assert alive_then == [[]], alive_then

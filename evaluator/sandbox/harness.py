@@ -539,13 +539,13 @@ class Sandbox:
         killed worker's exit (its three processes, its namespaces) keeps the kernel busy for milliseconds,
         and a caller that checks and scores the placements at that moment took twice as long to do so on
         two cores; one that releases afterwards leaves that work to overlap the next candidate's loading."""
+        # The reference first (timed once per process): never beside this candidate's finished worker, which
+        # is only stopped, and a stop waits for the system call under way (filling 2 GB of memory went on
+        # for 0.6 s of CPU), so it could have slowed the reference, and raised its own speed ratio.
+        reference = self.reference_times(windows[0], args)
         result = self._run_retrying(code, windows, args, keep_worker)
         if result.ok:
-            try:
-                result.reference_ns, result.reference_cost_ns = self.reference_times(windows[0], args)
-            except BaseException:
-                result.release()
-                raise
+            result.reference_ns, result.reference_cost_ns = reference
         return result
 
     def reference_times(self, first: np.ndarray, args: tuple[int, ...]) -> tuple[list[int], int]:
