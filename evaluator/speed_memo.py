@@ -55,15 +55,16 @@ def _connection(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
     try:
+        # nothing but the table (checked before anything is written): a trigger or a view in a damaged or
+        # foreign file runs inside every write (a recursive one that never ended held `_LOCK`, and so every
+        # evaluation of the process, forever)
+        if sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str) not in ([], _SCHEMA):
+            raise sqlite3.DatabaseError("the speed memo holds more than its table")
         # a cache, not a record: no fsync per evaluation (a crash loses at most the newest octaves, which the
         # next evaluation measures again); write-ahead logging appends, and concurrent campaigns still agree
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE}")
-        # nothing but the table: a trigger or a view in a damaged or foreign file runs inside every write
-        # (a recursive one that never ended held `_LOCK`, and so every evaluation of the process, forever)
-        if sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str) != _SCHEMA:
-            raise sqlite3.DatabaseError("the speed memo holds more than its table")
         stat = path.stat()
     except BaseException:
         conn.close()

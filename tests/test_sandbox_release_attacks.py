@@ -202,7 +202,9 @@ def test_a_memo_whose_schema_runs_code_on_every_write_is_not_used(tmp_path: Path
         tmp_path / "memo.sqlite", "CREATE TABLE speed (key TEXT PRIMARY KEY, octaves INTEGER NOT NULL)",
         "CREATE TRIGGER forever BEFORE INSERT ON speed BEGIN SELECT count(*) FROM "
         "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n); END")
+    before = path.read_bytes()
     assert _remember_in_child(path) == "OCTAVES 2 3"
+    assert path.read_bytes() == before  # and left as it was (not even switched to write-ahead logging)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "garbage"])
