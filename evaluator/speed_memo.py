@@ -21,6 +21,8 @@ from typing import Any
 
 from evaluator.traces.registry import cache_dir
 
+_TABLE = "speed (key TEXT PRIMARY KEY, octaves INTEGER NOT NULL)"
+_SCHEMA = [("index", "sqlite_autoindex_speed_1", None), ("table", "speed", f"CREATE TABLE {_TABLE}")]
 _LOCK = threading.Lock()
 _OPEN: dict[Path, tuple[sqlite3.Connection, tuple[int, int]]] = {}  # path -> (connection, the file's device, inode)
 
@@ -53,11 +55,16 @@ def _connection(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
     try:
+        # nothing but the table (checked before anything is written): a trigger or a view in a damaged or
+        # foreign file runs inside every write (a recursive one that never ended held `_LOCK`, and so every
+        # evaluation of the process, forever)
+        if sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str) not in ([], _SCHEMA):
+            raise sqlite3.DatabaseError("the speed memo holds more than its table")
         # a cache, not a record: no fsync per evaluation (a crash loses at most the newest octaves, which the
         # next evaluation measures again); write-ahead logging appends, and concurrent campaigns still agree
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("CREATE TABLE IF NOT EXISTS speed (key TEXT PRIMARY KEY, octaves INTEGER NOT NULL)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE}")
         stat = path.stat()
     except BaseException:
         conn.close()
@@ -80,4 +87,5 @@ def remembered(key: str, measured: int, path: Path | None = None) -> int:
             if dropped is not None:
                 dropped[0].close()
             return int(measured)
-    return int(row[0]) if row else int(measured)
+    # an INTEGER column still stores text, blobs and reals (infinity too): only a whole number is an octave
+    return row[0] if row and type(row[0]) is int else int(measured)

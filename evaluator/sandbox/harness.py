@@ -26,7 +26,6 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from multiprocessing.connection import Connection
 from typing import Callable, Iterator
 
@@ -479,10 +478,13 @@ def _compact_bytes(layout: wire.Layout) -> int:
     return 4 + wire.HEADER_BYTES + wire.INT64.itemsize * cells
 
 
-@lru_cache(maxsize=4096)
-def _placement_prefix(index: int) -> bytes:
+_TOKEN_BYTES = 8  # random bytes of a window's token (sent as hex)
+_TOKEN_PLACE = "0" * (2 * _TOKEN_BYTES)  # where the token goes in a window's message, framed ahead
+
+
+def _placement_prefix(index: int, token: str) -> bytes:
     """How a placement reply for window `index` begins (after the header's length), as `wire.encode` writes it."""
-    return json.dumps({"header": {"type": "placement", "index": index}}).encode()[:-1]
+    return json.dumps({"header": {"type": "placement", "index": index, "token": token}}).encode()[:-1]
 
 
 def _warm_up_window(window: np.ndarray) -> np.ndarray:
@@ -522,7 +524,7 @@ class Sandbox:
         self.device = device
         self.isolate = isolate
         self._reference_key: tuple[np.ndarray, tuple[int, ...], str] | None = None
-        self._messages: list[tuple[list[np.ndarray], list[bytes]]] = []  # see `_window_messages`
+        self._messages: list[tuple[list[np.ndarray], list[tuple[bytes, int]]]] = []  # see `_window_messages`
         self._messages_lock = threading.Lock()
         if isolate:
             reason = bwrap.probe()
@@ -537,13 +539,13 @@ class Sandbox:
         killed worker's exit (its three processes, its namespaces) keeps the kernel busy for milliseconds,
         and a caller that checks and scores the placements at that moment took twice as long to do so on
         two cores; one that releases afterwards leaves that work to overlap the next candidate's loading."""
+        # The reference first (timed once per process): never beside this candidate's finished worker, which
+        # is only stopped, and a stop waits for the system call under way (filling 2 GB of memory went on
+        # for 0.6 s of CPU), so it could have slowed the reference, and raised its own speed ratio.
+        reference = self.reference_times(windows[0], args)
         result = self._run_retrying(code, windows, args, keep_worker)
         if result.ok:
-            try:
-                result.reference_ns, result.reference_cost_ns = self.reference_times(windows[0], args)
-            except BaseException:
-                result.release()
-                raise
+            result.reference_ns, result.reference_cost_ns = reference
         return result
 
     def reference_times(self, first: np.ndarray, args: tuple[int, ...]) -> tuple[list[int], int]:
@@ -730,45 +732,62 @@ class Sandbox:
         # 0.13 ms a reply). Only a reply that begins as a placement for the window asked, and is no larger
         # than a valid placement can be, waits; anything else (an error, a reply too wide to hold on to) is
         # decoded at once, after those before it, and ends the run as before.
-        waiting: list[tuple[int, bytearray, int]] = []
+        waiting: list[tuple[int, str, bytearray, int]] = []
         compact_limit = _compact_bytes(layout)
-        for index, framed in enumerate(self._window_messages(windows), start=-1):
+        # Every window carries a fresh random token that its reply must repeat. A reply is timed from its
+        # window's sending, so a worker must not be able to write it sooner: one that wrote each placement
+        # again, at once, as the next window's reply had that call timed at 50 us although it slept 40 ms (and
+        # placements computed in the untimed warm-up call could have answered every timed call so).
+        tokens = os.urandom(_TOKEN_BYTES * (len(windows) + 1)).hex()
+        for index, (framed, at) in enumerate(self._window_messages(windows), start=-1):
+            token = tokens[2 * _TOKEN_BYTES * (index + 1) : 2 * _TOKEN_BYTES * (index + 2)]
             sent_at = time.perf_counter_ns()
-            transport.send_framed(conn.fileno(), framed, deadline)
-            reply = transport.receive(conn.fileno(), layout.max_bytes, deadline)
+            try:
+                transport.send_framed(conn.fileno(), framed, deadline, (at, token.encode()))
+                reply = transport.receive(conn.fileno(), layout.max_bytes, deadline)
+            except (OSError, EOFError):  # a timeout, a crash: the replies before come first, as they would have
+                for item in waiting:  # (their own faults, and the count of windows answered in a timeout's line)
+                    yield self._decoded(*item, layout)
+                raise
             wall = time.perf_counter_ns() - sent_at
-            if len(reply) <= compact_limit and reply.startswith(_placement_prefix(index), 4):
-                waiting.append((index, reply, wall))
+            if len(reply) <= compact_limit and reply.startswith(_placement_prefix(index, token), 4):
+                waiting.append((index, token, reply, wall))
                 continue
             for item in waiting:
                 yield self._decoded(*item, layout)
             waiting.clear()
-            yield self._decoded(index, reply, wall, layout)
+            yield self._decoded(index, token, reply, wall, layout)
         for item in waiting:
             yield self._decoded(*item, layout)
         # no word that the job is over: the worker waits for a window that never comes until it is killed
         # (see `Sandbox.run`), so its exit does not fall on the harness's checks
 
-    def _decoded(self, index: int, reply: bytearray, wall: int, layout: wire.Layout,
+    def _decoded(self, index: int, token: str, reply: bytearray, wall: int, layout: wire.Layout,
                  ) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int]:
         header, arrays = wire.decode(reply, layout)
         self._expect(header, "placement")
         if header.get("index") != index:
             raise wire.WireError(f"a reply for window {header.get('index')!r} came when window {index} was asked")
+        if header.get("token") != token:
+            raise wire.WireError(f"the reply for window {index} does not repeat the token sent with that window "
+                                 "(a reply written before its window came?)")
         return index, (arrays[0], arrays[1], arrays[2]), wall
 
-    def _window_messages(self, windows: list[np.ndarray]) -> list[bytes]:
-        """The framed messages of the warm-up call and of every window, in order: encoded once per list of
-        windows (a task passes its own lists, never changed), so no candidate's clock runs while a window is
-        encoded and no evaluation encodes the same windows again."""
+    def _window_messages(self, windows: list[np.ndarray]) -> list[tuple[bytes, int]]:
+        """The framed messages of the warm-up call and of every window, in order, each with the offset of its
+        token's place (filled in as it is sent): encoded once per list of windows (a task passes its own
+        lists, never changed), so no candidate's clock runs while a window is encoded and no evaluation
+        encodes the same windows again."""
         with self._messages_lock:
             for i, (known, messages) in enumerate(self._messages):
                 if known is windows:
                     self._messages.append(self._messages.pop(i))  # most recently used last
                     return messages
         warm_up = _warm_up_window(windows[0])
-        messages = [transport.frame(wire.encode({"type": "window", "index": index}, [window]))
-                    for index, window in [(-1, warm_up), *enumerate(windows)]]
+        messages = []
+        for index, window in [(-1, warm_up), *enumerate(windows)]:
+            framed = transport.frame(wire.encode({"token": _TOKEN_PLACE, "type": "window", "index": index}, [window]))
+            messages.append((framed, framed.index(b'"token": "') + len(b'"token": "')))
         with self._messages_lock:
             self._messages.append((windows, messages))
             del self._messages[:-_KEPT_WINDOW_LISTS]

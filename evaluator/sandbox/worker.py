@@ -267,4 +267,5 @@ def worker_main(sock: socket.socket, base_bytes: int) -> None:
         if problem:
             send(wire.encode({"type": "error", "error": f"window {shown}: {problem}"}))
             return
-        send(wire.encode_parts({"type": "placement", "index": index}, placement))
+        # the window's token, which the harness checks: no reply can be written before its window is sent
+        send(wire.encode_parts({"type": "placement", "index": index, "token": header.get("token")}, placement))
