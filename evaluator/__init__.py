@@ -12,7 +12,10 @@ from typing import Any
 # and with the expert groups their import recorded (no longer 1 when the file states none); bundled datasets
 # score their balance as in 1.0.0. Runtimes are now the harness's round-trip clock around each call, after
 # one untimed warm-up call, and the reference is timed once per harness process (docs/sandbox.md).
-EVALUATOR_VERSION = "1.1.0"
+# 1.2.0: a call's clock no longer covers encoding its window, and the worker sends log2phy cut after its widest
+# expert, so a program that pads log2phy is no longer timed sending the padding (DeepSeek's algorithm: 4.1 MB a
+# reply became 1.3 MB); the reference is timed before the first candidate of a process. Balance is unchanged.
+EVALUATOR_VERSION = "1.2.0"
 __all__ = ["EVALUATOR_VERSION", "evaluate_program", "compare_programs"]
 
 
