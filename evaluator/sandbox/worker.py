@@ -249,7 +249,11 @@ def worker_main(sock: socket.socket, base_bytes: int) -> None:
     send(wire.encode({"type": "ready"}))
 
     while True:
-        header, arrays = wire.decode(conn.recv_bytes())
+        try:
+            message = conn.recv_bytes()
+        except EOFError:  # the harness closed the socket: the job is over (no word is sent that it is)
+            return
+        header, arrays = wire.decode(message)
         if header.get("type") != "window":
             return
         index = int(header["index"])
