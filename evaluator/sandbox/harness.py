@@ -370,8 +370,8 @@ class SandboxRun:
     _release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def release(self) -> None:
-        """Have the worker `Sandbox.run(keep_worker=True)` left waiting killed (nothing otherwise), by the
-        sandbox's releasing thread (see `_Releaser`); idempotent."""
+        """Hand the worker `Sandbox.run(keep_worker=True)` left stopped to `_Releaser`, which has it killed
+        when the next evaluation hands over its job, or 50 ms later (nothing otherwise); idempotent."""
         release, self._release = self._release, None
         if release is not None:
             _RELEASER.submit(release)
